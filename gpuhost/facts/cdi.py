@@ -1,0 +1,122 @@
+"""CDI spec files under /etc/cdi and /var/run/cdi: validity, devices, driver version."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")
+_DRIVER_LIB = re.compile(r"/lib(?:cuda|nvidia-ml|nvidia-ptxjitcompiler)\.so\.(\d+\.\d+(?:\.\d+)?)$")
+
+
+@dataclass
+class CdiSpec:
+    path: str
+    valid: bool = False
+    error: str = ""
+    cdi_version: str = ""
+    kind: str = ""
+    devices: list[str] = field(default_factory=list)
+    # the driver the spec was generated for, read from the library paths it mounts
+    driver_version: str = ""
+    mtime: float = 0.0
+
+    @property
+    def qualified_devices(self) -> list[str]:
+        return [f"{self.kind}={name}" for name in self.devices]
+
+
+@dataclass
+class CdiFacts:
+    spec_dirs: list[str] = field(default_factory=list)
+    specs: list[CdiSpec] = field(default_factory=list)
+
+
+def _walk_host_paths(edits: Any) -> list[str]:
+    paths: list[str] = []
+    if not isinstance(edits, dict):
+        return paths
+    for mount in edits.get("mounts") or []:
+        if isinstance(mount, dict) and mount.get("hostPath"):
+            paths.append(str(mount["hostPath"]))
+    for node in edits.get("deviceNodes") or []:
+        if isinstance(node, dict):
+            paths.append(str(node.get("hostPath") or node.get("path") or ""))
+    for hook in edits.get("hooks") or []:
+        if isinstance(hook, dict):
+            paths.extend(str(a) for a in hook.get("args") or [])
+    return paths
+
+
+def driver_version_of(spec: dict[str, Any]) -> str:
+    paths = _walk_host_paths(spec.get("containerEdits"))
+    for device in spec.get("devices") or []:
+        if isinstance(device, dict):
+            paths.extend(_walk_host_paths(device.get("containerEdits")))
+    for path in paths:
+        match = _DRIVER_LIB.search(path)
+        if match:
+            return match.group(1)
+    return ""
+
+
+def parse_spec(path: str, text: str) -> CdiSpec:
+    spec = CdiSpec(path=path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        spec.error = f"invalid YAML: {str(exc).splitlines()[0]}"
+        return spec
+    if not isinstance(data, dict):
+        spec.error = "not a CDI spec: top level is not a mapping"
+        return spec
+    spec.cdi_version = str(data.get("cdiVersion", ""))
+    spec.kind = str(data.get("kind", ""))
+    for device in data.get("devices") or []:
+        if isinstance(device, dict) and device.get("name") is not None:
+            spec.devices.append(str(device["name"]))
+    spec.driver_version = driver_version_of(data)
+    missing = [key for key in ("cdiVersion", "kind") if not data.get(key)]
+    if missing:
+        spec.error = f"not a CDI spec: missing {', '.join(missing)}"
+        return spec
+    if "/" not in spec.kind:
+        spec.error = f"kind {spec.kind!r} is not of the form vendor/class"
+        return spec
+    spec.valid = True
+    return spec
+
+
+def collect_cdi(root: str = "/", spec_dirs: tuple[str, ...] = SPEC_DIRS) -> CdiFacts:
+    facts = CdiFacts()
+    seen: set[str] = set()
+    for spec_dir in spec_dirs:
+        directory = os.path.join(root, spec_dir.lstrip("/"))
+        facts.spec_dirs.append(spec_dir)
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError:
+            continue
+        for name in names:
+            if not name.endswith((".yaml", ".yml", ".json")):
+                continue
+            path = os.path.join(directory, name)
+            real = os.path.realpath(path)
+            if real in seen:  # /var/run is usually a link to /run
+                continue
+            seen.add(real)
+            try:
+                with open(path, encoding="utf-8", errors="replace") as fh:
+                    text = fh.read()
+                mtime = os.stat(path).st_mtime
+            except OSError as exc:
+                facts.specs.append(CdiSpec(path=path, error=f"unreadable: {exc.strerror}"))
+                continue
+            spec = parse_spec(os.path.join(spec_dir, name), text)
+            spec.mtime = mtime
+            facts.specs.append(spec)
+    return facts

@@ -1,0 +1,232 @@
+"""Docker facts through the Engine API: versions, runtimes, CDI, data-root and GPU containers."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpuhost.engine import EngineClient, EngineError, EnginePermissionDenied, EngineUnavailable
+from gpuhost.facts.source import SourceStatus
+from gpuhost.facts.storage import PathLocation, locate
+
+DAEMON_JSON = "/etc/docker/daemon.json"
+
+
+@dataclass
+class ContainerGpuAccess:
+    id: str
+    name: str
+    image: str
+    state: str  # created, running, restarting, exited, ...
+    runtime: str
+    # how the container gets GPUs: "device-requests" (--gpus, the legacy hook),
+    # "nvidia-runtime" (--runtime=nvidia with NVIDIA_VISIBLE_DEVICES) and/or "cdi"
+    gpu_paths: list[str] = field(default_factory=list)
+    device_requests: list[dict[str, Any]] = field(default_factory=list)
+    cdi_devices: list[str] = field(default_factory=list)
+    nvidia_visible_devices: str | None = None
+    user: str = ""
+    group_add: list[str] = field(default_factory=list)
+    restart_count: int = 0
+    exit_code: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    ports: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    network_mode: str = ""
+
+    @property
+    def uses_gpu(self) -> bool:
+        return bool(self.gpu_paths)
+
+    @property
+    def uses_legacy_hook(self) -> bool:
+        return "device-requests" in self.gpu_paths
+
+
+@dataclass
+class DockerFacts:
+    status: SourceStatus = SourceStatus.OK
+    error: str = ""
+    host: str = ""
+    server_version: str = ""
+    api_version: str = ""
+    runc_version: str = ""
+    containerd_version: str = ""
+    runtimes: dict[str, str] = field(default_factory=dict)
+    # each runtime's binary resolved on this host ("" when it does not exist)
+    runtime_binaries: dict[str, str] = field(default_factory=dict)
+    default_runtime: str = ""
+    cgroup_driver: str = ""
+    cgroup_version: str = ""
+    storage_driver: str = ""
+    cdi_enabled: bool | None = None
+    cdi_spec_dirs: list[str] = field(default_factory=list)
+    data_root: str = ""
+    data_root_location: PathLocation | None = None
+    daemon_json_path: str = DAEMON_JSON
+    daemon_json: dict[str, Any] | None = None
+    daemon_json_error: str = ""
+    containers: list[ContainerGpuAccess] = field(default_factory=list)
+
+
+def _component_version(version: dict[str, Any], name: str) -> str:
+    for component in version.get("Components") or []:
+        if str(component.get("Name", "")).lower() == name:
+            return str(component.get("Version", ""))
+    return ""
+
+
+def resolve_binary(path: str, root: str = "/") -> str:
+    """Where a runtime's binary is on this host, as dockerd would find it ("" if nowhere)."""
+    if path.startswith("io.containerd."):
+        return path  # a containerd shim name, not a file
+    if os.path.isabs(path):
+        candidate = os.path.join(root, path.lstrip("/"))
+        return path if os.path.isfile(candidate) and os.access(candidate, os.X_OK) else ""
+    search = os.environ.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    for directory in search.split(os.pathsep):
+        candidate = os.path.join(root, directory.lstrip("/"), path)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return os.path.join(directory, path)
+    return ""
+
+
+def read_daemon_json(path: str) -> tuple[dict[str, Any] | None, str]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        return None, ""
+    except OSError as exc:
+        return None, f"{path}: {exc.strerror}"
+    if not text.strip():
+        return {}, ""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        return None, f"{path}: invalid JSON: {exc}"
+    if not isinstance(value, dict):
+        return None, f"{path}: top level is not an object"
+    return value, ""
+
+
+def gpu_paths_of(inspect: dict[str, Any], runtimes: dict[str, str]) -> ContainerGpuAccess:
+    """Classify how one container (an Engine API inspect body) is given GPUs."""
+    config = inspect.get("Config") or {}
+    host_config = inspect.get("HostConfig") or {}
+    state = inspect.get("State") or {}
+    env: dict[str, str] = {}
+    for item in config.get("Env") or []:
+        key, _, value = str(item).partition("=")
+        env[key] = value
+    runtime = str(host_config.get("Runtime") or "")
+    access = ContainerGpuAccess(
+        id=str(inspect.get("Id", ""))[:12],
+        name=str(inspect.get("Name", "")).lstrip("/"),
+        image=str(config.get("Image", "")),
+        state=str(state.get("Status", "")),
+        runtime=runtime,
+        nvidia_visible_devices=env.get("NVIDIA_VISIBLE_DEVICES"),
+        user=str(config.get("User") or ""),
+        group_add=[str(g) for g in host_config.get("GroupAdd") or []],
+        restart_count=int(inspect.get("RestartCount") or 0),
+        exit_code=state.get("ExitCode") if state.get("Status") == "exited" else None,
+        labels=dict(config.get("Labels") or {}),
+        env=env,
+        ports={
+            k: [dict(b) for b in (v or [])]
+            for k, v in (host_config.get("PortBindings") or {}).items()
+        },
+        network_mode=str(host_config.get("NetworkMode") or ""),
+    )
+    for request in host_config.get("DeviceRequests") or []:
+        driver = str(request.get("Driver") or "")
+        if driver == "cdi":
+            access.cdi_devices.extend(str(d) for d in request.get("DeviceIDs") or [])
+        else:
+            access.device_requests.append(
+                {
+                    "Driver": driver,
+                    "Count": request.get("Count"),
+                    "DeviceIDs": request.get("DeviceIDs"),
+                    "Capabilities": request.get("Capabilities"),
+                }
+            )
+    for device in host_config.get("Devices") or []:
+        host_path = str(device.get("PathOnHost", ""))
+        if "=" in host_path and "/" in host_path.split("=")[0]:
+            access.cdi_devices.append(host_path)  # a CDI name passed through --device
+    if access.device_requests:
+        access.gpu_paths.append("device-requests")
+    nvidia_runtime = runtime == "nvidia" or "nvidia-container-runtime" in runtimes.get(runtime, "")
+    visible = access.nvidia_visible_devices
+    if nvidia_runtime and visible not in (None, "", "void", "none"):
+        access.gpu_paths.append("nvidia-runtime")
+    if access.cdi_devices:
+        access.gpu_paths.append("cdi")
+    return access
+
+
+def collect_docker(
+    client: EngineClient | None = None,
+    daemon_json_path: str = DAEMON_JSON,
+    root: str = "/",
+) -> DockerFacts:
+    facts = DockerFacts(daemon_json_path=daemon_json_path)
+    facts.daemon_json, facts.daemon_json_error = read_daemon_json(daemon_json_path)
+    try:
+        client = client or EngineClient(timeout=5.0)
+    except ValueError as exc:
+        facts.status, facts.error = SourceStatus.UNREADABLE, str(exc)
+        return facts
+    facts.host = client.host
+    try:
+        version = client.get("/version")
+        info = client.get("/info")
+    except EngineUnavailable as exc:
+        facts.status, facts.error = SourceStatus.ABSENT, f"Docker is not running: {exc}"
+        return facts
+    except EnginePermissionDenied as exc:
+        facts.status, facts.error = SourceStatus.UNREADABLE, str(exc)
+        return facts
+    except (EngineError, OSError, ValueError) as exc:
+        facts.status, facts.error = SourceStatus.UNREADABLE, f"Docker Engine API: {exc}"
+        return facts
+
+    facts.server_version = str(version.get("Version", ""))
+    facts.api_version = str(version.get("ApiVersion", ""))
+    facts.runc_version = _component_version(version, "runc") or str(
+        (info.get("RuncCommit") or {}).get("ID", "")
+    )
+    facts.containerd_version = _component_version(version, "containerd")
+    facts.runtimes = {
+        name: str(spec.get("path") or spec.get("runtimeType") or name)
+        for name, spec in (info.get("Runtimes") or {}).items()
+    }
+    facts.runtime_binaries = {name: resolve_binary(path, root) for name, path in facts.runtimes.items()}
+    facts.default_runtime = str(info.get("DefaultRuntime", ""))
+    facts.cgroup_driver = str(info.get("CgroupDriver", ""))
+    facts.cgroup_version = str(info.get("CgroupVersion", ""))
+    facts.storage_driver = str(info.get("Driver", ""))
+    facts.cdi_spec_dirs = [str(d) for d in info.get("CDISpecDirs") or []]
+    features = (facts.daemon_json or {}).get("features") or {}
+    if "CDISpecDirs" in info:
+        facts.cdi_enabled = bool(facts.cdi_spec_dirs)
+    elif isinstance(features, dict) and "cdi" in features:
+        facts.cdi_enabled = bool(features.get("cdi"))
+    facts.data_root = str(info.get("DockerRootDir", ""))
+    if facts.data_root and os.path.isabs(facts.data_root):
+        facts.data_root_location = locate(os.path.join(root, facts.data_root.lstrip("/")), root)
+
+    try:
+        listed = client.get("/containers/json", params={"all": True})
+        for summary in listed or []:
+            if summary.get("State") in ("removing", "dead"):
+                continue
+            inspect = client.get(f"/containers/{summary['Id']}/json")
+            facts.containers.append(gpu_paths_of(inspect, facts.runtimes))
+    except (EngineError, EngineUnavailable, OSError, ValueError) as exc:
+        facts.error = f"could not list containers: {exc}"
+    return facts

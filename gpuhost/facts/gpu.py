@@ -1,0 +1,180 @@
+"""GPU and driver facts through NVML (nvidia-ml-py, imported as pynvml)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, TypeVar
+
+from gpuhost.facts.source import SourceStatus
+
+T = TypeVar("T")
+
+
+@dataclass
+class GpuDevice:
+    index: int
+    name: str = ""
+    uuid: str = ""
+    pci_bus_id: str = ""
+    minor_number: int | None = None
+    memory_total_bytes: int | None = None
+    memory_used_bytes: int | None = None
+    persistence_mode: bool | None = None
+    ecc_enabled: bool | None = None
+    ecc_pending: bool | None = None
+    # (correctable, uncorrectable, pending, failure) as NVML reports them
+    remapped_rows_correctable: int | None = None
+    remapped_rows_uncorrectable: int | None = None
+    remapped_rows_pending: bool | None = None
+    remapped_rows_failure: bool | None = None
+    temperature_c: int | None = None
+    compute_capability: str = ""
+    mig_enabled: bool | None = None
+
+
+@dataclass
+class ProcDriverVersion:
+    version: str = ""
+    open_kernel_module: bool | None = None
+    raw: str = ""
+
+
+@dataclass
+class GpuFacts:
+    status: SourceStatus = SourceStatus.OK
+    error: str = ""
+    driver_version: str = ""
+    cuda_driver_version: str = ""
+    nvml_version: str = ""
+    gpus: list[GpuDevice] = field(default_factory=list)
+    proc_driver: ProcDriverVersion | None = None
+
+
+_PROC_VERSION = re.compile(r"NVRM version:.*?\s(\d+\.\d+(?:\.\d+)?)\s")
+
+
+def parse_proc_driver_version(text: str) -> ProcDriverVersion:
+    """Parse /proc/driver/nvidia/version (present whenever the kernel module is loaded)."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    match = _PROC_VERSION.search(first + " ")
+    return ProcDriverVersion(
+        version=match.group(1) if match else "",
+        open_kernel_module=("Open Kernel Module" in first) if first else None,
+        raw=first,
+    )
+
+
+def read_proc_driver_version(root: str = "/") -> ProcDriverVersion | None:
+    try:
+        with open(os.path.join(root, "proc/driver/nvidia/version"), encoding="utf-8") as fh:
+            return parse_proc_driver_version(fh.read())
+    except OSError:
+        return None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _cuda_version(value: int) -> str:
+    return f"{value // 1000}.{(value % 1000) // 10}"
+
+
+def collect_gpu(root: str = "/") -> GpuFacts:
+    facts = GpuFacts(proc_driver=read_proc_driver_version(root))
+    try:
+        import pynvml
+    except ImportError:
+        facts.status = SourceStatus.ABSENT
+        facts.error = "the nvidia-ml-py package (pynvml) is not installed"
+        return facts
+
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        facts.status, facts.error = _classify_init_error(pynvml, exc, facts.proc_driver)
+        return facts
+
+    try:
+        facts.driver_version = _text(pynvml.nvmlSystemGetDriverVersion())
+        facts.nvml_version = _text(pynvml.nvmlSystemGetNVMLVersion())
+        cuda = _maybe(pynvml, lambda: pynvml.nvmlSystemGetCudaDriverVersion_v2())
+        if isinstance(cuda, int):
+            facts.cuda_driver_version = _cuda_version(cuda)
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            facts.gpus.append(_device(pynvml, index))
+    except pynvml.NVMLError as exc:
+        facts.status = SourceStatus.UNREADABLE
+        facts.error = f"NVML query failed: {exc}"
+    finally:
+        with contextlib.suppress(pynvml.NVMLError):
+            pynvml.nvmlShutdown()
+    return facts
+
+
+def _classify_init_error(
+    pynvml: Any, exc: Exception, proc: ProcDriverVersion | None
+) -> tuple[SourceStatus, str]:
+    if isinstance(exc, pynvml.NVMLError_LibraryNotFound):
+        if proc is not None:
+            return (
+                SourceStatus.UNREADABLE,
+                f"kernel module {proc.version} is loaded but libnvidia-ml.so.1 was not found",
+            )
+        return SourceStatus.ABSENT, "no NVIDIA driver: libnvidia-ml.so.1 not found and no kernel module loaded"
+    if isinstance(exc, pynvml.NVMLError_DriverNotLoaded):
+        return (
+            SourceStatus.ABSENT,
+            "no NVIDIA driver loaded: the userspace library is installed but the kernel module is not",
+        )
+    if isinstance(exc, pynvml.NVMLError_NoPermission):
+        return SourceStatus.UNREADABLE, "NVML: Insufficient Permissions (check /dev/nvidia* ownership and groups)"
+    return SourceStatus.UNREADABLE, f"NVML initialisation failed: {exc}"
+
+
+def _maybe(pynvml: Any, call: Callable[[], T]) -> T | None:
+    """Query an optional property: unsupported or unavailable counts as unknown."""
+    try:
+        return call()
+    except pynvml.NVMLError:
+        return None
+
+
+def _device(pynvml: Any, index: int) -> GpuDevice:
+    handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+    device = GpuDevice(index=index)
+    device.name = _text(pynvml.nvmlDeviceGetName(handle))
+    device.uuid = _text(pynvml.nvmlDeviceGetUUID(handle))
+    pci = _maybe(pynvml, lambda: pynvml.nvmlDeviceGetPciInfo(handle))
+    if pci is not None:
+        device.pci_bus_id = _text(pci.busId)
+    device.minor_number = _maybe(pynvml, lambda: pynvml.nvmlDeviceGetMinorNumber(handle))
+    memory = _maybe(pynvml, lambda: pynvml.nvmlDeviceGetMemoryInfo(handle))
+    if memory is not None:
+        device.memory_total_bytes = int(memory.total)
+        device.memory_used_bytes = int(memory.used)
+    persistence = _maybe(pynvml, lambda: pynvml.nvmlDeviceGetPersistenceMode(handle))
+    if persistence is not None:
+        device.persistence_mode = bool(persistence)
+    ecc = _maybe(pynvml, lambda: pynvml.nvmlDeviceGetEccMode(handle))
+    if ecc is not None:
+        device.ecc_enabled, device.ecc_pending = bool(ecc[0]), bool(ecc[1])
+    rows = _maybe(pynvml, lambda: pynvml.nvmlDeviceGetRemappedRows(handle))
+    if rows is not None:
+        device.remapped_rows_correctable = int(rows[0])
+        device.remapped_rows_uncorrectable = int(rows[1])
+        device.remapped_rows_pending = bool(rows[2])
+        device.remapped_rows_failure = bool(rows[3])
+    device.temperature_c = _maybe(
+        pynvml, lambda: pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU)
+    )
+    capability = _maybe(pynvml, lambda: pynvml.nvmlDeviceGetCudaComputeCapability(handle))
+    if capability is not None:
+        device.compute_capability = f"{capability[0]}.{capability[1]}"
+    mig = _maybe(pynvml, lambda: pynvml.nvmlDeviceGetMigMode(handle))
+    if mig is not None:
+        device.mig_enabled = bool(mig[0])
+    return device

@@ -1,0 +1,117 @@
+"""Findings, severities and exit codes shared by every gpuhost command."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Severity(str, enum.Enum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+
+    @property
+    def rank(self) -> int:
+        return {"ok": 0, "warn": 1, "fail": 2}[self.value]
+
+
+class ExitCode(enum.IntEnum):
+    """Exit codes of every gpuhost command (DESIGN section 4)."""
+
+    OK = 0
+    FAILING = 1
+    USAGE = 2
+    SOURCE_UNREADABLE = 3
+
+
+@dataclass
+class Finding:
+    """One verdict of one rule: what it found, why it matters and what to do."""
+
+    id: str
+    area: str
+    severity: Severity
+    message: str
+    remedy: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "area": self.area,
+            "severity": self.severity.value,
+            "message": self.message,
+            "remedy": self.remedy,
+            "evidence": self.evidence,
+        }
+
+
+def worst(findings: Iterable[Finding]) -> Severity:
+    result = Severity.OK
+    for finding in findings:
+        if finding.severity.rank > result.rank:
+            result = finding.severity
+    return result
+
+
+def exit_code_for(findings: Iterable[Finding], strict: bool = False) -> ExitCode:
+    verdict = worst(findings)
+    if verdict is Severity.FAIL or (strict and verdict is Severity.WARN):
+        return ExitCode.FAILING
+    return ExitCode.OK
+
+
+def to_jsonable(value: Any) -> Any:
+    """Turn dataclasses, enums and containers of them into plain JSON values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+class SourceError(Exception):
+    """A required source exists but could not be read (exit code 3)."""
+
+    def __init__(self, source: str, detail: str, remedy: str = "") -> None:
+        super().__init__(f"{source}: {detail}")
+        self.source = source
+        self.detail = detail
+        self.remedy = remedy
+
+
+class UsageError(Exception):
+    """Bad usage or bad input (exit code 2). The message says what to change."""
+
+    def __init__(self, message: str, remedy: str = "") -> None:
+        super().__init__(message)
+        self.remedy = remedy
+
+
+def optional_int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value.strip())
+    except ValueError:
+        return None
+
+
+def first_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[0].strip() if lines else ""
+
+
+def unique(items: Iterable[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for item in items:
+        seen.setdefault(item, None)
+    return list(seen)

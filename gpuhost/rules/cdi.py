@@ -1,0 +1,122 @@
+"""CDI spec health: valid, fresh for the running driver, one definition per device, one writer."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gpuhost.facts.source import SourceStatus
+from gpuhost.model import Finding, Severity
+
+if TYPE_CHECKING:
+    from gpuhost.facts import HostFacts
+    from gpuhost.rules import RuleOptions
+
+GPU_KIND = "nvidia.com/gpu"
+REGENERATE = (
+    "Regenerate the spec: `systemctl restart nvidia-cdi-refresh.service` (toolkit >= 1.18) or "
+    "`nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml`."
+)
+
+
+def specs(facts: HostFacts, options: RuleOptions) -> list[Finding]:
+    findings: list[Finding] = []
+    cdi = facts.cdi
+    running_driver = facts.gpu.driver_version if facts.gpu.status is SourceStatus.OK else ""
+    for spec in cdi.specs:
+        if not spec.valid:
+            findings.append(
+                Finding(
+                    "cdi.spec-invalid",
+                    "cdi",
+                    Severity.FAIL,
+                    f"{spec.path}: {spec.error}; Docker and the nvidia runtime reject every CDI request "
+                    "while it is there",
+                    f"Remove or fix the file. {REGENERATE}",
+                    {"path": spec.path},
+                )
+            )
+        elif spec.kind == GPU_KIND and running_driver and spec.driver_version and spec.driver_version != running_driver:
+            findings.append(
+                Finding(
+                    "cdi.spec-stale",
+                    "cdi",
+                    Severity.FAIL,
+                    f"{spec.path} was generated for driver {spec.driver_version} but driver {running_driver} is "
+                    "running: containers would mount libraries that no longer exist",
+                    REGENERATE,
+                    {"path": spec.path, "spec_driver": spec.driver_version, "running_driver": running_driver},
+                )
+            )
+
+    owners: dict[str, list[str]] = {}
+    for spec in cdi.specs:
+        if spec.valid:
+            for name in spec.qualified_devices:
+                owners.setdefault(name, []).append(spec.path)
+    duplicates = {name: paths for name, paths in owners.items() if len(paths) > 1}
+    if duplicates:
+        files = sorted({p for paths in duplicates.values() for p in paths})
+        findings.append(
+            Finding(
+                "cdi.spec-duplicate",
+                "cdi",
+                Severity.FAIL,
+                f"{len(duplicates)} CDI device name(s) are defined in more than one file ({', '.join(files)}): "
+                "`--device nvidia.com/gpu=all` fails with a conflict",
+                "Keep one CDI writer: nvidia-cdi-refresh writes /var/run/cdi/nvidia.yaml; remove "
+                "/etc/cdi/nvidia.yaml and disable any other generator.",
+                {"duplicates": duplicates},
+            )
+        )
+
+    gpu_specs = [s for s in cdi.specs if s.valid and s.kind == GPU_KIND]
+    if not gpu_specs:
+        has_gpu = facts.gpu.status is SourceStatus.OK and bool(facts.gpu.gpus)
+        findings.append(
+            Finding(
+                "cdi.spec-missing",
+                "cdi",
+                Severity.FAIL if has_gpu else Severity.OK,
+                "no CDI spec defines nvidia.com/gpu"
+                + (
+                    ": jit-cdi and `--device nvidia.com/gpu=all` have nothing to use"
+                    if has_gpu
+                    else " (expected without a GPU driver: the spec is generated from it)"
+                ),
+                REGENERATE if has_gpu else "",
+                {"spec_dirs": cdi.spec_dirs},
+            )
+        )
+    elif not any(f.severity is Severity.FAIL for f in findings):
+        devices = sorted({d for s in gpu_specs for d in s.devices})
+        findings.append(
+            Finding(
+                "cdi.spec",
+                "cdi",
+                Severity.OK,
+                f"CDI spec {', '.join(s.path for s in gpu_specs)}: devices {', '.join(devices)}"
+                + (f" (driver {gpu_specs[0].driver_version})" if gpu_specs[0].driver_version else ""),
+                "",
+                {"specs": [s.path for s in gpu_specs], "devices": devices},
+            )
+        )
+    return findings
+
+
+def writers(facts: HostFacts, options: RuleOptions) -> list[Finding]:
+    enabled = [u.name for u in facts.toolkit.cdi_writer_units if u.enabled]
+    refresh = [u for u in enabled if u.startswith("nvidia-cdi-refresh")]
+    own = [u for u in enabled if u.startswith("gpuhost-cdi-generate")]
+    if refresh and own:
+        return [
+            Finding(
+                "cdi.writers",
+                "cdi",
+                Severity.FAIL,
+                f"two CDI spec writers are enabled ({', '.join(enabled)}): they write nvidia.com/gpu twice",
+                "Disable gpuhost-cdi-generate.service where the toolkit ships nvidia-cdi-refresh "
+                "(roles/nvidia_container_toolkit does this).",
+                {"enabled": enabled},
+            )
+        ]
+    return []

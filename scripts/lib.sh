@@ -1,0 +1,39 @@
+# Shared helpers for the scripts in this directory. Source it; it defines functions only.
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+die() { printf 'error: %s\n' "$*" >&2; exit 2; }
+
+need_root() {
+    [ "$(id -u)" -eq 0 ] || die "run as root (it installs packages and starts dockerd)"
+}
+
+apt_install() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    log "apt-get install ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Start dockerd unless one already answers (CI and containers have no systemd to do it).
+ensure_dockerd() {
+    if docker info >/dev/null 2>&1; then return 0; fi
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-system-running >/dev/null 2>&1; then
+        systemctl start docker || true
+    fi
+    if ! docker info >/dev/null 2>&1; then
+        log "starting dockerd (log: /var/log/dockerd.log)"
+        setsid dockerd >/var/log/dockerd.log 2>&1 < /dev/null &
+    fi
+    for _ in $(seq 1 60); do
+        docker info >/dev/null 2>&1 && return 0
+        sleep 1
+    done
+    tail -20 /var/log/dockerd.log >&2 || true
+    die "dockerd did not answer within 60 s"
+}
