@@ -114,6 +114,33 @@ def check(
     raise typer.Exit(int(report.exit_code))
 
 
+@app.command(epilog=EXIT_CODES_HELP)
+def zipapp(
+    output: str = typer.Option("dist/gpuhost-agent.pyz", "--output", "-o", help="Where to write the agent."),
+    as_json: bool = typer.Option(False, "--json", help="Print path and sha256 as JSON."),
+) -> None:
+    """Build the gpuhost agent: one file that runs `check`, `facts` and the host-side commands on a
+    managed host with its own python3 (>= 3.9), nothing installed. Reproducible: the same sources give
+    the same bytes.
+
+    Example:
+
+      gpuhost zipapp -o /tmp/gpuhost-agent.pyz && scp /tmp/gpuhost-agent.pyz host: && ssh host python3 gpuhost-agent.pyz check
+    """
+    from pathlib import Path
+
+    from gpuhost.ship import build_zipapp
+
+    try:
+        path, digest = build_zipapp(Path(output))
+    except (OSError, RuntimeError) as exc:
+        fail(ExitCode.USAGE, str(exc), "Check that the output directory is writable.", as_json)
+    if as_json:
+        emit_json({"path": str(path), "sha256": digest, "size": path.stat().st_size})
+    else:
+        typer.echo(f"{path} ({path.stat().st_size} bytes, sha256 {digest})")
+
+
 def main() -> None:
     app()
 
