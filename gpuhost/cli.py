@@ -125,7 +125,9 @@ def zipapp(
 
     Example:
 
-      gpuhost zipapp -o /tmp/gpuhost-agent.pyz && scp /tmp/gpuhost-agent.pyz host: && ssh host python3 gpuhost-agent.pyz check
+      gpuhost zipapp -o /tmp/gpuhost-agent.pyz
+
+      scp /tmp/gpuhost-agent.pyz host: && ssh host python3 gpuhost-agent.pyz check
     """
     from pathlib import Path
 

@@ -1,0 +1,44 @@
+"""Predicted image unpack time: how long `docker pull`/`docker load` takes to write an image.
+
+One model for every command that predicts (tune-ebs, layers, check, the storage role's
+findings): unpacking is bound by the data-root device's sustained write throughput. The seed
+figure it must reproduce: 140 GB at gp3's 125 MB/s baseline is about 18-19 minutes.
+"""
+
+from __future__ import annotations
+
+MIB = 1024 * 1024
+GB = 1000**3
+
+# Sustained write throughput by device class when nothing was measured, in MiB/s.
+# ebs: the gp3 baseline (125 MiB/s), the class's floor; a tuned volume passes its own figure.
+# instance-store: one local NVMe disk of g5/g6e/p4d class instances (AWS quotes sequential
+# writes of roughly 1-2 GB/s per disk); 1000 MiB/s is the conservative end.
+DEFAULT_WRITE_MIBS = {
+    "ebs": 125.0,
+    "instance-store": 1000.0,
+    "md": 1000.0,
+    "loop": 125.0,
+    "other": 125.0,
+}
+
+
+def default_write_mibs(device_class: str) -> float:
+    return DEFAULT_WRITE_MIBS.get(device_class, DEFAULT_WRITE_MIBS["other"])
+
+
+def predict_unpack_seconds(image_bytes: int, write_mib_s: float) -> float:
+    """Seconds to write `image_bytes` of unpacked layers at `write_mib_s`."""
+    if write_mib_s <= 0:
+        raise ValueError("write throughput must be positive")
+    return image_bytes / (write_mib_s * MIB)
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = seconds / 60
+    if minutes < 90:
+        return f"{minutes:.1f} min"
+    return f"{minutes / 60:.1f} h"
