@@ -75,9 +75,38 @@ def check(
         None, "--docker-host", help="Docker daemon address (default: $DOCKER_HOST or unix:///var/run/docker.sock)."
     ),
     daemon_json: str = typer.Option("/etc/docker/daemon.json", "--daemon-json", help="Docker's daemon.json."),
+    hosts: Optional[list[str]] = typer.Option(
+        None,
+        "--host",
+        "-H",
+        metavar="[USER@]HOST[:PORT]",
+        help="Check this host over SSH instead of this machine (repeat for a fleet).",
+    ),
+    inventory: Optional[str] = typer.Option(
+        None, "--inventory", "-i", help="Check every host of this Ansible inventory (file, directory, aws_ec2)."
+    ),
+    limit: Optional[str] = typer.Option(
+        None, "--limit", "-l", metavar="PATTERN", help="Only the inventory hosts matching this Ansible pattern."
+    ),
+    forks: int = typer.Option(5, "--forks", "-f", min=1, max=1000, help="Hosts checked at the same time."),
+    connect_timeout: float = typer.Option(
+        10.0, "--connect-timeout", min=0.1, help="Seconds to wait for a host's SSH connection."
+    ),
+    timeout: float = typer.Option(60.0, "--timeout", min=0.1, help="Seconds one host may take in all."),
+    ssh_config: Optional[str] = typer.Option(
+        None, "--ssh-config", "-F", help="Read this ssh config instead of ~/.ssh/config and /etc/ssh/ssh_config."
+    ),
+    accept_new_host_keys: bool = typer.Option(
+        False,
+        "--accept-new-host-keys",
+        help="Trust and record the key of a host not yet in known_hosts (a changed key is always refused).",
+    ),
+    become: bool = typer.Option(False, "--become", "-b", help="Run the agent as root with `sudo -n`."),
 ) -> None:
     """Check this host: GPU and driver, the BPF device-filter exposure, Docker and the nvidia runtime,
-    CDI specs, device permissions and Docker's data-root.
+    CDI specs, device permissions and Docker's data-root. With --host or --inventory, check those hosts
+    over SSH instead (nothing installed there: the agent is copied for the run and removed); a host that
+    cannot be reached or checked is a `fleet.*` finding of that host; exit 1 when any host fails.
 
     Examples:
 
@@ -86,6 +115,10 @@ def check(
       gpuhost check --json | jq '.findings[] | select(.severity=="fail")'
 
       gpuhost check --run-as 1000:1000 --min-free-gb 200
+
+      gpuhost check --host ubuntu@gpu-01 --host gpu-02:2222 --become
+
+      gpuhost check -i inventories/prod --limit 'gpu_hosts:!gpu-07' --forks 20 --json
     """
     from gpuhost.check import run_check
     from gpuhost.facts import CollectOptions
@@ -95,12 +128,25 @@ def check(
         identity = RunAs.parse(run_as) if run_as else None
     except ValueError as exc:
         fail(ExitCode.USAGE, str(exc), "Example: --run-as 1000:1000,44", as_json)
-    try:
-        report = run_check(
-            CollectOptions(root=root, dev_root=dev_root, docker_host=docker_host, daemon_json=daemon_json),
-            RuleOptions(min_free_gib=min_free_gb, run_as=identity),
+    collect = CollectOptions(root=root, dev_root=dev_root, docker_host=docker_host, daemon_json=daemon_json)
+    rules = RuleOptions(min_free_gib=min_free_gb, run_as=identity)
+    if hosts or inventory or limit:
+        from gpuhost.fleet import FleetOptions
+
+        fleet_options = FleetOptions(
+            forks=forks,
+            connect_timeout=connect_timeout,
+            timeout=timeout,
+            accept_new_host_keys=accept_new_host_keys,
+            become=become,
+            ssh_config=ssh_config,
+            collect=collect,
+            rules=rules,
             strict=strict,
         )
+        check_fleet(hosts or [], inventory, limit, fleet_options, as_json)
+    try:
+        report = run_check(collect, rules, strict=strict)
     except UsageError as exc:
         fail(ExitCode.USAGE, str(exc), exc.remedy, as_json)
     except SourceError as exc:
@@ -111,6 +157,29 @@ def check(
         from gpuhost.render import print_check
 
         print_check(report)
+    raise typer.Exit(int(report.exit_code))
+
+
+def check_fleet(hosts: list[str], inventory: Optional[str], limit: Optional[str], options: Any, as_json: bool) -> None:
+    """`gpuhost check --host/--inventory`: every target is parsed and read before any host is contacted."""
+    from gpuhost.fleet import parse_host_spec, run_fleet
+    from gpuhost.fleet.inventory import load_inventory
+
+    if limit and not inventory:
+        fail(ExitCode.USAGE, "--limit selects hosts of an inventory: pass --inventory too", "", as_json)
+    try:
+        targets = [parse_host_spec(spec) for spec in hosts]
+        if inventory:
+            targets += load_inventory(inventory, limit)
+        report = run_fleet(targets, options)
+    except UsageError as exc:
+        fail(ExitCode.USAGE, str(exc), exc.remedy, as_json)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        from gpuhost.render import print_fleet
+
+        print_fleet(report)
     raise typer.Exit(int(report.exit_code))
 
 
