@@ -1,7 +1,7 @@
 """A fleet of real SSH hosts on this machine, for the fleet-check tests and bench/fleet.py.
 
-Each host is a container of `gpuhost-fleet-sshd:bookworm` (local/debian-systemd:bookworm plus
-openssh-server, built here once) in the HOST network namespace, its sshd listening on its own
+Each host is a container of `gpuhost-fleet-sshd:<release>` (local/debian-systemd:bookworm or
+:trixie plus openssh-server, built here once) in the HOST network namespace, its sshd listening on its own
 127.0.0.1:<port> with its own host key; a user `fleet` (passwordless sudo) logs in with one test key.
 Nothing is reached through a bridge or a container address. A host can be given files (a CDI spec,
 an installed agent), a changed host key (known_hosts lists another key) or no container at all (a
@@ -11,6 +11,7 @@ that gpuhost, ssh and Ansible all use as they are.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -280,10 +281,8 @@ class FleetLab:
         client = _docker()
         for host in self.hosts.values():
             if host.container:
-                try:
+                with contextlib.suppress(Exception):  # already gone
                     client.containers.get(host.container).remove(force=True)
-                except Exception:
-                    pass
 
     def _remove_leftovers(self) -> None:
         """Containers of labs whose process is gone (an interrupted run); never another live run's."""

@@ -82,9 +82,8 @@ AGENTS = {
 }
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetLab]:
-    lab = FleetLab(tmp_path_factory.mktemp("fleet"))
+def declare_test_fleet(lab: FleetLab) -> None:
+    """The test fleet (README's fleet table is this fleet)."""
     for index in range(1, 8):
         lab.add(f"fleet-{index:02d}")
     lab["fleet-01"].sshd_options.append("LogLevel=DEBUG1")  # logs the forwards it carries for fleet-12
@@ -101,6 +100,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetLab]:
     lab.add("fleet-13", release="trixie")
     lab.add("fleet-changed", changed_key=True)
     lab.add("fleet-down", running=False)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetLab]:
+    lab = FleetLab(tmp_path_factory.mktemp("fleet"))
+    declare_test_fleet(lab)
     lab.start()
     try:
         yield lab
@@ -236,8 +241,9 @@ def test_unknown_keys_need_consent_and_changed_keys_never_pass(lab: FleetLab, tm
     accepted = by_host(gpuhost(lab, *args, "--accept-new-host-keys"))
     assert accepted[new]["failing"] == PLAIN
     assert accepted[changed]["failing"] == ["fleet.host-key-changed"]  # opting in never covers a changed key
-    recorded = [line for line in known.read_text().splitlines() if line.startswith(f"[127.0.0.1]:{lab['fleet-02'].port} ")]
-    assert recorded == [f"[127.0.0.1]:{lab['fleet-02'].port} {lab['fleet-02'].host_public_key}"]
+    name = lab["fleet-02"].known_hosts_name
+    recorded = [line for line in known.read_text().splitlines() if line.startswith(f"{name} ")]
+    assert recorded == [f"{name} {lab['fleet-02'].host_public_key}"]
 
     again = by_host(gpuhost(lab, *args))
     assert again[new]["failing"] == PLAIN
@@ -285,7 +291,11 @@ def test_timeouts_are_findings(lab: FleetLab, tmp_path: Path) -> None:
         common = {"ansible_host": "127.0.0.1", "ansible_user": USER, "ansible_ssh_common_args": f"-F {lab.ssh_config}"}
         hosts = {
             "silent": {**common, "ansible_port": silent.getsockname()[1]},
-            "hangs": {**common, "ansible_port": lab["fleet-03"].port, "ansible_python_interpreter": "/usr/local/bin/python3-slow"},
+            "hangs": {
+                **common,
+                "ansible_port": lab["fleet-03"].port,
+                "ansible_python_interpreter": "/usr/local/bin/python3-slow",
+            },
         }
         inventory.write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
         result = gpuhost(lab, "-i", str(inventory), "--connect-timeout", "1", "--timeout", "3", "--json")
@@ -310,7 +320,11 @@ def test_aws_ec2_inventory(lab: FleetLab, tmp_path: Path) -> None:
         host, port = server.get_host_and_port()
         endpoint = f"http://{host}:{port}"
         ec2 = boto3.client(
-            "ec2", region_name="us-east-1", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing"
+            "ec2",
+            region_name="us-east-1",
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
         )
         for name, tagged in (("fleet-06", True), ("fleet-07", True), ("fleet-11", True), ("fleet-05", False)):
             tags = [{"Key": "Name", "Value": f"aws-{name}"}, {"Key": "ssh_port", "Value": str(lab[name].port)}]

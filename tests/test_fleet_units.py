@@ -134,7 +134,8 @@ def test_ssh_config_resolution(tmp_path: Path) -> None:
     assert settings.accept_new
     assert settings.known_hosts_name == "[10.0.0.11]:2201"
     # the command line (--host, inventory) wins over the config, as with OpenSSH
-    explicit = resolve(Target(name="x", hostname="gpu-01", port=22, user="root", ssh_options={"proxyjump": "none"}), config)
+    explicit_target = Target(name="x", hostname="gpu-01", port=22, user="root", ssh_options={"proxyjump": "none"})
+    explicit = resolve(explicit_target, config)
     assert (explicit.port, explicit.user, explicit.proxy_jump, explicit.known_hosts_name) == (
         22,
         "root",
@@ -206,6 +207,36 @@ def test_local_inventory_runs_the_local_check() -> None:
     assert host["exit_code"] == local["exit_code"]
     assert fleet.returncode == (0 if local["exit_code"] == 0 else 1)
     assert data["schema"] == "gpuhost.fleet/v1"
+
+
+def test_inventory_directory_with_group_vars(tmp_path: Path) -> None:
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "hosts.yml").write_text(
+        "all:\n  children:\n    gpu_hosts:\n      hosts:\n        gpu-01: {ansible_host: 10.0.0.1}\n"
+        "        gpu-02: {ansible_host: 10.0.0.2, ansible_user: admin}\n    other:\n      hosts:\n        db-01:\n"
+    )
+    (tmp_path / "group_vars" / "gpu_hosts.yml").write_text("ansible_user: ubuntu\nansible_port: 2222\n")
+    targets = {t.name: t for t in load_inventory(str(tmp_path), "gpu_hosts")}
+    assert {n: (t.hostname, t.user, t.port) for n, t in targets.items()} == {
+        "gpu-01": ("10.0.0.1", "ubuntu", 2222),
+        "gpu-02": ("10.0.0.2", "admin", 2222),  # host vars win over group vars
+    }
+    assert [t.name for t in load_inventory(str(tmp_path), "all:!gpu-01")] == ["gpu-02", "db-01"]
+
+
+def test_example_static_inventory() -> None:
+    targets = {t.name: t for t in load_inventory(str(REPO / "inventories/static"))}
+    assert sorted(targets) == ["gpu-01", "gpu-02", "gpu-03"]
+    assert (targets["gpu-01"].hostname, targets["gpu-01"].user) == ("10.0.3.11", "ubuntu")
+    assert targets["gpu-03"].ssh_options == {"proxyjump": "ops@bastion.example.com"}
+
+
+def test_unreadable_inventory_is_bad_input(tmp_path: Path) -> None:
+    broken = tmp_path / "hosts.yml"
+    broken.write_text("all:\n  hosts: [unclosed\n")
+    result = gpuhost("check", "--inventory", str(broken))
+    assert result.returncode == 2
+    assert "has no hosts" in result.stderr
 
 
 def test_local_inventory_in_process() -> None:

@@ -4,6 +4,7 @@ mean to ansible-playbook."""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -27,42 +28,44 @@ def load_inventory(path: str, limit: str | None = None) -> list[Target]:
         from ansible.errors import AnsibleError
         from ansible.inventory.manager import InventoryManager
         from ansible.parsing.dataloader import DataLoader
-        from ansible.plugins.loader import init_plugin_loader
         from ansible.vars.manager import VariableManager
     except ImportError as exc:  # pragma: no cover - ansible-core is a dependency
         raise UsageError(f"reading an inventory needs ansible-core: {exc}", "pip install ansible-core") from None
 
-    init_plugin_loader()
+    _init_plugins()
     loader = DataLoader()
     try:
-        inventory = InventoryManager(loader=loader, sources=[], parse=False)
-        parsed = inventory.parse_source(os.path.abspath(path))
-        if parsed:
-            inventory._inventory.reconcile_inventory()
+        inventory = InventoryManager(loader=loader, sources=[os.path.abspath(path)])
     except AnsibleError as exc:
         raise UsageError(f"inventory {path}: {exc}") from None
-    if not parsed:
+    if not inventory.get_hosts("all"):
         raise UsageError(
-            f"Ansible could not read {path} as an inventory (its plugins' messages are above)",
-            "Check the file with `ansible-inventory -i PATH --graph`; an aws_ec2 inventory also needs AWS credentials.",
+            f"inventory {path} has no hosts (if Ansible could not read it, its messages are above)",
+            "Check it with `ansible-inventory -i PATH --graph`; an aws_ec2 inventory also needs AWS credentials.",
         )
     if limit:
         inventory.subset(limit)
     hosts = inventory.get_hosts("all")
     if not hosts:
-        if limit:
-            raise UsageError(
-                f"--limit {limit!r} matches no host of {path}",
-                f"Groups there: {', '.join(sorted(inventory.groups)) or 'none'}. "
-                "Patterns are Ansible's: 'gpu_hosts', 'web*', 'gpu_hosts:!gpu-07', '~gpu-0[1-4]'.",
-            )
-        raise UsageError(f"inventory {path} has no hosts")
+        raise UsageError(
+            f"--limit {limit!r} matches no host of {path}",
+            f"Groups there: {', '.join(sorted(inventory.groups))}. "
+            "Patterns are Ansible's: 'gpu_hosts', 'gpu-0*', 'gpu_hosts:!gpu-07', 'gpu_hosts:&type_p5_48xlarge'.",
+        )
     variables = VariableManager(loader=loader, inventory=inventory)
     targets = []
     for host in hosts:
         host_vars = variables.get_vars(host=host, include_hostvars=False)
         targets.append(target_from_vars(host.name, host_vars, _templar(loader, host_vars)))
     return targets
+
+
+@functools.cache
+def _init_plugins() -> None:
+    """Once per process: Ansible's collection loader (amazon.aws.aws_ec2 lives in a collection)."""
+    from ansible.plugins.loader import init_plugin_loader
+
+    init_plugin_loader()
 
 
 def _templar(loader: Any, host_vars: Mapping[str, Any]) -> Any:
