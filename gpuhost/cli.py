@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, NoReturn, Optional
+from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
 import typer
 
 from gpuhost import __version__
 from gpuhost.model import ExitCode, SourceError, UsageError
+
+if TYPE_CHECKING:
+    from gpuhost.fleet import FleetOptions
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 no failing finding; 1 at least one failing finding (--strict: warnings too); "
@@ -101,12 +104,15 @@ def check(
         "--accept-new-host-keys",
         help="Trust and record the key of a host not yet in known_hosts (a changed key is always refused).",
     ),
-    become: bool = typer.Option(False, "--become", "-b", help="Run the agent as root with `sudo -n`."),
+    become: bool = typer.Option(
+        False, "--become", "-b", help="With --host/--inventory: run the agent as root with `sudo -n`."
+    ),
 ) -> None:
     """Check this host: GPU and driver, the BPF device-filter exposure, Docker and the nvidia runtime,
     CDI specs, device permissions and Docker's data-root. With --host or --inventory, check those hosts
-    over SSH instead (nothing installed there: the agent is copied for the run and removed); a host that
-    cannot be reached or checked is a `fleet.*` finding of that host; exit 1 when any host fails.
+    over SSH instead (nothing installed there: the agent is copied for the run and removed; --root,
+    --dev-root, --docker-host and --daemon-json then apply on each host); a host that cannot be reached
+    or checked is a `fleet.*` finding of that host; exit 1 when any host fails.
 
     Examples:
 
@@ -160,7 +166,9 @@ def check(
     raise typer.Exit(int(report.exit_code))
 
 
-def check_fleet(hosts: list[str], inventory: Optional[str], limit: Optional[str], options: Any, as_json: bool) -> None:
+def check_fleet(
+    hosts: list[str], inventory: Optional[str], limit: Optional[str], options: FleetOptions, as_json: bool
+) -> None:
     """`gpuhost check --host/--inventory`: every target is parsed and read before any host is contacted."""
     from gpuhost.fleet import parse_host_spec, run_fleet
     from gpuhost.fleet.inventory import load_inventory
