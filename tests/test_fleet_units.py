@@ -279,10 +279,35 @@ def test_known_hosts_lookup_covers_hashed_entries(tmp_path: Path) -> None:
     assert known.lookup("[10.0.0.6]:2201", [str(tmp_path / "known_hosts")]) == {}
 
 
+def test_known_hosts_lines_it_cannot_use_and_revoked_keys(tmp_path: Path) -> None:
+    from gpuhost.fleet.ssh import ConnectFailure, KnownHosts, SshSettings, _Policy
+
+    good = paramiko.Ed25519Key.from_private_key_file(str(_ed25519(tmp_path)))
+    revoked = paramiko.Ed25519Key.from_private_key_file(str(_ed25519(tmp_path / "r")))
+    path = tmp_path / "known_hosts"
+    path.write_text(
+        "# a comment\n"
+        "garbage\n"
+        "h1 ssh-ed25519 not-base64!\n"
+        f"@cert-authority *.example.com {good.get_name()} {good.get_base64()}\n"
+        f"@revoked * {revoked.get_name()} {revoked.get_base64()}\n"
+        f"h1,h2 {good.get_name()} {good.get_base64()}\n"
+        f"h3 {revoked.get_name()} {revoked.get_base64()}\n"
+    )
+    known = KnownHosts()
+    assert known.lookup("h2", [str(path)]) == {"ssh-ed25519": good}
+    assert known.lookup("h3", [str(path)]) == {}  # listed, but revoked
+    policy = _Policy(known, SshSettings(hostname="h3", user_known_hosts=[str(path)], accept_new=True), "")
+    with pytest.raises(ConnectFailure, match="@revoked"):
+        policy.missing_host_key(paramiko.SSHClient(), "h3", revoked)
+    assert "h3" in path.read_text() and path.read_text().count(revoked.get_base64()) == 2  # nothing added
+
+
 def _ed25519(directory: Path) -> Path:
     from tests.fleetlab import new_key
 
     private, _ = new_key()
+    directory.mkdir(parents=True, exist_ok=True)
     path = directory / "id"
     path.write_bytes(private)
     return path

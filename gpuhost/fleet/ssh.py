@@ -165,18 +165,41 @@ class KnownHosts:
 
     def __init__(self) -> None:
         self._files: dict[str, paramiko.HostKeys] = {}
+        self._revoked: set[bytes] = set()
         self._lock = threading.Lock()
 
     def _file(self, path: str) -> paramiko.HostKeys:
         with self._lock:
             keys = self._files.get(path)
             if keys is None:
-                keys = paramiko.HostKeys()
-                if os.path.isfile(path):
-                    with contextlib.suppress(OSError):
-                        keys.load(path)
-                self._files[path] = keys
+                keys = self._files[path] = paramiko.HostKeys()
+                with contextlib.suppress(OSError), open(path, encoding="utf-8", errors="replace") as fh:
+                    for line in fh:
+                        self._add_line(keys, line.strip())
             return keys
+
+    def _add_line(self, keys: paramiko.HostKeys, line: str) -> None:
+        """One known_hosts line, leniently like OpenSSH: a line it cannot use is skipped, not fatal.
+        `@revoked` keys are remembered and never accepted; `@cert-authority` lines are not used."""
+        if not line or line.startswith("#"):
+            return
+        marker = ""
+        if line.startswith("@"):
+            marker, _, line = line.partition(" ")
+        try:
+            entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
+        except Exception:  # InvalidHostKey, a key type paramiko cannot read, ...
+            return
+        if entry is None or entry.key is None:
+            return
+        if marker == "@revoked":
+            self._revoked.add(entry.key.asbytes())
+        elif not marker:
+            for name in entry.hostnames:
+                keys.add(name, entry.key.get_name(), entry.key)
+
+    def is_revoked(self, key: paramiko.PKey) -> bool:
+        return key.asbytes() in self._revoked
 
     def lookup(self, name: str, files: list[str]) -> dict[str, paramiko.PKey]:
         found: dict[str, paramiko.PKey] = {}
@@ -184,7 +207,8 @@ class KnownHosts:
             entry = self._file(path).lookup(name)
             if entry is not None:
                 for keytype in entry:
-                    found.setdefault(keytype, entry[keytype])
+                    if not self.is_revoked(entry[keytype]):
+                        found.setdefault(keytype, entry[keytype])
         return found
 
     def remember(self, name: str, key: paramiko.PKey, path: str) -> None:
@@ -205,6 +229,14 @@ class _Policy(paramiko.MissingHostKeyPolicy):
         self.prefix = prefix
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        if self.known.is_revoked(key):
+            raise ConnectFailure(
+                "fleet.host-key-unknown",
+                f"{self.prefix}host key of {hostname} ({key.get_name()} {fingerprint(key)}) is marked @revoked "
+                "in known_hosts; refusing to connect",
+                "Find out why the key was revoked before trusting this host again.",
+                {"known_hosts_name": hostname, "key_type": key.get_name(), "fingerprint": fingerprint(key)},
+            )
         if self.settings.accept_new and self.settings.user_known_hosts:
             self.known.remember(hostname, key, self.settings.user_known_hosts[0])
             return
