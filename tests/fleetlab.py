@@ -53,10 +53,12 @@ def ensure_image(release: str = "bookworm") -> str:
 
     client = _docker()
     tag = f"{IMAGE}:{release}"
+    outdated = None
     try:
         image = client.images.get(tag)
         if image.labels.get("gpuhost-fleet.dockerfile") == DOCKERFILE_SHA:
             return tag
+        outdated = image.id
     except docker.errors.ImageNotFound:
         pass
     client.images.build(
@@ -67,6 +69,9 @@ def ensure_image(release: str = "bookworm") -> str:
         network_mode="host",  # apt reaches deb.debian.org directly; no bridge needed
         labels={"gpuhost-fleet.dockerfile": DOCKERFILE_SHA},
     )
+    if outdated:
+        with contextlib.suppress(docker.errors.APIError):  # still used by a container of another run
+            client.images.remove(outdated)
     return tag
 
 
