@@ -291,26 +291,18 @@ def _image_id(client: Any) -> str:
 
 
 def make_instance(
-    client: Any,
-    size_gib: int = 100,
-    volume_type: str = "gp3",
-    device: str = "/dev/sda1",
-    iops: int | None = None,
-    throughput: int | None = None,
+    client: Any, size_gib: int = 100, volume_type: str = "gp3", device: str = "/dev/sda1"
 ) -> tuple[str, str]:
-    """Run an instance whose root EBS volume is as given; return (instance id, root volume id)."""
-    image = _image_id(client)
-    ebs: dict[str, Any] = {"VolumeSize": size_gib, "VolumeType": volume_type}
-    if iops is not None:
-        ebs["Iops"] = iops
-    if throughput is not None:
-        ebs["Throughput"] = throughput
+    """Run an instance whose root EBS volume is as given; return (instance id, root volume id).
+
+    moto takes size and type from the mapping, not IOPS or throughput: modify the volume for those.
+    """
     answer = client.run_instances(
-        ImageId=image,
+        ImageId=_image_id(client),
         MinCount=1,
         MaxCount=1,
         InstanceType="g5.xlarge",
-        BlockDeviceMappings=[{"DeviceName": device, "Ebs": ebs}],
+        BlockDeviceMappings=[{"DeviceName": device, "Ebs": {"VolumeSize": size_gib, "VolumeType": volume_type}}],
     )
     instance = answer["Instances"][0]
     volume_id = instance["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
