@@ -68,7 +68,7 @@ def role_vars(ec2_server: Ec2Server, imds_stand_in: ImdsStandIn, **more: Any) ->
 def test_converge_then_nothing_changes(
     tmp_path: Path, host: tuple[str, str], aws_env: dict[str, str], ec2_server: Ec2Server, imds_stand_in: ImdsStandIn
 ) -> None:
-    instance_id, volume_id = host
+    _instance_id, volume_id = host
     variables = role_vars(ec2_server, imds_stand_in, ebs_tuning_preset="pull")
     rc, output, counts = playbook(tmp_path, variables, aws_env)
     assert rc == 0, output
