@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -116,3 +117,28 @@ def test_agent_check_on_ec2_without_boto3(
     assert finding["id"] == "ebs.facts"
     assert finding["severity"] == "ok"
     assert "boto3 is not installed" in finding["message"]
+
+
+def _python39() -> str | None:
+    path = shutil.which("python3.9")
+    if path is None:
+        return None
+    probe = subprocess.run([path, "-c", "import sys; assert sys.version_info[:2] == (3, 9)"], capture_output=True)
+    return path if probe.returncode == 0 else None
+
+
+PYTHON39 = _python39()
+
+
+@pytest.mark.skipif(PYTHON39 is None, reason="no python3.9 here (Amazon Linux 2023's version)")
+def test_agent_tune_ebs_on_python39(agent: Path, aws_env: dict[str, str]) -> None:
+    assert PYTHON39 is not None
+    bad = run_agent(PYTHON39, agent, aws_env, "tune-ebs", "--iops", "1")
+    assert bad.returncode == 2, bad.stderr
+    assert "outside gp3's range" in json.loads(bad.stdout)["error"]
+    no_boto3 = run_agent(
+        PYTHON39, agent, aws_env, "tune-ebs", "--volume-id", "vol-0123456789abcdef0", "--region", "us-east-1",
+        "--preset", "pull",
+    )  # fmt: skip
+    assert no_boto3.returncode in (2, 3), no_boto3.stderr  # 3 without boto3; 2: no such volume
+    assert "Traceback" not in no_boto3.stderr

@@ -74,7 +74,7 @@ def test_converge_then_nothing_changes(
     assert rc == 0, output
     assert counts["changed"] == 1, output
     assert (
-        f"modified: requested IOPS 3000 IOPS -> 9000 IOPS, throughput 125 MiB/s -> 1000 MiB/s on {volume_id}" in output
+        f"modified: requested IOPS 3,000 -> 9,000, throughput 125 -> 1,000 MiB/s on {volume_id}" in output
     )
     described = ec2_server.client().describe_volumes(VolumeIds=[volume_id])["Volumes"][0]
     assert (described["Iops"], described["Throughput"]) == (9000, 1000)

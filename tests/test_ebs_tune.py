@@ -509,3 +509,18 @@ def test_help_reads_like_a_reference_with_an_example_per_option() -> None:
     for block in blocks:
         assert "Example: " in block, block
     assert "80,000 IOPS" in text and "2,000 MiB/s" in text
+
+
+def test_when_image_present_waits_for_the_image(aws_env: dict[str, str], ec2_server: Ec2Server) -> None:
+    volume_id = make_volume(ec2_server.client(), size_gib=100)
+    args = ("--volume-id", volume_id, "--region", REGION, "--preset", "pull", "--json")
+    with ec2_server.recording() as actions:
+        waiting = tune(*args, "--when-image-present", "gpuhost-ebs-test/absent:none")
+    assert waiting.exit_code == 1
+    assert waiting.json["action"] == "waiting"
+    assert "Docker does not have gpuhost-ebs-test/absent:none yet" in waiting.json["message"]
+    assert actions == []
+    # the shared dockerd of the test machine has the base images
+    present = tune(*args, "--when-image-present", "local/debian-systemd:bookworm")
+    assert present.exit_code == 0, present.stdout
+    assert present.json["action"] == "modified"

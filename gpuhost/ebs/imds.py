@@ -8,9 +8,8 @@ proxy, and timeouts stay short: off EC2 nothing answers and the caller moves on.
 from __future__ import annotations
 
 import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
+from typing import Any
 
 DEFAULT_ENDPOINT = "http://169.254.169.254"
 ENDPOINT_ENV = "AWS_EC2_METADATA_SERVICE_ENDPOINT"
@@ -42,10 +41,16 @@ class ImdsClient:
     def __init__(self, endpoint: str | None = None, timeout: float = 1.0) -> None:
         self.endpoint = (endpoint or imds_endpoint()).rstrip("/")
         self.timeout = timeout
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._opener: Any = None
         self._token: str | None = None
 
     def _request(self, method: str, path: str, headers: dict[str, str]) -> str:
+        # imported here: `gpuhost check` off EC2 never needs urllib.request
+        import urllib.error
+        import urllib.request
+
+        if self._opener is None:
+            self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         request = urllib.request.Request(self.endpoint + path, method=method, headers=headers)
         try:
             with self._opener.open(request, timeout=self.timeout) as response:

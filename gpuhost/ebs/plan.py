@@ -448,8 +448,9 @@ class Plan:
     def revert_note(self) -> str:
         rule = self.gate.rule
         left = rule.max_per_window - self.gate.recent - 1
+        undo = "Going back up" if self.cost.delta_month < 0 else "Reverting"
         return (
-            f"Reverting is another modification: AWS accepts it once this one is completed, and allows "
+            f"{undo} is another modification: AWS accepts it once this one is completed, and allows "
             f"{rule.max_per_window} modifications per volume in any {rule.window_hours:g} hours ({max(0, left)} left "
             f"after this one). Earlier AWS rules asked for {limits.LEGACY_COOLDOWN_HOURS:g} hours between two "
             "modifications. Each day at the target costs about "

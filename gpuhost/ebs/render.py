@@ -57,7 +57,7 @@ def plan_table(plan: Plan, title: str) -> Table:
             f"unpack {unpack.image_bytes / 1e9:.0f} GB",
             format_duration(unpack.before_s),
             format_duration(unpack.after_s),
-            f"at {unpack.before_mibs:,.0f} -> {unpack.after_mibs:,.0f} MiB/s {size_note}".rstrip(),
+            f"at {unpack.before_mibs:,.0f} -> {unpack.after_mibs:,.0f} MiB/s" + (f"; {size_note}" if size_note else ""),
         ),
     ]
     gate = plan.gate

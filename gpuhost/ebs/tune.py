@@ -112,9 +112,13 @@ def validate(options: TuneOptions) -> None:
 def _describe_change(plan: Plan) -> str:
     parts = []
     for name, change in plan.changes.items():
-        unit = {"iops": " IOPS", "throughput_mibs": " MiB/s"}.get(name, "")
-        label = {"volume_type": "type", "iops": "IOPS", "throughput_mibs": "throughput"}[name]
-        parts.append(f"{label} {change['from']}{unit} -> {change['to']}{unit}")
+        before, after = change["from"], change["to"]
+        if name == "volume_type":
+            parts.append(f"type {before} -> {after}")
+        elif name == "iops":
+            parts.append(f"IOPS {before if before is None else format(before, ',')} -> {after:,}")
+        else:
+            parts.append(f"throughput {before if before is None else format(before, ',')} -> {after:,} MiB/s")
     return ", ".join(parts)
 
 
