@@ -6,6 +6,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
+from gpuhost.facts.aws import AwsFacts, collect_aws
 from gpuhost.facts.cdi import CdiFacts, collect_cdi
 from gpuhost.facts.devices import DeviceFacts, collect_devices
 from gpuhost.facts.docker import DAEMON_JSON, DockerFacts, collect_docker
@@ -41,6 +42,7 @@ class HostFacts:
     toolkit: ToolkitFacts = field(default_factory=ToolkitFacts)
     cdi: CdiFacts = field(default_factory=CdiFacts)
     storage: StorageFacts = field(default_factory=StorageFacts)
+    aws: AwsFacts = field(default_factory=AwsFacts)
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -82,4 +84,8 @@ def collect_host_facts(options: CollectOptions | None = None) -> HostFacts:
     mounts = read_mounts(options.root)
     facts.storage = StorageFacts(block_devices=collect_block_devices(options.root, mounts))
     timed("storage", start)
+
+    start = time.perf_counter()
+    facts.aws = collect_aws(options.root, facts.storage.block_devices, facts.docker.data_root_location, client)
+    timed("aws", start)
     return facts

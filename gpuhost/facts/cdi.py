@@ -7,8 +7,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")
 _DRIVER_LIB = re.compile(r"/lib(?:cuda|nvidia-ml|nvidia-ptxjitcompiler)\.so\.(\d+\.\d+(?:\.\d+)?)$")
 
@@ -65,6 +63,8 @@ def driver_version_of(spec: dict[str, Any]) -> str:
 
 
 def parse_spec(path: str, text: str) -> CdiSpec:
+    import yaml  # only hosts with spec files pay for the import
+
     spec = CdiSpec(path=path)
     try:
         data = yaml.safe_load(text)

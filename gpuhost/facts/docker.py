@@ -218,7 +218,7 @@ def collect_docker(
         facts.cdi_enabled = bool(features.get("cdi"))
     facts.data_root = str(info.get("DockerRootDir", ""))
     if facts.data_root and os.path.isabs(facts.data_root):
-        facts.data_root_location = locate(os.path.join(root, facts.data_root.lstrip("/")), root)
+        facts.data_root_location = locate(facts.data_root, root)
 
     try:
         listed = client.get("/containers/json", params={"all": True})

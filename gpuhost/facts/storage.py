@@ -172,9 +172,9 @@ def whole_disk(name: str, root: str = "/") -> str:
     return base if os.path.isdir(os.path.join(root, "sys/block", base)) else name
 
 
-def mount_for(path: str, mounts: list[Mount]) -> Mount | None:
+def mount_for(path: str, mounts: list[Mount], resolve: bool = True) -> Mount | None:
     best: Mount | None = None
-    real = os.path.realpath(path)
+    real = os.path.realpath(path) if resolve else os.path.normpath(path)
     for mount in mounts:
         point = mount.mountpoint
         inside = real == point or real.startswith(point.rstrip("/") + "/") or point == "/"
@@ -183,13 +183,19 @@ def mount_for(path: str, mounts: list[Mount]) -> Mount | None:
     return best
 
 
+def _under(root: str, path: str) -> str:
+    return path if root == "/" else os.path.join(root, path.lstrip("/"))
+
+
 def locate(path: str, root: str = "/", mounts: list[Mount] | None = None) -> PathLocation:
-    location = PathLocation(path=path, exists=os.path.exists(path))
+    """Where `path` (as the host sees it) lives; with another root, read that captured tree."""
+    location = PathLocation(path=path, exists=os.path.exists(_under(root, path)))
     mounts = read_mounts(root) if mounts is None else mounts
     probe = path
-    while not os.path.exists(probe) and probe not in ("", "/"):
+    while not os.path.exists(_under(root, probe)) and probe not in ("", "/"):
         probe = os.path.dirname(probe)
-    mount = mount_for(probe, mounts)
+    # a captured tree has mountinfo but not the directories: match the path as the host sees it
+    mount = mount_for(probe if root == "/" else path, mounts, resolve=root == "/")
     if mount is not None:
         location.mountpoint = mount.mountpoint
         location.source = mount.source
@@ -202,14 +208,14 @@ def locate(path: str, root: str = "/", mounts: list[Mount] | None = None) -> Pat
             if location.device_class == "ebs":
                 serial = _read(os.path.join(root, "sys/block", location.disk, "device/serial"))
                 location.ebs_volume_id = ebs_volume_id(serial)
-        root_mount = mount_for("/", mounts)
+        root_mount = mount_for("/", mounts, resolve=False)
         if root_mount is not None:
             root_device = _device_name_for(root_mount.major_minor, root)
             location.on_root_disk = bool(
                 root_device and location.disk and whole_disk(root_device, root) == location.disk
             )
     try:
-        stats = os.statvfs(probe)
+        stats = os.statvfs(_under(root, probe))
         location.free_bytes = stats.f_bavail * stats.f_frsize
         location.total_bytes = stats.f_blocks * stats.f_frsize
     except OSError:
