@@ -114,6 +114,23 @@ def _add_tune_ebs_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="accepted for symmetry: output is always JSON")
 
 
+def cmd_wait_ready(args: argparse.Namespace) -> int:
+    """`gpuhost wait-ready` on the host: the same driver and readiness machine, JSON only."""
+    from gpuhost.comfyui.wait import WaitOptions, wait_ready
+    from gpuhost.ebs.plan import parse_duration
+    from gpuhost.engine import EngineClient, EngineError, EnginePermissionDenied, EngineUnavailable
+
+    options = WaitOptions(
+        timeout=parse_duration(args.timeout), stall_timeout=parse_duration(args.stall_timeout), url=args.url
+    )
+    try:
+        result = wait_ready(EngineClient(args.docker_host, timeout=10.0), args.container, options)
+    except (EngineUnavailable, EnginePermissionDenied, EngineError) as exc:
+        raise SourceError("Docker", str(exc), "Start Docker, or run as root / a member of the docker group.") from exc
+    _print(result.to_dict())
+    return result.exit_code
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     parser = argparse.ArgumentParser(
         prog="gpuhost-agent",
@@ -137,6 +154,15 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     tune = sub.add_parser("tune-ebs", help="tune an EBS gp3 volume (needs boto3 on the host; see gpuhost tune-ebs)")
     _add_tune_ebs_arguments(tune)
     handlers["tune-ebs"] = cmd_tune_ebs
+
+    wait = sub.add_parser("wait-ready", help="wait until ComfyUI in a container really serves (see gpuhost wait-ready)")
+    wait.add_argument("container")
+    wait.add_argument("--timeout", default="10m")
+    wait.add_argument("--stall-timeout", default="3m")
+    wait.add_argument("--url", default=None)
+    wait.add_argument("--docker-host", default=None)
+    wait.add_argument("--json", action="store_true", help="accepted for symmetry: output is always JSON")
+    handlers["wait-ready"] = cmd_wait_ready
     return parser, handlers
 
 

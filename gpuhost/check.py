@@ -61,6 +61,15 @@ def report_for(facts: HostFacts, rule_options: RuleOptions, strict: bool = False
     )
 
 
+def add_findings(report: CheckReport, findings: list[Finding], strict: bool = False) -> CheckReport:
+    """Findings gathered after the check (e.g. `--workflow`), folded into its verdict and exit code."""
+    report.findings.extend(findings)
+    report.verdict = worst(report.findings)
+    if not report.unreadable_sources:
+        report.exit_code = exit_code_for(report.findings, strict)
+    return report
+
+
 def run_check(
     collect_options: CollectOptions | None = None,
     rule_options: RuleOptions | None = None,

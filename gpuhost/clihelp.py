@@ -60,7 +60,8 @@ class ReferenceCommand(TyperCommand):
 
         options = [p for p in self.get_params(ctx) if getattr(p, "opts", None) and p.opts[0].startswith("--")]
         section("SYNOPSIS")
-        formatter.write(" " * (INDENT + 2) + ctx.command_path + "\n")
+        arguments = [p.make_metavar(ctx) for p in self.get_params(ctx) if p.param_type_name == "argument"]
+        formatter.write(" " * (INDENT + 2) + " ".join([ctx.command_path, *arguments]) + "\n")
         for param in options:
             name = param.opts[0]
             shown = f"[{name}]" if getattr(param, "is_flag", False) else f"[{name} <value>]"

@@ -8,6 +8,7 @@ with JSON, so this client speaks it directly.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import http.client
 import json
@@ -150,18 +151,47 @@ class EngineClient:
         self, path: str, params: dict[str, Any] | None = None, timeout: float | None = None
     ) -> Iterator[bytes]:
         """Yield the body of a streaming endpoint chunk by chunk, as it arrives."""
-        conn, response = self._open("GET", path, params, None, timeout)
+        handle = self.open_stream(path, params, timeout)
         try:
             while True:
-                chunk = response.read1(65536)
+                chunk = handle.read()
                 if not chunk:
                     return
                 yield chunk
         finally:
-            conn.close()
+            handle.close()
+
+    def open_stream(
+        self, path: str, params: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> EngineStream:
+        """Open a streaming endpoint; another thread may close() it to end a blocked read."""
+        conn, response = self._open("GET", path, params, None, timeout)
+        return EngineStream(conn, response)
 
     def ping(self) -> bool:
         return bool(self.get("/_ping", timeout=2.0) == "OK")
+
+
+class EngineStream:
+    """An open streaming response (logs with follow=1, events)."""
+
+    def __init__(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
+        self._conn = conn
+        self._response = response
+
+    def read(self) -> bytes:
+        """The next chunk as it arrives; b"" at the end of the stream or after close()."""
+        try:
+            return self._response.read1(65536)
+        except (OSError, ValueError, http.client.HTTPException):
+            return b""
+
+    def close(self) -> None:
+        sock = self._conn.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked in another thread
+        self._conn.close()
 
 
 def _param(value: Any) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from gpuhost.facts.aws import AwsFacts, collect_aws
 from gpuhost.facts.cdi import CdiFacts, collect_cdi
+from gpuhost.facts.comfyui import ComfyUIFacts, collect_comfyui
 from gpuhost.facts.devices import DeviceFacts, collect_devices
 from gpuhost.facts.docker import DAEMON_JSON, DockerFacts, collect_docker
 from gpuhost.facts.gpu import GpuFacts, collect_gpu
@@ -43,6 +44,7 @@ class HostFacts:
     cdi: CdiFacts = field(default_factory=CdiFacts)
     storage: StorageFacts = field(default_factory=StorageFacts)
     aws: AwsFacts = field(default_factory=AwsFacts)
+    comfyui: ComfyUIFacts = field(default_factory=ComfyUIFacts)
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -88,4 +90,8 @@ def collect_host_facts(options: CollectOptions | None = None) -> HostFacts:
     start = time.perf_counter()
     facts.aws = collect_aws(options.root, facts.storage.block_devices, facts.docker.data_root_location, client)
     timed("aws", start)
+
+    start = time.perf_counter()
+    facts.comfyui = collect_comfyui(client, facts.docker)
+    timed("comfyui", start)
     return facts

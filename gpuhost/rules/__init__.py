@@ -38,7 +38,7 @@ Rule = Callable[[HostFacts, RuleOptions], "list[Finding]"]
 
 
 def all_rules() -> list[Rule]:
-    from gpuhost.rules import bpf, cdi, devices, docker, ebs, gpu, storage, toolkit
+    from gpuhost.rules import bpf, cdi, comfyui, devices, docker, ebs, gpu, storage, toolkit
 
     return [
         gpu.driver,
@@ -56,6 +56,8 @@ def all_rules() -> list[Rule]:
         storage.data_root,
         ebs.volumes,
         ebs.pull_time,
+        comfyui.readiness,
+        comfyui.import_failures,
     ]
 
 

@@ -1,0 +1,1 @@
+"""ComfyUI on this host: containers, their logs and HTTP API, fed to gpuhost.readiness."""

@@ -1,0 +1,109 @@
+"""ComfyUI containers: is each one really serving (the readiness verdict), and which nodes failed."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gpuhost.model import Finding, Severity
+from gpuhost.readiness import Phase
+
+if TYPE_CHECKING:
+    from gpuhost.facts import HostFacts
+    from gpuhost.facts.comfyui import ComfyUIContainerFacts
+    from gpuhost.rules import RuleOptions
+
+
+def _evidence(container: ComfyUIContainerFacts) -> dict[str, object]:
+    verdict = container.verdict
+    return {
+        "container": container.name,
+        "image": container.image,
+        "state": container.state,
+        "verdict": verdict.phase.value,
+        "reason": verdict.reason,
+        "failing_line": verdict.failing_line,
+        "last_line": verdict.last_line,
+        "url": verdict.probe_url,
+        "gui_url": verdict.gui_url,
+        "last_probe": verdict.last_probe,
+        "comfyui_version": verdict.comfyui_version,
+        "restart_count": container.restart_count,
+        "exit_code": verdict.exit_code,
+        "tail": verdict.tail[-10:],
+    }
+
+
+def readiness(facts: HostFacts, options: RuleOptions) -> list[Finding]:
+    findings: list[Finding] = []
+    for container in facts.comfyui.containers:
+        verdict = container.verdict
+        subject = f"ComfyUI container {container.name}"
+        evidence = _evidence(container)
+        if verdict.phase is Phase.READY:
+            restarts = f" (restarted {container.restart_count} times)" if container.restart_count else ""
+            findings.append(
+                Finding(
+                    "comfyui.ready",
+                    "comfyui",
+                    Severity.WARN if container.restart_count else Severity.OK,
+                    f"{subject} is serving at {verdict.probe_url}{restarts}",
+                    "A restart count above 0 hides a crash: read `docker logs` of the earlier runs."
+                    if container.restart_count
+                    else "",
+                    evidence,
+                )
+            )
+        elif verdict.phase is Phase.STARTING:
+            if verdict.gui_url:
+                message = (
+                    f"{subject} printed {verdict.gui_url} but {verdict.probe_url or '/system_stats'} does not answer "
+                    f"200 ({verdict.last_probe or 'no probe'})"
+                )
+                remedy = f"Check the port mapping and whether the server hangs: `gpuhost wait-ready {container.name}`."
+            else:
+                message = f"{subject} is still starting; last line: {verdict.last_line or '(no output yet)'}"
+                remedy = f"Follow it with `gpuhost wait-ready {container.name}`."
+            findings.append(Finding("comfyui.ready", "comfyui", Severity.WARN, message, remedy, evidence))
+        else:
+            stopped = verdict.reason == "stopped" or (verdict.reason == "exited" and verdict.exit_code == 0)
+            findings.append(
+                Finding(
+                    "comfyui.ready",
+                    "comfyui",
+                    Severity.WARN if stopped else Severity.FAIL,
+                    f"{subject}: {verdict.message}",
+                    verdict.remedy,
+                    evidence,
+                )
+            )
+    return findings
+
+
+def import_failures(facts: HostFacts, options: RuleOptions) -> list[Finding]:
+    findings: list[Finding] = []
+    for container in facts.comfyui.containers:
+        warnings = container.verdict.warnings
+        if not warnings:
+            continue
+        custom = [w.node for w in warnings if w.kind == "custom-node"]
+        extras = [w.node for w in warnings if w.kind == "comfy-extras"]
+        parts = []
+        if custom:
+            parts.append("custom nodes " + ", ".join(custom))
+        if extras:
+            parts.append("comfy_extras " + ", ".join(extras))
+        reasons = sorted({w.reason for w in warnings if w.reason})
+        findings.append(
+            Finding(
+                "comfyui.import-failed",
+                "comfyui",
+                Severity.WARN,
+                f"ComfyUI container {container.name}: {' and '.join(parts)} failed to import (the server still "
+                "serves; their nodes are missing)" + (f": {'; '.join(reasons)}" if reasons else ""),
+                "Install what they need into the image (the reasons name the missing modules) or remove the "
+                "broken custom node; workflows using them fail with missing_node_type.",
+                {"container": container.name, "nodes": [{"kind": w.kind, "node": w.node, "path": w.path,
+                                                        "reason": w.reason} for w in warnings]},
+            )
+        )
+    return findings

@@ -1,0 +1,165 @@
+"""The ComfyUI replay image: build it, save it, run captures in it, and what each must give.
+
+Run as a module to build (and save) the image outside pytest, e.g. for molecule or the bench:
+  python -m tests.support.comfyui_replay [--shared DIR] [--save ARCHIVE.tar]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+REPLAY_DIR = REPO / "tests" / "replay"
+OBJECT_INFO = REPO / "tests" / "fixtures" / "comfyui" / "object_info.json"
+IMAGE = "gpuhost-comfyui-replay:test"
+NAME_PREFIX = "gpuhost-comfyui-replay-"
+# A bridge network of our own: published ports work on it, and it does not depend on the
+# default docker0 bridge (which other users of a shared daemon may tear down).
+NETWORK = "gpuhost-comfyui-replay"
+
+
+@dataclass(frozen=True)
+class Expected:
+    phase: str
+    reason: str
+    # the line that decides it (its text starts with this); "" when the probe decides
+    line: str
+    warnings: tuple[str, ...] = ()
+
+
+EXTRAS = ("nodes_audio.py", "nodes_audio_encoder.py")
+# Every capture and the verdict wait-ready must reach on it.
+CAPTURES: dict[str, Expected] = {
+    "startup-cpu": Expected("ready", "ready", "", EXTRAS),
+    "startup-cpu-listen-all": Expected("ready", "ready", "", EXTRAS),
+    "failure-custom-node-import": Expected("ready", "ready", "", ("broken_node", *EXTRAS)),
+    "failure-missing-module": Expected("failed", "missing-module", "ModuleNotFoundError: No module named 'requests'"),
+    "failure-missing-module-torchvision": Expected(
+        "failed", "missing-module", "ModuleNotFoundError: No module named 'torchvision'"
+    ),
+    "failure-port-in-use": Expected("failed", "port-in-use", "OSError: [Errno 98]", EXTRAS),
+}
+
+
+def shared_dir() -> Path:
+    return Path(os.environ.get("GPUHOST_SHARED", REPO.parent / "shared"))
+
+
+def build_context(shared: Path, into: Path) -> Path:
+    """A docker build context: the Dockerfile, replay.py and the captures it replays."""
+    source = shared / "fixtures" / "comfyui"
+    if not source.is_dir():
+        raise FileNotFoundError(f"no ComfyUI captures at {source}: set GPUHOST_SHARED")
+    shutil.copy(REPLAY_DIR / "Dockerfile", into / "Dockerfile")
+    shutil.copy(REPLAY_DIR / "replay.py", into / "replay.py")
+    fixtures = into / "fixtures"
+    fixtures.mkdir()
+    for path in sorted(source.iterdir()):
+        if path.name.endswith((".timed.log", ".json")) or path.name.startswith("prompt-"):
+            shutil.copy(path, fixtures / path.name)
+    shutil.copy(OBJECT_INFO, fixtures / "object_info.json")
+    for path in [into / "replay.py", *fixtures.iterdir()]:
+        path.chmod(0o644)
+    return into
+
+
+def build_image(shared: Path | None = None, tag: str = IMAGE) -> str:
+    import docker
+
+    client = docker.from_env()
+    with tempfile.TemporaryDirectory(prefix="gpuhost-comfyui-replay-") as tmp:
+        context = build_context(shared or shared_dir(), Path(tmp))
+        client.images.build(path=str(context), tag=tag, rm=True, network_mode="none", pull=False)
+    return tag
+
+
+def save_image(path: Path, tag: str = IMAGE) -> Path:
+    import docker
+
+    client = docker.from_env()
+    image = client.images.get(tag)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as fh:
+        for chunk in image.save(named=True):
+            fh.write(chunk)
+    tmp.replace(path)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_capture(
+    client: Any,
+    capture: str,
+    name: str,
+    host_port: int | None = None,
+    host_network: bool = False,
+    extra_args: tuple[str, ...] = (),
+    **kwargs: Any,
+) -> Any:
+    """Start a replay container (docker SDK). Bridge: --listen 0.0.0.0 with the port published on
+    127.0.0.1 (a free port unless given). Host network: --listen 127.0.0.1 --port host_port."""
+    if host_network:
+        port = host_port or free_port()
+        command = ["play", capture, "--listen", "127.0.0.1", "--port", str(port), *extra_args]
+        return client.containers.run(IMAGE, command, name=name, detach=True, network_mode="host", **kwargs)
+    command = ["play", capture, "--listen", "0.0.0.0", "--port", "8188", *extra_args]
+    ports = {"8188/tcp": ("127.0.0.1", host_port)}
+    kwargs.setdefault("network", ensure_network(client))
+    return client.containers.run(IMAGE, command, name=name, detach=True, ports=ports, **kwargs)
+
+
+def ensure_network(client: Any, name: str = NETWORK) -> str:
+    if not client.networks.list(names=[name]):
+        client.networks.create(name, driver="bridge", labels={"gpuhost.test": "comfyui"})
+    return name
+
+
+def remove_network(client: Any, name: str = NETWORK) -> None:
+    for network in client.networks.list(names=[name]):
+        network.remove()
+
+
+def run_holder(client: Any, name: str, port: int) -> Any:
+    """The first instance of the port-in-use capture: serves on 127.0.0.1:port (host network)."""
+    return client.containers.run(
+        IMAGE, ["hold", "--listen", "127.0.0.1", "--port", str(port)], name=name, detach=True, network_mode="host"
+    )
+
+
+def remove(client: Any, name: str) -> None:
+    import docker.errors
+
+    with contextlib.suppress(docker.errors.NotFound):
+        client.containers.get(name).remove(force=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Build (and save) the ComfyUI replay image.")
+    parser.add_argument("--shared", type=Path, default=None, help="the shared/ directory (default: GPUHOST_SHARED)")
+    parser.add_argument("--tag", default=IMAGE)
+    parser.add_argument("--save", type=Path, default=None, help="also write `docker save` of it here")
+    args = parser.parse_args(argv)
+    tag = build_image(args.shared, args.tag)
+    print(tag)
+    if args.save:
+        print(save_image(args.save, tag))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
