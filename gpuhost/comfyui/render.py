@@ -47,7 +47,7 @@ class WaitProgress:
 
 
 def print_wait(result: WaitResult, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or Console(soft_wrap=True)
     verdict = result.verdict
     head = Text(f"{result.container}: ")
     head.append(verdict.phase.value.upper(), style=PHASE_STYLE[verdict.phase])
@@ -69,27 +69,27 @@ def print_wait(result: WaitResult, console: Console | None = None) -> None:
     if verdict.phase is not Phase.READY and verdict.tail:
         console.print(f"  last {len(verdict.tail)} log lines:")
         for line in verdict.tail:
-            console.print(Text(f"    {line}"), highlight=False)
+            console.print(Text(f"    {line}"), highlight=False, soft_wrap=True)
 
 
 def print_workflow(report: WorkflowReport, console: Console | None = None) -> None:
     import json
 
-    console = console or Console()
-    title = f"workflow {report.path} against {report.server}/object_info (not queued)"
+    console = console or Console(soft_wrap=True)
+    title = f"workflow {report.path} against {report.server}/object_info (nothing queued)"
     if report.valid:
         console.print(Text(f"{title}: VALID, {report.nodes} nodes, outputs {', '.join(report.outputs)}", style="green"))
         return
-    table = Table(title=title)
-    table.add_column("node")
-    table.add_column("gpuhost says", overflow="fold")
-    table.add_column("ComfyUI would answer POST /prompt", overflow="fold")
+    console.print(Text(f"{title}: {len(report.problems)} problem(s)", style="bold red"))
     for problem in report.problems:
-        node = f"{problem.node_id} {problem.class_type}".strip() or "-"
-        table.add_row(node, problem.sentence(), f"{problem.type}: {problem.details or problem.message}")
-    console.print(table)
-    console.print(f"POST /prompt would answer HTTP {report.comfyui_status}:")
-    console.print(json.dumps(report.comfyui_response, indent=1), highlight=False, markup=False)
+        console.print(f"  node {problem.node_id or '-'} {problem.class_type}".rstrip(), highlight=False)
+        console.print(f"    gpuhost says: {problem.sentence()}", highlight=False)
+        console.print(
+            f"    ComfyUI would answer POST /prompt: {problem.type}: {problem.details or problem.message}",
+            highlight=False,
+        )
+    console.print(f"POST /prompt would answer HTTP {report.comfyui_status}:", highlight=False)
+    console.print(json.dumps(report.comfyui_response), highlight=False, markup=False)
 
 
 def print_layers(report: LayersReport, console: Console | None = None) -> None:

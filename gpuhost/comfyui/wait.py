@@ -242,6 +242,11 @@ def wait_ready(
     finally:
         follower.stop()
     reached = clock()
+    try:  # record how the container stands now (an exit code after a failure), the verdict stays
+        container, _ = inspect_container(client, container.id)
+        machine.feed(state_event(container, reached))
+    except (UsageError, EngineError):
+        pass  # removed meanwhile
     return WaitResult(
         container=container.name,
         container_id=container.id,
