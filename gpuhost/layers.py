@@ -67,7 +67,7 @@ def parse_bytes(value: Any, what: str = "size") -> int:
         if not match or match.group(2).lower() not in SIZE_UNITS:
             raise UsageError(f"{what}: cannot read size {value!r}", "Use bytes or a unit: 4265380512, 4.27GB, 3.97GiB.")
         number, unit = float(match.group(1)), match.group(2).lower()
-    result = int(number * SIZE_UNITS[unit])
+    result = round(number * SIZE_UNITS[unit])
     if result < 0:
         raise UsageError(f"{what}: size must not be negative, got {value!r}")
     return result
@@ -275,14 +275,38 @@ def analyze(history: list[dict[str, Any]], min_model_bytes: int, manifest: Optio
         if manifest is not None:
             for manifest_entry in manifest.entries:
                 if instruction in ("RUN", "COPY", "ADD") and manifest_entry.matches(command):
-                    manifest_entry.matched_layers.append(index)
-                    layer.manifest_keys.append(manifest_entry.key)
-                    layer.expected_bytes = (layer.expected_bytes or 0) + manifest_entry.expected_bytes
-            if layer.manifest_keys and not layer.model_step:
-                layer.model_step, layer.model_why = True, "named in the manifest"
-        _judge(layer, min_model_bytes, manifest.tolerance if manifest else 0.0)
+                    _expect(layer, manifest_entry)
         layers.append(layer)
+    if manifest is not None:
+        _match_by_destination(layers, manifest)
+    for layer in layers:
+        _judge(layer, min_model_bytes, manifest.tolerance if manifest else 0.0)
     return layers
+
+
+def _expect(layer: Layer, entry: ManifestEntry) -> None:
+    entry.matched_layers.append(layer.index)
+    layer.manifest_keys.append(entry.key)
+    layer.expected_bytes = (layer.expected_bytes or 0) + entry.expected_bytes
+    if not layer.model_step:
+        layer.model_step, layer.model_why = True, "named in the manifest"
+
+
+def _match_by_destination(layers: list[Layer], manifest: Manifest) -> None:
+    """The classic builder records `COPY file:<sha> in /dest/`, without the file's name: a path
+    entry no command names goes to the one COPY/ADD layer whose destination is that file or its
+    directory (never when several layers copy there: that would be a guess)."""
+    for entry in manifest.entries:
+        if entry.matched_layers or entry.glob:
+            continue
+        wanted = {entry.key.rstrip("/"), os.path.dirname(entry.key.rstrip("/"))}
+        candidates = [
+            layer
+            for layer in layers
+            if layer.instruction in ("COPY", "ADD") and _copy_destination(layer.command).rstrip("/") in wanted
+        ]
+        if len(candidates) == 1:
+            _expect(candidates[0], entry)
 
 
 def _judge(layer: Layer, min_model_bytes: int, tolerance: float) -> None:
