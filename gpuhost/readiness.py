@@ -104,6 +104,8 @@ class Verdict:
     # time of the event that decided the verdict (a log line's, a probe's, the exit's)
     decided_at: Optional[float] = None
     gui_url: str = ""
+    # when the GUI line was written (its log time)
+    gui_line_at: Optional[float] = None
     probe_url: str = ""
     last_probe: str = ""
     comfyui_version: str = ""
@@ -419,6 +421,7 @@ class ReadinessMachine:
         self._gui_host = host
         self._gui_port = port
         self.verdict.gui_url = url
+        self.verdict.gui_line_at = at
         if self.host_network is False and host in LOOPBACK_HOSTS:
             self._decide(
                 Phase.FAILED,
