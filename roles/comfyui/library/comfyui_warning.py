@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from ansible.module_utils.basic import AnsibleModule
+
 DOCUMENTATION = r"""
 module: comfyui_warning
 short_description: Show a warning in the play output
@@ -23,9 +25,6 @@ EXAMPLES = r"""
 """
 
 RETURN = r""""""
-
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402 (after the documentation, as Ansible modules are laid out)
-
 
 def main() -> None:
     module = AnsibleModule(argument_spec={"msg": {"type": "str", "required": True}}, supports_check_mode=True)
