@@ -276,3 +276,11 @@ def test_timed_log_parsing(shared_dir: Path) -> None:
     assert timed(shared_dir, "failure-missing-module").container_exit_code == 1
     with pytest.raises(ValueError, match="line 1"):
         parse_timed_log("no tab here")
+
+
+def test_which_containers_are_comfyui() -> None:
+    from gpuhost.comfyui.container import looks_like_comfyui
+
+    assert looks_like_comfyui("mmartial/comfyui-nvidia-docker:ubuntu24_cuda12.8-20260605", {})
+    assert looks_like_comfyui("registry.local/sd:1", {"gpuhost.comfyui": "1"})
+    assert not looks_like_comfyui("nginx:1.27", {})  # even when the container is named comfyui-proxy

@@ -145,8 +145,7 @@ def container_from_inspect(inspect: dict[str, Any]) -> ComfyContainer:
     )
 
 
-def looks_like_comfyui(name: str, image: str, labels: dict[str, str]) -> bool:
-    """A container gpuhost treats as ComfyUI: labelled by roles/comfyui, or named after it."""
-    if "gpuhost.comfyui" in labels:
-        return True
-    return "comfyui" in name.lower() or "comfyui" in image.lower()
+def looks_like_comfyui(image: str, labels: dict[str, str]) -> bool:
+    """A container gpuhost treats as ComfyUI: labelled by roles/comfyui, or running an image named
+    after it. Not the container's name: `comfyui-proxy` may well be an nginx."""
+    return "gpuhost.comfyui" in labels or "comfyui" in image.lower()

@@ -1,7 +1,7 @@
 """ComfyUI containers on this host and their readiness verdict (gpuhost.readiness), for `check`.
 
-Which containers: those roles/comfyui labels (`gpuhost.comfyui`) and those whose name or image
-says comfyui. Each gets a snapshot verdict: its log since it started (up to the GUI line), its
+Which containers: those roles/comfyui labels (`gpuhost.comfyui`) and those whose image name says
+comfyui. Each gets a snapshot verdict: its log since it started (up to the GUI line), its
 state and one GET /system_stats through its published port. Nothing waits.
 """
 
@@ -43,7 +43,7 @@ def collect_comfyui(client: Optional[EngineClient], docker: DockerFacts, probe_t
         return facts
     now = time.time()
     for summary in docker.containers:
-        if not looks_like_comfyui(summary.name, summary.image, summary.labels):
+        if not looks_like_comfyui(summary.image, summary.labels):
             continue
         try:
             inspect = client.get(f"/containers/{summary.id}/json")
