@@ -621,6 +621,8 @@ def wait_ready(
                 result = run_wait(client, container, options, on_progress=progress.update)
     except UsageError as exc:
         fail(ExitCode.USAGE, str(exc), exc.remedy, as_json)
+    except SourceError as exc:
+        fail(ExitCode.SOURCE_UNREADABLE, str(exc), exc.remedy, as_json)
     except (EngineUnavailable, EnginePermissionDenied) as exc:
         fail(ExitCode.SOURCE_UNREADABLE, str(exc), "Start Docker, or run as root / a member of the docker group.",
              as_json)

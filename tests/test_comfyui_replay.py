@@ -166,6 +166,20 @@ def test_wait_ready_cli_bad_input_and_unreadable_docker(replays: dict[str, str])
     assert unreadable.returncode == 3
 
 
+def test_wait_ready_replay_unreadable_log_is_exit_3(docker_client: Any) -> None:
+    import docker.types
+
+    name = f"{NAME_PREFIX}nolog"
+    remove(docker_client, name)
+    try:
+        run_capture(docker_client, "startup-cpu", name, log_config=docker.types.LogConfig(type="none"))
+        run = gpuhost("wait-ready", name, "--json", "--timeout", "30")
+        assert run.returncode == 3, run.stdout
+        assert "log driver" in json.loads(run.stdout)["remedy"]
+    finally:
+        remove(docker_client, name)
+
+
 @pytest.mark.skipif(not os.path.exists(SYSTEM_PYTHON), reason="no system python3")
 def test_agent_wait_ready_replay(replays: dict[str, str], tmp_path: Path) -> None:
     """The zipapp the roles run on hosts, with the host's own python3."""

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 from gpuhost.comfyui.container import ComfyContainer, container_from_inspect, since_param, split_log_line
 from gpuhost.comfyui.http import probe
 from gpuhost.engine import EngineClient, EngineError, EngineStream, LogDemuxer, quote_ref
-from gpuhost.model import UsageError, to_jsonable
+from gpuhost.model import SourceError, UsageError, to_jsonable
 from gpuhost.readiness import (
     DEFAULT_STALL_TIMEOUT,
     ContainerState,
@@ -158,8 +158,10 @@ class LogFollower(threading.Thread):
                     self.lines.put(split_log_line(line))
             for _, line in demuxer.flush():
                 self.lines.put(split_log_line(line))
-        except Exception as exc:  # the caller sees it as the end of the stream
+        except EngineError as exc:  # the log cannot be read at all (e.g. --log-driver none)
             self.error = str(exc)
+        except OSError:
+            pass  # the connection ended: the caller inspects the container
         finally:
             self.lines.put(_EOF)
 
@@ -205,6 +207,13 @@ def wait_ready(
             gui_before = machine.gui_seen
             while item is not None:
                 if item is _EOF:
+                    if follower.error:
+                        raise SourceError(
+                            f"the log of container {container.name}",
+                            follower.error,
+                            "Readiness reads the log through the Engine API: run the container with a log driver "
+                            "`docker logs` can read (json-file, local, journald).",
+                        )
                     stream_open = False
                     next_inspect = clock()  # the stream ends when the container stops
                 else:

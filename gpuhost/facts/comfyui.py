@@ -49,7 +49,7 @@ def collect_comfyui(client: Optional[EngineClient], docker: DockerFacts, probe_t
             inspect = client.get(f"/containers/{summary.id}/json")
             container, verdict = snapshot_verdict(client, inspect, probe_timeout=probe_timeout, now=now)
         except (EngineError, EngineUnavailable, EnginePermissionDenied, OSError, ValueError) as exc:
-            facts.error = f"{summary.name}: {exc}"
+            facts.error = "; ".join(filter(None, [facts.error, f"{summary.name}: {exc}"]))
             continue
         facts.containers.append(
             ComfyUIContainerFacts(

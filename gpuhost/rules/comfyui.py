@@ -35,6 +35,18 @@ def _evidence(container: ComfyUIContainerFacts) -> dict[str, object]:
 
 def readiness(facts: HostFacts, options: RuleOptions) -> list[Finding]:
     findings: list[Finding] = []
+    if facts.comfyui.error:
+        findings.append(
+            Finding(
+                "comfyui.ready",
+                "comfyui",
+                Severity.WARN,
+                f"could not judge a ComfyUI container: {facts.comfyui.error}",
+                "Readiness reads the container's log through the Engine API: use a log driver `docker logs` can "
+                "read (json-file, local, journald).",
+                {"error": facts.comfyui.error},
+            )
+        )
     for container in facts.comfyui.containers:
         verdict = container.verdict
         subject = f"ComfyUI container {container.name}"
