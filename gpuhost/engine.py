@@ -164,7 +164,7 @@ class EngineClient:
     def open_stream(
         self, path: str, params: dict[str, Any] | None = None, timeout: float | None = None
     ) -> EngineStream:
-        """Open a streaming endpoint; another thread may close() it to end a blocked read."""
+        """Open a streaming endpoint; another thread may shutdown() it to end a blocked read."""
         conn, response = self._open("GET", path, params, None, timeout)
         return EngineStream(conn, response)
 
@@ -183,14 +183,18 @@ class EngineStream:
         """The next chunk as it arrives; b"" at the end of the stream or after close()."""
         try:
             return self._response.read1(65536)
-        except (OSError, ValueError, http.client.HTTPException):
-            return b""
+        except (OSError, ValueError, AttributeError, http.client.HTTPException):
+            return b""  # ended, or shut down from another thread
 
-    def close(self) -> None:
+    def shutdown(self) -> None:
+        """End the stream from another thread: a blocked read() returns b"" (the reader closes)."""
         sock = self._conn.sock
         if sock is not None:
             with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked in another thread
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.shutdown()
         self._conn.close()
 
 

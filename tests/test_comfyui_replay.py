@@ -241,6 +241,7 @@ def test_check_workflow_replay_matches_comfyuis_answer(
         urllib.request.urlopen(request, timeout=10)
     assert posted.value.code == predicted["status"] == 400
     assert json.loads(posted.value.read()) == predicted["body"]
+    posted.value.close()
     logs = docker_client.containers.get(replays["startup-cpu"]).logs().decode()
     assert "Value not in list: ckpt_name: 'v1-5-pruned-emaonly.safetensors' not in []" in logs
 
@@ -272,6 +273,7 @@ def test_replay_serves_the_recorded_bodies(replays: dict[str, str], docker_clien
     with pytest.raises(urllib.error.HTTPError) as missing:
         urllib.request.urlopen(base + "/no-such-route", timeout=5)
     assert missing.value.code == 404
+    missing.value.close()
 
 
 def test_stopped_container_is_silent_and_check_says_stopped(replays: dict[str, str], docker_client: Any) -> None:

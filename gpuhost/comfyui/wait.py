@@ -148,8 +148,6 @@ class LogFollower(threading.Thread):
             self._stream = self.client.open_stream(
                 f"/containers/{self.container.id}/logs", params=params, timeout=self.timeout
             )
-            if self._stopped.is_set():
-                self._stream.close()
             while not self._stopped.is_set():
                 chunk = self._stream.read()
                 if not chunk:
@@ -163,12 +161,14 @@ class LogFollower(threading.Thread):
         except OSError:
             pass  # the connection ended: the caller inspects the container
         finally:
+            if self._stream is not None:
+                self._stream.close()
             self.lines.put(_EOF)
 
     def stop(self) -> None:
         self._stopped.set()
         if self._stream is not None:
-            self._stream.close()
+            self._stream.shutdown()
 
 
 def wait_ready(
