@@ -291,3 +291,10 @@ def test_stopped_container_is_silent_and_check_says_stopped(replays: dict[str, s
     assert container.logs() == before  # no shutdown line
     ours = [c for c in run_check().facts.comfyui.containers if c.name == name]
     assert [(c.verdict.phase, c.verdict.reason) for c in ours] == [(Phase.FAILED, "stopped")]
+
+
+def test_wait_ready_replay_with_an_explicit_url(replays: dict[str, str], docker_client: Any) -> None:
+    port = host_port(docker_client, replays["startup-cpu"])
+    url = f"http://127.0.0.1:{port}/system_stats"
+    result = wait_ready(EngineClient(), replays["startup-cpu"], WaitOptions(timeout=60, url=url))
+    assert (result.verdict.phase, result.verdict.probe_url) == (Phase.READY, url)
