@@ -74,6 +74,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     check.add_argument("--run-as", default=None)
     check.add_argument("--json", action="store_true", help="accepted for symmetry: output is always JSON")
     handlers["check"] = cmd_check
+
+    from gpuhost.agent_storage import add_storage_commands
+
+    add_storage_commands(sub, handlers)
     return parser, handlers
 
 
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(ExitCode.USAGE) if exc.code else int(ExitCode.OK)
     try:
         return handlers[args.command](args)
-    except (UsageError, ValueError) as exc:
+    except (UsageError, ValueError) as exc:  # includes bad storage requests
         _print({"error": str(exc), "remedy": getattr(exc, "remedy", ""), "exit_code": int(ExitCode.USAGE)})
         return int(ExitCode.USAGE)
     except SourceError as exc:
