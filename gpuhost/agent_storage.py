@@ -53,6 +53,14 @@ def plan_payload(plan: Any, data_root: Any) -> dict[str, Any]:
     }
 
 
+def _configured_fallback(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return str(json.load(fh).get("fallback_data_root") or "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
 def cmd_storage_plan(args: argparse.Namespace) -> int:
     from gpuhost.storage_move import plan_data_root
     from gpuhost.storage_plan import StorageRequest, plan_storage
@@ -67,8 +75,9 @@ def cmd_storage_plan(args: argparse.Namespace) -> int:
         device_timeout_s=args.device_timeout,
     )
     data_root = plan_data_root(request.mount_path, args.daemon_json, _client(args.docker_host), move=not args.no_move)
+    # the data-root Docker used before the move; once moved, the boot configuration remembers it
     request.fallback_data_root = args.fallback_data_root or (
-        data_root.current if data_root.switch else "/var/lib/docker"
+        data_root.current if data_root.switch else _configured_fallback(args.config) or "/var/lib/docker"
     )
     plan = plan_storage(request)
     _print(plan_payload(plan, data_root))
@@ -122,7 +131,7 @@ def cmd_storage_probe(args: argparse.Namespace) -> int:
 
 
 def add_storage_commands(sub: Any, handlers: dict[str, Handler]) -> None:
-    from gpuhost.storage_plan import DEFAULT_LABEL, DEFAULT_MOUNT_PATH, MISSING_DISK_POLICIES
+    from gpuhost.storage_plan import CONFIG_PATH, DEFAULT_LABEL, DEFAULT_MOUNT_PATH, MISSING_DISK_POLICIES
 
     plan = sub.add_parser(
         "storage-plan",
@@ -139,6 +148,7 @@ def add_storage_commands(sub: Any, handlers: dict[str, Handler]) -> None:
     plan.add_argument("--no-move", action="store_true", help="switch data-root without copying the old one")
     plan.add_argument("--daemon-json", default="/etc/docker/daemon.json")
     plan.add_argument("--docker-host", default=None)
+    plan.add_argument("--config", default=CONFIG_PATH, help="an earlier run's boot configuration (read only)")
     handlers["storage-plan"] = cmd_storage_plan
 
     ensure = sub.add_parser(

@@ -29,7 +29,7 @@ class DataRootPlan:
     running_containers: list[str] = field(default_factory=list)
     old_has_data: bool = False
     switch: bool = False  # daemon.json must change
-    copy: bool = False  # the old directory is copied first
+    copy_data: bool = False  # the old directory is copied first
     blocked: str = ""  # why the switch cannot happen now ("" when it can)
     images: int | None = None
 
@@ -78,7 +78,7 @@ def plan_data_root(
                 )
     plan.switch = plan.current != target
     plan.old_has_data = plan.switch and _has_entries(plan.current)
-    plan.copy = plan.switch and move and plan.old_has_data
+    plan.copy_data = plan.switch and move and plan.old_has_data
     if plan.switch and plan.running_containers:
         plan.blocked = (
             f"Docker runs with live-restore, so stopping it leaves {len(plan.running_containers)} container(s) "

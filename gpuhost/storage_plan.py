@@ -91,6 +91,8 @@ class StorageRequest:
     fallback_data_root: str = "/var/lib/docker"
 
     def validate(self) -> None:
+        if self.mount_path.startswith("/"):
+            self.mount_path = os.path.normpath(self.mount_path)
         if not self.mount_path.startswith("/") or self.mount_path.rstrip("/") in ("", "/"):
             raise UsageError(f"mount path {self.mount_path!r} must be an absolute path other than /")
         for reserved in ("/proc", "/sys", "/dev", "/run", "/boot", "/etc", "/usr", "/bin", "/sbin", "/lib"):
