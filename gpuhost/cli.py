@@ -143,6 +143,15 @@ def zipapp(
         typer.echo(f"{path} ({path.stat().st_size} bytes, sha256 {digest})")
 
 
+def _register_storage() -> None:
+    from gpuhost.cli_storage import storage_app
+
+    app.add_typer(storage_app, name="storage")
+
+
+_register_storage()
+
+
 def main() -> None:
     app()
 

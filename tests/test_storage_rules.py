@@ -45,7 +45,9 @@ def add_mount(root: Path, line: str) -> None:
         fh.write(line)
 
 
-def install_role_files(root: Path, mount_unit: str = "mnt-docker.mount", link_mount: bool = True, **config: object) -> None:
+def install_role_files(
+    root: Path, mount_unit: str = "mnt-docker.mount", link_mount: bool = True, **config: object
+) -> None:
     """What the docker_storage role leaves on a host: configuration, units, RequiredBy links."""
     etc = root / "etc/gpuhost"
     etc.mkdir(parents=True, exist_ok=True)
@@ -67,7 +69,9 @@ def install_role_files(root: Path, mount_unit: str = "mnt-docker.mount", link_mo
         os.symlink(f"../{mount_unit}", requires / mount_unit)
 
 
-def host_facts(root: Path, data_root_path: str, free_gib: float = 500.0, largest: tuple[str, int] | None = None) -> HostFacts:
+def host_facts(
+    root: Path, data_root_path: str, free_gib: float = 500.0, largest: tuple[str, int] | None = None
+) -> HostFacts:
     location = locate(data_root_path, str(root))
     location.free_bytes = int(free_gib * GIB)  # statvfs would read this machine's disk
     facts = HostFacts(hostname="ip-172-31-5-20")

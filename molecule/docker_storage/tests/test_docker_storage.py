@@ -92,7 +92,8 @@ def test_a_boot_with_the_disk_present_changes_nothing(host: Any) -> None:
     before = blkid(host, LOOPS["fast"])["UUID"]
     unit = host.check_output("systemctl show --property=ExecStart gpuhost-docker-storage.service")
     assert "storage-ensure --boot --config /etc/gpuhost/docker-storage.json" in unit
-    result = json.loads(host.check_output("gpuhost-agent storage-ensure --boot --config /etc/gpuhost/docker-storage.json"))
+    ensure = "gpuhost-agent storage-ensure --boot --config /etc/gpuhost/docker-storage.json"
+    result = json.loads(host.check_output(ensure))
     assert result["state"] == "present" and result["changed"] is False and result["actions"] == []
     assert blkid(host, LOOPS["fast"])["UUID"] == before
 
