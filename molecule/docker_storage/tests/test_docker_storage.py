@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,17 @@ def blkid(host: Any, device: str) -> dict[str, str]:
     out = host.run(f"blkid --probe --output export {device}")
     assert out.rc in (0, 2), out.stderr
     return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+
+
+def wait_for_boot(host: Any, attempts: int = 60) -> str:
+    """systemd's state once it has booted; right after a restart its bus is not up yet."""
+    state = ""
+    for _ in range(attempts):
+        state = host.run("systemctl is-system-running --wait").stdout.strip()
+        if state in ("running", "degraded"):
+            return state
+        time.sleep(1)
+    return state
 
 
 def test_scenario_state_recorded() -> None:
@@ -99,14 +112,14 @@ def test_a_boot_with_the_disk_present_changes_nothing(host: Any) -> None:
 
 
 def test_stop_start_recreates_the_disk_and_docker_comes_back_empty(host: Any) -> None:
-    """An EC2 stop/start hands back a blank instance-store disk: the boot unit rebuilds it before Docker."""
+    """An EC2 stop/start hands back a blank instance-store disk: wipe it, boot the instance again, and
+    the boot unit rebuilds the filesystem before Docker starts."""
     old_uuid = blkid(host, LOOPS["fast"])["UUID"]
-    host.check_output("systemctl stop docker.socket docker.service")
-    host.check_output("systemctl stop mnt-docker.mount gpuhost-docker-storage.service")
+    host.check_output("systemctl stop docker.socket docker.service mnt-docker.mount")
     host.check_output(f"wipefs --all {LOOPS['fast']}")
     assert host.run(f"blkid --probe {LOOPS['fast']}").rc == 2
-    # starting Docker pulls in the boot unit and the mount, as at boot
-    host.check_output("systemctl start docker.service")
+    subprocess.run(["docker", "restart", "--time", "20", host.backend.get_hostname()], check=True, timeout=120)
+    assert wait_for_boot(host) == "running", host.run("systemctl --failed --no-pager").stdout
     values = blkid(host, LOOPS["fast"])
     assert (values["TYPE"], values["LABEL"]) == ("xfs", "gh-docker")
     assert values["UUID"] != old_uuid
@@ -115,8 +128,12 @@ def test_stop_start_recreates_the_disk_and_docker_comes_back_empty(host: Any) ->
     info = json.loads(host.check_output("docker info --format '{{json .}}'"))
     assert info["DockerRootDir"] == MOUNT
     assert info["Images"] == 0  # ephemeral: the data-root starts empty
-    journal = host.check_output("journalctl -u gpuhost-docker-storage.service -n 20 --no-pager -o cat")
-    assert "created" in journal or "mkfs.xfs" in journal
+    journal = host.check_output("journalctl --boot -u gpuhost-docker-storage.service --no-pager -o cat")
+    assert f"mkfs.xfs -L gh-docker {LOOPS['fast']}" in journal
+    order = host.check_output("systemctl show --property=ActiveEnterTimestampMonotonic "
+                              "gpuhost-docker-storage.service mnt-docker.mount docker.service")
+    stamps = [int(line.split("=")[1]) for line in order.splitlines() if "=" in line]
+    assert stamps == sorted(stamps) and stamps[0] > 0  # boot unit, then the mount, then Docker
     assert host.check_output(f"sha256sum {LOOPS['data']}").split()[0] == LOOPS["data_sha256"]
 
 
