@@ -212,6 +212,12 @@ def ensure_storage(
     if mounted is not None and plan.state == "present":
         result.state = "present"
         return result
+    if mounted is not None:
+        raise StorageError(
+            f"{request.mount_path} already has {mounted[0]} ({mounted[1]}) mounted on it, not the disk to prepare",
+            f"Stop Docker and unmount it (systemctl stop docker docker.socket; umount {request.mount_path}), "
+            "then run again. After a fallback boot this is the old data-root, bind-mounted.",
+        )
 
     if plan.layout == "single":
         _ensure_single(plan, runner, check, result)

@@ -199,6 +199,20 @@ def test_ensure_leaves_a_foreign_filesystem_alone_unless_forced(loop_device: Loo
     assert [(s.type, s.label) for s in probe_signatures(device).signatures] == [("xfs", "gh-docker")]
 
 
+def test_a_busy_mount_path_is_refused(loop_device: LoopFactory, tmp_path: Path) -> None:
+    device = loop_device()
+    mount_path, other = tmp_path / "mnt", tmp_path / "old-data-root"
+    mount_path.mkdir()
+    other.mkdir()
+    subprocess.run(["mount", "--bind", str(other), str(mount_path)], check=True)
+    try:
+        with pytest.raises(StorageError, match="already has .* mounted on it"):
+            ensure_storage(config_for(device, mount_path=str(mount_path)))
+    finally:
+        subprocess.run(["umount", str(mount_path)], check=False)
+    assert probe_signatures(device).blank
+
+
 def test_missing_disk_policies(loop_device: LoopFactory, tmp_path: Path) -> None:
     link = tmp_path / "fast-disk"  # stands for a disk that has not appeared yet
     old_root = tmp_path / "old-data-root"
