@@ -206,7 +206,7 @@ def test_a_busy_mount_path_is_refused(loop_device: LoopFactory, tmp_path: Path) 
     other.mkdir()
     subprocess.run(["mount", "--bind", str(other), str(mount_path)], check=True)
     try:
-        with pytest.raises(StorageError, match="already has .* mounted on it"):
+        with pytest.raises(StorageError, match=r"already has .* mounted on it"):
             ensure_storage(config_for(device, mount_path=str(mount_path)))
     finally:
         subprocess.run(["umount", str(mount_path)], check=False)
