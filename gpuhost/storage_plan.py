@@ -311,7 +311,10 @@ def inspect_disk(
         disk.ebs_volume_id = device.ebs_volume_id
         disk.partitions = list(device.partitions)
     disk.signatures = list(report.signatures)
-    disk.holders = sorted(_holder_tree(name, root))
+    holders = _holder_tree(name, root)
+    for partition in disk.partitions:  # an LVM PV or md member on a partition holds the disk too
+        holders |= _holder_tree(partition, root)
+    disk.holders = sorted(holders)
     disk.mountpoints = _mountpoints_of({name, *disk.partitions, *disk.holders}, mounts, root)
     ours_fs = bool(disk.signatures) and all(our_filesystem(s, request.label) for s in disk.signatures)
     ours_md = bool(disk.signatures) and all(our_array_member(s, request.array_name) for s in disk.signatures)

@@ -211,6 +211,23 @@ def test_swap_and_holders_are_refused(tmp_path: Path) -> None:
     assert any("held by md0" in e for e in plan.errors)
 
 
+def test_a_partition_held_by_lvm_makes_the_disk_unforceable(tmp_path: Path) -> None:
+    root = copy_tree(XLARGE, tmp_path)
+    disk = root / "sys/block/nvme1n1"
+    (disk / "nvme1n1p1/holders").mkdir(parents=True)
+    (disk / "nvme1n1p1/holders/dm-0").mkdir()
+    (disk / "nvme1n1p1/partition").write_text("1\n")
+    (disk / "nvme1n1p1/size").write_text("488279202\n")
+    os.symlink("../../block/nvme1n1/nvme1n1p1", root / "sys/class/block/nvme1n1p1")
+    lvm = Signature("LVM2_member", "lvm", ["blkid"])
+    request = StorageRequest(devices=["/dev/nvme1n1"], force=["/dev/nvme1n1"])
+    plan = plan_storage(request, str(root), probe_with({"nvme1n1": [Signature("gpt", "partition-table", ["blkid"])],
+                                                         "nvme1n1p1": [lvm]}))
+    refusals = {r.code: r.forceable for r in plan.disks[0].refusals}
+    assert refusals == {"holders": False, "partitions": True, "signature": True}
+    assert not plan.ok
+
+
 def test_the_roles_own_array_is_present(tmp_path: Path) -> None:
     root = copy_tree(TWELVE, tmp_path)
     for member in ("nvme0n1", "nvme2n1"):
