@@ -55,6 +55,65 @@ def cmd_check(args: argparse.Namespace) -> int:
     return int(report.exit_code)
 
 
+def cmd_tune_ebs(args: argparse.Namespace) -> int:
+    """`gpuhost tune-ebs` on the host (instance profile credentials, the distribution's boto3)."""
+    from gpuhost.ebs import aws
+    from gpuhost.ebs.plan import Settings, parse_duration, parse_size
+    from gpuhost.ebs.tune import TuneOptions, run
+
+    options = TuneOptions(
+        settings=Settings(
+            preset=args.preset,
+            iops=args.iops,
+            throughput_mibs=args.throughput,
+            image_bytes=parse_size(args.for_image_size) if args.for_image_size is not None else None,
+            within_s=parse_duration(args.within) if args.within is not None else None,
+            to_gp3=args.to_gp3,
+        ),
+        volume_id=args.volume_id,
+        target=args.target,
+        instance_id=args.instance_id,
+        data_root=args.data_root,
+        aws=aws.AwsOptions(region=args.region, profile=args.profile, endpoint_url=args.endpoint_url),
+        dry_run=args.dry_run,
+        wait=args.wait or args.wait_until is not None,
+        wait_until=args.wait_until or "optimizing",
+        timeout_s=parse_duration(args.timeout),
+        poll_s=args.poll_interval,
+        when_image_present=args.when_image_present,
+    )
+    try:
+        result = run(options)
+    except aws.AwsError as exc:
+        _print({"error": str(exc), "remedy": exc.remedy, "exit_code": int(exc.exit_code)})
+        return int(exc.exit_code)
+    _print(result.to_dict())
+    return int(result.exit_code)
+
+
+def _add_tune_ebs_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--volume-id", default=None)
+    parser.add_argument("--target", default="root", help="root or data-root")
+    parser.add_argument("--instance-id", default=None)
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--region", default=None)
+    parser.add_argument("--profile", default=None)
+    parser.add_argument("--endpoint-url", default=None)
+    parser.add_argument("--throughput", type=int, default=None, help="MiB/s")
+    parser.add_argument("--iops", type=int, default=None)
+    parser.add_argument("--preset", default=None, help="baseline, pull or max")
+    parser.add_argument("--for-image-size", default=None, help="e.g. 140GB")
+    parser.add_argument("--within", default=None, help="e.g. 5m")
+    parser.add_argument("--to-gp3", action="store_true")
+    parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--wait", action="store_true")
+    parser.add_argument("--wait-until", default=None, help="optimizing or completed")
+    parser.add_argument("--timeout", default="30m")
+    parser.add_argument("--poll-interval", type=float, default=15.0)
+    parser.add_argument("--when-image-present", default=None)
+    parser.add_argument("--json", action="store_true", help="accepted for symmetry: output is always JSON")
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     parser = argparse.ArgumentParser(
         prog="gpuhost-agent",
@@ -74,6 +133,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     check.add_argument("--run-as", default=None)
     check.add_argument("--json", action="store_true", help="accepted for symmetry: output is always JSON")
     handlers["check"] = cmd_check
+
+    tune = sub.add_parser("tune-ebs", help="tune an EBS gp3 volume (needs boto3 on the host; see gpuhost tune-ebs)")
+    _add_tune_ebs_arguments(tune)
+    handlers["tune-ebs"] = cmd_tune_ebs
 
     from gpuhost.agent_storage import add_storage_commands
 

@@ -12,6 +12,7 @@ from gpuhost.model import Finding, Severity
 
 if TYPE_CHECKING:
     from gpuhost.check import CheckReport
+    from gpuhost.fleet import FleetReport
 
 STYLE = {Severity.OK: "green", Severity.WARN: "yellow", Severity.FAIL: "bold red"}
 AREA_ORDER = ("gpu", "bpf", "docker", "toolkit", "cdi", "devices", "storage", "ebs", "comfyui")
@@ -74,4 +75,45 @@ def print_check(report: CheckReport, console: Console | None = None) -> None:
     )
     if report.unreadable_sources:
         summary.append(f"  unreadable: {', '.join(report.unreadable_sources)}", style="bold red")
+    console.print(summary)
+
+
+def fleet_table(report: FleetReport) -> Table:
+    table = Table(title="gpuhost check: fleet", expand=False)
+    table.add_column("host", style="bold")
+    table.add_column("address")
+    table.add_column("verdict")
+    table.add_column("failing", overflow="fold")
+    table.add_column("time", justify="right")
+    for host in report.hosts:
+        table.add_row(
+            host.name,
+            host.address,
+            severity_text(host.verdict),
+            ", ".join(host.failing) or "-",
+            f"{host.duration_ms / 1000:.1f} s",
+        )
+    return table
+
+
+def print_fleet(report: FleetReport, console: Console | None = None) -> None:
+    """A row per host, why the hosts that could not be checked were not, and one summary line."""
+    console = console or Console()
+    console.print(fleet_table(report))
+    for host in report.hosts:
+        if host.failure is not None:
+            line = Text(f"{host.name}: ", style="bold")
+            line.append(f"{host.failure.id} ", style=STYLE[Severity.FAIL])
+            line.append(host.failure.message)
+            if host.failure.remedy:
+                line.append(f"  hint: {host.failure.remedy}", style="dim")
+            console.print(line)
+    counts = report.summary()
+    summary = Text(f"{counts['hosts']} hosts: ")
+    summary.append(f"{counts['ok']} ok", style=STYLE[Severity.OK])
+    summary.append(", ")
+    summary.append(f"{counts['warn']} warn", style=STYLE[Severity.WARN])
+    summary.append(", ")
+    summary.append(f"{counts['fail']} fail", style=STYLE[Severity.FAIL])
+    summary.append(f" ({counts['unreached']} not checked); {report.duration_ms / 1000:.1f} s, forks {report.forks}")
     console.print(summary)

@@ -42,3 +42,7 @@ def shared_dir() -> Path:
             "directory or set GPUHOST_SHARED"
         )
     return SHARED
+
+
+# EC2/IMDS stand-ins for the EBS tests (moto is imported only when one is used)
+from tests.support.aws_fixtures import aws_env, ec2_errors, ec2_server, imds_stand_in  # noqa: E402, F401

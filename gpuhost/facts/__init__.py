@@ -6,6 +6,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 
+from gpuhost.facts.aws import AwsFacts, collect_aws
 from gpuhost.facts.cdi import CdiFacts, collect_cdi
 from gpuhost.facts.devices import DeviceFacts, collect_devices
 from gpuhost.facts.docker import DAEMON_JSON, DockerFacts, collect_docker
@@ -55,6 +56,7 @@ class HostFacts:
     toolkit: ToolkitFacts = field(default_factory=ToolkitFacts)
     cdi: CdiFacts = field(default_factory=CdiFacts)
     storage: StorageFacts = field(default_factory=StorageFacts)
+    aws: AwsFacts = field(default_factory=AwsFacts)
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -106,4 +108,8 @@ def collect_host_facts(options: CollectOptions | None = None) -> HostFacts:
         if found is not None:
             facts.storage.largest_image, facts.storage.largest_image_bytes = found
     timed("storage", start)
+
+    start = time.perf_counter()
+    facts.aws = collect_aws(options.root, facts.storage.block_devices, facts.docker.data_root_location, client)
+    timed("aws", start)
     return facts

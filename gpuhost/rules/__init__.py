@@ -38,7 +38,7 @@ Rule = Callable[[HostFacts, RuleOptions], "list[Finding]"]
 
 
 def all_rules() -> list[Rule]:
-    from gpuhost.rules import bpf, cdi, devices, docker, gpu, storage, toolkit
+    from gpuhost.rules import bpf, cdi, devices, docker, ebs, gpu, storage, toolkit
 
     return [
         gpu.driver,
@@ -54,6 +54,8 @@ def all_rules() -> list[Rule]:
         cdi.writers,
         devices.permissions,
         storage.data_root,
+        ebs.volumes,
+        ebs.pull_time,
     ]
 
 

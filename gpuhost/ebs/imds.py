@@ -1,0 +1,101 @@
+"""The EC2 instance metadata service, IMDSv2 only, standard library only.
+
+The endpoint follows boto3's settings: `AWS_EC2_METADATA_SERVICE_ENDPOINT` (default
+http://169.254.169.254) and `AWS_EC2_METADATA_DISABLED=true`. Requests never go through an HTTP
+proxy, and timeouts stay short: off EC2 nothing answers and the caller moves on.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_ENDPOINT = "http://169.254.169.254"
+ENDPOINT_ENV = "AWS_EC2_METADATA_SERVICE_ENDPOINT"
+DISABLED_ENV = "AWS_EC2_METADATA_DISABLED"
+TOKEN_TTL_S = 300
+
+
+class ImdsUnavailable(Exception):
+    """The metadata service did not answer (not on EC2, disabled, or hop limit too low)."""
+
+
+@dataclass
+class InstanceIdentity:
+    instance_id: str
+    region: str
+    availability_zone: str = ""
+    instance_type: str = ""
+
+
+def imds_endpoint() -> str:
+    return (os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT).rstrip("/")
+
+
+def imds_disabled() -> bool:
+    return os.environ.get(DISABLED_ENV, "").strip().lower() == "true"
+
+
+class ImdsClient:
+    def __init__(self, endpoint: str | None = None, timeout: float = 1.0) -> None:
+        self.endpoint = (endpoint or imds_endpoint()).rstrip("/")
+        self.timeout = timeout
+        self._opener: Any = None
+        self._token: str | None = None
+
+    def _request(self, method: str, path: str, headers: dict[str, str]) -> str:
+        # imported here: `gpuhost check` off EC2 never needs urllib.request
+        import urllib.error
+        import urllib.request
+
+        if self._opener is None:
+            self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        request = urllib.request.Request(self.endpoint + path, method=method, headers=headers)
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                return str(response.read().decode("utf-8", errors="replace")).strip()
+        except urllib.error.HTTPError as exc:
+            raise ImdsUnavailable(f"instance metadata {path}: HTTP {exc.code}") from exc
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ImdsUnavailable(f"instance metadata at {self.endpoint} did not answer: {reason}") from exc
+
+    def token(self) -> str:
+        if imds_disabled():
+            raise ImdsUnavailable(f"instance metadata is disabled ({DISABLED_ENV}=true)")
+        if self._token is None:
+            self._token = self._request(
+                "PUT", "/latest/api/token", {"X-aws-ec2-metadata-token-ttl-seconds": str(TOKEN_TTL_S)}
+            )
+        return self._token
+
+    def get(self, path: str) -> str:
+        return self._request("GET", path, {"X-aws-ec2-metadata-token": self.token()})
+
+    def identity(self) -> InstanceIdentity:
+        instance_id = self.get("/latest/meta-data/instance-id")
+        zone = self.get("/latest/meta-data/placement/availability-zone")
+        try:
+            region = self.get("/latest/meta-data/placement/region")
+        except ImdsUnavailable:
+            region = zone[:-1] if zone else ""
+        try:
+            instance_type = self.get("/latest/meta-data/instance-type")
+        except ImdsUnavailable:
+            instance_type = ""
+        return InstanceIdentity(instance_id, region, zone, instance_type)
+
+
+def looks_like_ec2(root: str = "/") -> bool:
+    """True when the firmware says Amazon EC2 or an IMDS endpoint is configured explicitly."""
+    if os.environ.get(ENDPOINT_ENV):
+        return True
+    for name in ("board_vendor", "sys_vendor"):
+        try:
+            with open(os.path.join(root, "sys/class/dmi/id", name), encoding="utf-8") as fh:
+                if fh.read().strip() == "Amazon EC2":
+                    return True
+        except OSError:
+            continue
+    return False

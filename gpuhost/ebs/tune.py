@@ -1,0 +1,298 @@
+"""tune-ebs from start to end: validate, find the volume, plan, modify (or not), follow.
+
+The CLI (`gpuhost tune-ebs`) and the agent (`gpuhost-agent tune-ebs`) both call `run`.
+Everything that can be checked without AWS is checked before the first AWS request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from gpuhost.ebs import aws, imds
+from gpuhost.ebs.plan import Plan, Settings, check_instance_id, check_region, check_volume_id, make_plan
+from gpuhost.ebs.plan import validate_settings as _validate_settings
+from gpuhost.ebs.target import (
+    TARGETS,
+    LocalDisk,
+    Selection,
+    data_root_by_device,
+    data_root_selection,
+    docker_data_root,
+    local_disk,
+    root_volume,
+)
+from gpuhost.ebs.volume import Modification
+from gpuhost.ebs.wait import WAIT_UNTIL, Progress, WaitOutcome, wait_for_modification
+from gpuhost.model import ExitCode, UsageError
+
+SCHEMA = "gpuhost.tune-ebs/v1"
+
+
+@dataclass
+class TuneOptions:
+    settings: Settings
+    volume_id: str | None = None
+    target: str = "root"
+    instance_id: str | None = None
+    data_root: str | None = None
+    aws: aws.AwsOptions = field(default_factory=aws.AwsOptions)
+    dry_run: bool = False
+    wait: bool = False
+    wait_until: str = "optimizing"
+    timeout_s: float = 1800.0
+    poll_s: float = 15.0
+    when_image_present: str | None = None
+    root: str = "/"
+    docker_host: str | None = None
+
+
+@dataclass
+class TuneResult:
+    # "modified", "none" (already at target), "planned" (--dry-run), "blocked", "waiting" (image not there yet)
+    action: str
+    exit_code: ExitCode
+    message: str
+    dry_run: bool = False
+    plan: Plan | None = None
+    selection: Selection | None = None
+    modification: Modification | None = None
+    wait: WaitOutcome | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.action == "modified"
+
+    @property
+    def would_change(self) -> bool:
+        return self.plan is not None and not self.plan.at_target
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "action": self.action,
+            "changed": self.changed,
+            "would_change": self.would_change,
+            "dry_run": self.dry_run,
+            "exit_code": int(self.exit_code),
+            "message": self.message,
+            "selection": self.selection.to_dict() if self.selection else None,
+            "plan": self.plan.to_dict() if self.plan else None,
+            "modification": self.modification.to_dict() if self.modification else None,
+            "wait": self.wait.to_dict() if self.wait else None,
+        }
+
+
+def validate(options: TuneOptions) -> None:
+    """Everything that can be wrong without asking AWS; raises UsageError."""
+    _validate_settings(options.settings)
+    if options.volume_id is not None:
+        check_volume_id(options.volume_id)
+    if options.instance_id is not None:
+        check_instance_id(options.instance_id)
+    if options.aws.region is not None:
+        check_region(options.aws.region)
+    if options.target not in TARGETS:
+        raise UsageError(f"unknown --target {options.target!r}", f"Targets: {', '.join(TARGETS)}.")
+    if options.volume_id is not None and options.data_root is not None:
+        raise UsageError("--data-root and --volume-id name the volume twice", "Give one of them.")
+    if options.wait_until not in WAIT_UNTIL:
+        raise UsageError(f"unknown --wait-until {options.wait_until!r}", f"Choose {' or '.join(WAIT_UNTIL)}.")
+    if options.timeout_s <= 0 or options.poll_s <= 0:
+        raise UsageError("--timeout and --poll-interval must be positive", "Example: --timeout 30m --poll-interval 15")
+    if options.aws.endpoint_url is not None and not options.aws.endpoint_url.startswith(("http://", "https://")):
+        raise UsageError(
+            f"--endpoint-url {options.aws.endpoint_url!r} is not a URL",
+            "Example: --endpoint-url https://ec2.us-east-1.amazonaws.com",
+        )
+
+
+def _describe_change(plan: Plan) -> str:
+    parts = []
+    for name, change in plan.changes.items():
+        before, after = change["from"], change["to"]
+        if name == "volume_type":
+            parts.append(f"type {before} -> {after}")
+        elif name == "iops":
+            parts.append(f"IOPS {before if before is None else format(before, ',')} -> {after:,}")
+        else:
+            parts.append(f"throughput {before if before is None else format(before, ',')} -> {after:,} MiB/s")
+    return ", ".join(parts)
+
+
+def _identity(options: TuneOptions, client: imds.ImdsClient | None, why: str) -> imds.InstanceIdentity:
+    if not imds.looks_like_ec2(options.root) and client is None:
+        raise UsageError(
+            f"this host is not an EC2 instance (no Amazon EC2 firmware, no {imds.ENDPOINT_ENV}): cannot find {why}",
+            "Give --volume-id vol-... and --region (or run it on the instance).",
+        )
+    try:
+        return (client or imds.ImdsClient(timeout=2.0)).identity()
+    except imds.ImdsUnavailable as exc:
+        raise aws.AwsError(
+            f"cannot find {why}: {exc}",
+            "Give --volume-id and --region; in a container on EC2, IMDSv2 needs a hop limit of 2 "
+            "(aws ec2 modify-instance-metadata-options --http-put-response-hop-limit 2).",
+            ExitCode.SOURCE_UNREADABLE,
+        ) from exc
+
+
+def image_present(reference: str, docker_host: str | None = None) -> tuple[bool, str]:
+    from gpuhost.engine import EngineClient, EngineError, EnginePermissionDenied, EngineUnavailable, quote_ref
+
+    try:
+        EngineClient(docker_host, timeout=5.0).get(f"/images/{quote_ref(reference)}/json")
+    except EngineError as exc:
+        if exc.status == 404:
+            return False, f"Docker does not have {reference} yet"
+        return False, f"Docker could not say whether it has {reference}: {exc}"
+    except (EngineUnavailable, EnginePermissionDenied, OSError, ValueError) as exc:
+        return False, f"Docker is not reachable ({exc})"
+    return True, f"Docker has {reference}"
+
+
+def latest(modifications: list[Modification]) -> Modification | None:
+    dated = [m for m in modifications if m.start_time is not None]
+    if dated:
+        return max(dated, key=lambda m: m.start_time or dt.datetime.min.replace(tzinfo=dt.timezone.utc))
+    return modifications[-1] if modifications else None
+
+
+def run(
+    options: TuneOptions,
+    now: Callable[[], dt.datetime] | None = None,
+    on_progress: Progress | None = None,
+    imds_client: imds.ImdsClient | None = None,
+) -> TuneResult:
+    """Raises UsageError (exit 2) or aws.AwsError (its own exit code); otherwise a result."""
+    validate(options)
+    clock = now or (lambda: dt.datetime.now(dt.timezone.utc))
+
+    selection: Selection | None = None
+    local: LocalDisk | None = None
+    if options.volume_id:
+        selection = Selection("volume-id", options.volume_id)
+    elif options.target == "data-root":
+        data_root = options.data_root or docker_data_root(options.docker_host)
+        local = local_disk(data_root, options.root)
+        selection = data_root_selection(local)
+    else:
+        local = local_disk("/", options.root)
+
+    region = options.aws.region or aws.configured_region(options.aws.profile)
+    instance_id = options.instance_id
+    if (selection is None and not instance_id) or not region:
+        why = "the AWS region" if selection is not None or instance_id else f"this instance's {options.target} volume"
+        identity = _identity(options, imds_client, why)
+        instance_id = instance_id or identity.instance_id
+        region = region or identity.region
+    if not region:
+        raise aws.AwsError(
+            "no AWS region: none given, configured or reported by the instance",
+            "Give --region us-east-1 (or set AWS_REGION).",
+            ExitCode.USAGE,
+        )
+    check_region(region)
+
+    if options.when_image_present:
+        present, why_not = image_present(options.when_image_present, options.docker_host)
+        if not present:
+            return TuneResult("waiting", ExitCode.FAILING, f"{why_not}: nothing changed", options.dry_run)
+
+    client = aws.ec2_client(dataclasses.replace(options.aws, region=region))
+    if selection is None:
+        devices = aws.instance_block_devices(client, instance_id or "")
+        if options.target == "data-root" and local is not None:
+            selection = data_root_by_device(devices, local)
+        else:
+            selection = root_volume(devices, local)
+    elif instance_id and not selection.instance_id:
+        selection.instance_id = instance_id
+
+    volume = aws.describe_volume(client, selection.volume_id)
+    modifications = aws.describe_modifications(client, [volume.volume_id])
+    plan = make_plan(options.settings, volume, modifications, region, clock())
+
+    def follow() -> WaitOutcome:
+        return wait_for_modification(
+            lambda: latest(aws.describe_modifications(client, [volume.volume_id])),
+            until=options.wait_until,
+            timeout_s=options.timeout_s,
+            poll_s=options.poll_s,
+            on_update=on_progress,
+        )
+
+    if plan.at_target:
+        result = TuneResult(
+            "none",
+            ExitCode.OK,
+            f"{volume.volume_id} is already at {_performance_text(plan)}: nothing to change",
+            options.dry_run,
+            plan,
+            selection,
+        )
+        running = plan.gate.in_progress
+        if options.wait and not options.dry_run and running is not None:
+            result.modification = running
+            _finish_wait(result, follow())
+        return result
+
+    change = _describe_change(plan)
+    if options.dry_run:
+        if plan.gate.allowed:
+            return TuneResult(
+                "planned", ExitCode.OK, f"would change {volume.volume_id}: {change}", True, plan, selection
+            )
+        return TuneResult(
+            "blocked",
+            ExitCode.FAILING,
+            f"would change {volume.volume_id} ({change}) but not now: {plan.gate.reason}",
+            True,
+            plan,
+            selection,
+        )
+    if not plan.gate.allowed:
+        return TuneResult(
+            "blocked",
+            ExitCode.FAILING,
+            f"cannot change {volume.volume_id} now: {plan.gate.reason}",
+            False,
+            plan,
+            selection,
+        )
+
+    modification = aws.modify_volume(client, volume, plan.target)
+    result = TuneResult(
+        "modified",
+        ExitCode.OK,
+        f"requested {change} on {volume.volume_id} (state {modification.state or 'modifying'})",
+        False,
+        plan,
+        selection,
+        modification,
+    )
+    if options.wait:
+        _finish_wait(result, follow())
+    return result
+
+
+def _performance_text(plan: Plan) -> str:
+    target = plan.target
+    return f"{target.volume_type} {target.iops:,} IOPS {target.throughput_mibs:,} MiB/s"
+
+
+def _finish_wait(result: TuneResult, outcome: WaitOutcome) -> None:
+    result.wait = outcome
+    if outcome.failed:
+        result.exit_code = ExitCode.FAILING
+        result.message += f"; the modification failed: {outcome.status_message or 'no reason given'}"
+    elif outcome.timed_out:
+        result.exit_code = ExitCode.FAILING
+        result.message += (
+            f"; still {outcome.state} after {outcome.waited_s:.0f} s (--timeout); it goes on in AWS, follow it with "
+            "--dry-run"
+        )
+    else:
+        result.message += f"; reached {outcome.state} after {outcome.waited_s:.0f} s"
