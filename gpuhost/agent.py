@@ -137,6 +137,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     tune = sub.add_parser("tune-ebs", help="tune an EBS gp3 volume (needs boto3 on the host; see gpuhost tune-ebs)")
     _add_tune_ebs_arguments(tune)
     handlers["tune-ebs"] = cmd_tune_ebs
+
+    from gpuhost.agent_storage import add_storage_commands
+
+    add_storage_commands(sub, handlers)
     return parser, handlers
 
 
@@ -148,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(ExitCode.USAGE) if exc.code else int(ExitCode.OK)
     try:
         return handlers[args.command](args)
-    except (UsageError, ValueError) as exc:
+    except (UsageError, ValueError) as exc:  # includes bad storage requests
         _print({"error": str(exc), "remedy": getattr(exc, "remedy", ""), "exit_code": int(ExitCode.USAGE)})
         return int(ExitCode.USAGE)
     except SourceError as exc:

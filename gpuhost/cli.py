@@ -466,6 +466,14 @@ def tune_ebs(
         print_result(result)
     raise typer.Exit(int(result.exit_code))
 
+def _register_storage() -> None:
+    from gpuhost.cli_storage import storage_app
+
+    app.add_typer(storage_app, name="storage")
+
+
+_register_storage()
+
 
 def main() -> None:
     app()

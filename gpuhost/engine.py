@@ -15,7 +15,7 @@ import os
 import socket
 import struct
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote, urlencode, urlparse
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
@@ -40,7 +40,8 @@ class EnginePermissionDenied(Exception):
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
+        # large blocks: uploads (docker load) of many GB otherwise cost a Python loop per 8 KiB
+        super().__init__("localhost", timeout=timeout, blocksize=1024 * 1024)
         self._socket_path = path
 
     def connect(self) -> None:
@@ -86,15 +87,20 @@ class EngineClient:
         params: dict[str, Any] | None,
         body: Any,
         timeout: float | None,
+        upload: tuple[BinaryIO, int, str] | None = None,
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         url = path
         if params:
             url += "?" + urlencode({k: _param(v) for k, v in params.items() if v is not None})
         headers = {"Host": "docker"}
-        payload: bytes | None = None
+        payload: bytes | BinaryIO | None = None
         if body is not None:
             payload = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
+        if upload is not None:
+            payload, length, content_type = upload
+            headers["Content-Type"] = content_type
+            headers["Content-Length"] = str(length)
         conn = self._connection(timeout)
         try:
             conn.request(method, url, body=payload, headers=headers)
@@ -157,6 +163,22 @@ class EngineClient:
                 if not chunk:
                     return
                 yield chunk
+        finally:
+            conn.close()
+
+    def upload(
+        self,
+        path: str,
+        data: BinaryIO,
+        length: int,
+        content_type: str = "application/x-tar",
+        params: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> bytes:
+        """POST a raw body streamed from a file (docker load, docker import); return the response body."""
+        conn, response = self._open("POST", path, params, None, timeout, upload=(data, length, content_type))
+        try:
+            return response.read()
         finally:
             conn.close()
 
