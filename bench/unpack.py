@@ -20,7 +20,7 @@ One JSON line: both times, their ratio, achieved vs raw throughput, each predict
 median over --repeat runs when more than one). Target: gpuhost's prediction within 25% on both.
 
 The shared dockerd only imports the tiny base (removed again); each device gets its own dockerd
-(own data-root, exec-root, pidfile and socket, own network namespace, no bridge, no iptables). Everything the run creates
+(own data-root, exec-root, pidfile, socket and network namespace, no bridge). Everything the run creates
 (loop devices, files in --work-dir and /dev/shm, mounts, daemons) is removed, also on errors.
 Run as root:  .venv/bin/python bench/unpack.py [--image-gib 2] [--repeat 3]
 """
