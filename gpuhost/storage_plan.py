@@ -28,7 +28,9 @@ from gpuhost.facts.storage import (
     BlockDevice,
     Mount,
     collect_block_devices,
+    list_entries,
     read_mounts,
+    read_text,
 )
 from gpuhost.model import UsageError
 
@@ -182,22 +184,6 @@ def mount_unit_name(mount_path: str) -> str:
     return systemd_escape_path(mount_path) + ".mount"
 
 
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.read().strip()
-    except OSError:
-        return ""
-
-
-def _entries(path: str) -> list[str]:
-    # sysfs has no dot entries; captured trees keep empty directories with a .keep file
-    try:
-        return sorted(n for n in os.listdir(path) if not n.startswith("."))
-    except OSError:
-        return []
-
-
 def kernel_name(path: str, root: str = "/") -> str:
     """The kernel name of the block device at `path` (symlinks such as /dev/disk/by-id followed).
 
@@ -230,7 +216,7 @@ def leaf_disks(name: str, root: str = "/") -> set[str]:
     from gpuhost.facts.storage import whole_disk
 
     disk = whole_disk(name, root)
-    slaves = _entries(os.path.join(root, "sys/block", disk, "slaves"))
+    slaves = list_entries(os.path.join(root, "sys/block", disk, "slaves"))
     if not slaves:
         return {disk}
     found: set[str] = set()
@@ -256,7 +242,7 @@ def root_disks(mounts: list[Mount], root: str = "/") -> set[str]:
 
 def swap_devices(root: str = "/") -> set[str]:
     names: set[str] = set()
-    for line in _read(os.path.join(root, "proc/swaps")).splitlines()[1:]:
+    for line in read_text(os.path.join(root, "proc/swaps")).splitlines()[1:]:
         fields = line.split()
         if fields and fields[0].startswith("/dev/"):
             names.add(os.path.basename(os.path.realpath(fields[0]) if root == "/" else fields[0]))
@@ -273,7 +259,7 @@ def _mountpoints_of(names: set[str], mounts: list[Mount], root: str) -> list[str
 
 
 def _holder_tree(name: str, root: str) -> set[str]:
-    holders = set(_entries(os.path.join(root, "sys/class/block", name, "holders")))
+    holders = set(list_entries(os.path.join(root, "sys/class/block", name, "holders")))
     found = set(holders)
     for holder in holders:
         found |= _holder_tree(holder, root)
@@ -344,7 +330,7 @@ def inspect_disk(
     foreign_holders = [h for h in disk.holders if not (ours_md and h.startswith("md"))]
     if foreign_holders:
         refuse("holders", f"is held by {', '.join(foreign_holders)} (an md array, LVM or device-mapper device)", False)
-    if _read(os.path.join(root, "sys/block", name, "ro")) == "1":
+    if read_text(os.path.join(root, "sys/block", name, "ro")) == "1":
         refuse("read-only", "is read-only", False)
     if device.size_bytes == 0:
         refuse("empty", "has size 0 (no medium, or an unused loop device)", False)

@@ -110,7 +110,8 @@ def parse_mountinfo(text: str) -> list[Mount]:
     return mounts
 
 
-def _read(path: str) -> str:
+def read_text(path: str) -> str:
+    """A sysfs/procfs value, stripped; "" when it cannot be read."""
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
             return fh.read().strip()
@@ -118,7 +119,7 @@ def _read(path: str) -> str:
         return ""
 
 
-def _listdir(path: str) -> list[str]:
+def list_entries(path: str) -> list[str]:
     # sysfs has no dot entries; captured trees keep empty directories with a .keep file
     try:
         return sorted(name for name in os.listdir(path) if not name.startswith("."))
@@ -127,7 +128,7 @@ def _listdir(path: str) -> list[str]:
 
 
 def read_mounts(root: str = "/") -> list[Mount]:
-    return parse_mountinfo(_read(os.path.join(root, "proc/self/mountinfo")))
+    return parse_mountinfo(read_text(os.path.join(root, "proc/self/mountinfo")))
 
 
 def collect_block_devices(
@@ -136,35 +137,35 @@ def collect_block_devices(
     sys_block = os.path.join(root, "sys/block")
     mounts = read_mounts(root) if mounts is None else mounts
     devices: list[BlockDevice] = []
-    for name in _listdir(sys_block):
+    for name in list_entries(sys_block):
         base = os.path.join(sys_block, name)
-        size = _read(os.path.join(base, "size"))
+        size = read_text(os.path.join(base, "size"))
         if name.startswith("loop") and size in ("", "0"):
             continue  # an unused loop slot
-        model = _read(os.path.join(base, "device/model"))
-        serial = _read(os.path.join(base, "device/serial"))
+        model = read_text(os.path.join(base, "device/model"))
+        serial = read_text(os.path.join(base, "device/serial"))
         device = BlockDevice(
             name=name,
             size_bytes=int(size) * 512 if size.isdigit() else 0,
             model=model,
             serial=serial,
             device_class=classify(model, name),
-            holders=_listdir(os.path.join(base, "holders")),
-            slaves=_listdir(os.path.join(base, "slaves")),
+            holders=list_entries(os.path.join(base, "holders")),
+            slaves=list_entries(os.path.join(base, "slaves")),
         )
         if device.device_class == "ebs":
             device.ebs_volume_id = ebs_volume_id(serial)
-        device.partitions = [p for p in _listdir(base) if p.startswith(name) and p != name]
-        rotational = _read(os.path.join(base, "queue/rotational"))
+        device.partitions = [p for p in list_entries(base) if p.startswith(name) and p != name]
+        rotational = read_text(os.path.join(base, "queue/rotational"))
         device.rotational = rotational == "1" if rotational else None
         names = {name, *device.partitions}
-        by_number = {_read(os.path.join(base, p, "dev")) for p in device.partitions}
-        by_number.add(_read(os.path.join(base, "dev")))
+        by_number = {read_text(os.path.join(base, p, "dev")) for p in device.partitions}
+        by_number.add(read_text(os.path.join(base, "dev")))
         by_number.discard("")
         own = [m for m in mounts if os.path.basename(m.source) in names or m.major_minor in by_number]
         device.mountpoints = [m.mountpoint for m in own]
         device.fstype = next((m.fstype for m in own if os.path.basename(m.source) == name), "")
-        device.read_only = _read(os.path.join(base, "ro")) == "1"
+        device.read_only = read_text(os.path.join(base, "ro")) == "1"
         if read_signatures and root == "/":
             _add_signatures(device)
         devices.append(device)
@@ -234,10 +235,10 @@ def locate(path: str, root: str = "/", mounts: list[Mount] | None = None) -> Pat
         location.device = _device_name_for(mount.major_minor, root)
         if location.device:
             location.disk = whole_disk(location.device, root)
-            model = _read(os.path.join(root, "sys/block", location.disk, "device/model"))
+            model = read_text(os.path.join(root, "sys/block", location.disk, "device/model"))
             location.device_class = classify(model, location.disk)
             if location.device_class == "ebs":
-                serial = _read(os.path.join(root, "sys/block", location.disk, "device/serial"))
+                serial = read_text(os.path.join(root, "sys/block", location.disk, "device/serial"))
                 location.ebs_volume_id = ebs_volume_id(serial)
         root_mount = mount_for("/", mounts, resolve=False)
         if root_mount is not None:
