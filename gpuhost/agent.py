@@ -114,23 +114,6 @@ def _add_tune_ebs_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="accepted for symmetry: output is always JSON")
 
 
-def cmd_wait_ready(args: argparse.Namespace) -> int:
-    """`gpuhost wait-ready` on the host: the same driver and readiness machine, JSON only."""
-    from gpuhost.comfyui.wait import WaitOptions, wait_ready
-    from gpuhost.ebs.plan import parse_duration
-    from gpuhost.engine import EngineClient, EngineError, EnginePermissionDenied, EngineUnavailable
-
-    options = WaitOptions(
-        timeout=parse_duration(args.timeout), stall_timeout=parse_duration(args.stall_timeout), url=args.url
-    )
-    try:
-        result = wait_ready(EngineClient(args.docker_host, timeout=10.0), args.container, options)
-    except (EngineUnavailable, EnginePermissionDenied, EngineError) as exc:
-        raise SourceError("Docker", str(exc), "Start Docker, or run as root / a member of the docker group.") from exc
-    _print(result.to_dict())
-    return result.exit_code
-
-
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     parser = argparse.ArgumentParser(
         prog="gpuhost-agent",
@@ -155,14 +138,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     _add_tune_ebs_arguments(tune)
     handlers["tune-ebs"] = cmd_tune_ebs
 
-    wait = sub.add_parser("wait-ready", help="wait until ComfyUI in a container really serves (see gpuhost wait-ready)")
-    wait.add_argument("container")
-    wait.add_argument("--timeout", default="10m")
-    wait.add_argument("--stall-timeout", default="3m")
-    wait.add_argument("--url", default=None)
-    wait.add_argument("--docker-host", default=None)
-    wait.add_argument("--json", action="store_true", help="accepted for symmetry: output is always JSON")
-    handlers["wait-ready"] = cmd_wait_ready
+    from gpuhost.agent_storage import add_storage_commands
+
+    add_storage_commands(sub, handlers)
+
+    from gpuhost.agent_comfyui import add_comfyui_commands
+
+    add_comfyui_commands(sub, handlers)
     return parser, handlers
 
 
@@ -174,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(ExitCode.USAGE) if exc.code else int(ExitCode.OK)
     try:
         return handlers[args.command](args)
-    except (UsageError, ValueError) as exc:
+    except (UsageError, ValueError) as exc:  # includes bad storage requests
         _print({"error": str(exc), "remedy": getattr(exc, "remedy", ""), "exit_code": int(ExitCode.USAGE)})
         return int(ExitCode.USAGE)
     except SourceError as exc:

@@ -16,7 +16,7 @@ import os
 import socket
 import struct
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote, urlencode, urlparse
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
@@ -41,7 +41,8 @@ class EnginePermissionDenied(Exception):
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
+        # large blocks: uploads (docker load) of many GB otherwise cost a Python loop per 8 KiB
+        super().__init__("localhost", timeout=timeout, blocksize=1024 * 1024)
         self._socket_path = path
 
     def connect(self) -> None:
@@ -87,15 +88,20 @@ class EngineClient:
         params: dict[str, Any] | None,
         body: Any,
         timeout: float | None,
+        upload: tuple[BinaryIO, int, str] | None = None,
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         url = path
         if params:
             url += "?" + urlencode({k: _param(v) for k, v in params.items() if v is not None})
         headers = {"Host": "docker"}
-        payload: bytes | None = None
+        payload: bytes | BinaryIO | None = None
         if body is not None:
             payload = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
+        if upload is not None:
+            payload, length, content_type = upload
+            headers["Content-Type"] = content_type
+            headers["Content-Length"] = str(length)
         conn = self._connection(timeout)
         try:
             conn.request(method, url, body=payload, headers=headers)
@@ -151,22 +157,39 @@ class EngineClient:
         self, path: str, params: dict[str, Any] | None = None, timeout: float | None = None
     ) -> Iterator[bytes]:
         """Yield the body of a streaming endpoint chunk by chunk, as it arrives."""
-        handle = self.open_stream(path, params, timeout)
+        conn, response = self._open("GET", path, params, None, timeout)
         try:
             while True:
-                chunk = handle.read()
+                chunk = response.read1(65536)
                 if not chunk:
                     return
                 yield chunk
         finally:
-            handle.close()
+            conn.close()
 
     def open_stream(
         self, path: str, params: dict[str, Any] | None = None, timeout: float | None = None
     ) -> EngineStream:
-        """Open a streaming endpoint; another thread may shutdown() it to end a blocked read."""
+        """Open a streaming endpoint for a reader thread that another thread may shutdown(): unlike
+        stream(), a read that fails ends the stream quietly (the caller checks what it followed)."""
         conn, response = self._open("GET", path, params, None, timeout)
         return EngineStream(conn, response)
+
+    def upload(
+        self,
+        path: str,
+        data: BinaryIO,
+        length: int,
+        content_type: str = "application/x-tar",
+        params: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> bytes:
+        """POST a raw body streamed from a file (docker load, docker import); return the response body."""
+        conn, response = self._open("POST", path, params, None, timeout, upload=(data, length, content_type))
+        try:
+            return response.read()
+        finally:
+            conn.close()
 
     def ping(self) -> bool:
         return bool(self.get("/_ping", timeout=2.0) == "OK")

@@ -27,11 +27,22 @@ def default_write_mibs(device_class: str) -> float:
     return DEFAULT_WRITE_MIBS.get(device_class, DEFAULT_WRITE_MIBS["other"])
 
 
-def predict_unpack_seconds(image_bytes: int, write_mib_s: float) -> float:
-    """Seconds to write `image_bytes` of unpacked layers at `write_mib_s`."""
+def predict_unpack_seconds(image_bytes: int, write_mib_s: float, unpack_mib_s: float | None = None) -> float:
+    """Seconds until `image_bytes` of unpacked layers are on a device that writes `write_mib_s`.
+
+    `unpack_mib_s` is Docker's own processing rate on the host (reading, hashing and extracting
+    layers, measured by gpuhost.storage_probe.measure_unpack). Given, it adds its share: the
+    processing runs ahead into the page cache and the device's writes finish after it, so the
+    two add up. Left out, the device alone bounds the time (a floor of the real figure).
+    """
     if write_mib_s <= 0:
         raise ValueError("write throughput must be positive")
-    return image_bytes / (write_mib_s * MIB)
+    seconds = image_bytes / (write_mib_s * MIB)
+    if unpack_mib_s is not None:
+        if unpack_mib_s <= 0:
+            raise ValueError("unpack throughput must be positive")
+        seconds += image_bytes / (unpack_mib_s * MIB)
+    return seconds
 
 
 def format_duration(seconds: float) -> str:

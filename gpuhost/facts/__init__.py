@@ -13,7 +13,16 @@ from gpuhost.facts.devices import DeviceFacts, collect_devices
 from gpuhost.facts.docker import DAEMON_JSON, DockerFacts, collect_docker
 from gpuhost.facts.gpu import GpuFacts, collect_gpu
 from gpuhost.facts.kernel import KernelFacts, collect_kernel
-from gpuhost.facts.storage import BlockDevice, collect_block_devices, read_mounts
+from gpuhost.facts.source import SourceStatus
+from gpuhost.facts.storage import (
+    BlockDevice,
+    DockerStorageSetup,
+    RecordedProbe,
+    collect_block_devices,
+    collect_docker_storage,
+    read_mounts,
+    read_recorded_probe,
+)
 from gpuhost.facts.toolkit import ToolkitFacts, collect_toolkit
 
 SCHEMA_VERSION = 1
@@ -30,6 +39,11 @@ class CollectOptions:
 @dataclass
 class StorageFacts:
     block_devices: list[BlockDevice] = field(default_factory=list)
+    docker_storage: DockerStorageSetup = field(default_factory=DockerStorageSetup)
+    probe: RecordedProbe | None = None
+    # the largest local image (Engine API), what a re-pull or an update needs free
+    largest_image: str = ""
+    largest_image_bytes: int | None = None
 
 
 @dataclass
@@ -84,7 +98,17 @@ def collect_host_facts(options: CollectOptions | None = None) -> HostFacts:
 
     start = time.perf_counter()
     mounts = read_mounts(options.root)
-    facts.storage = StorageFacts(block_devices=collect_block_devices(options.root, mounts))
+    facts.storage = StorageFacts(
+        block_devices=collect_block_devices(options.root, mounts, read_signatures=True),
+        docker_storage=collect_docker_storage(options.root),
+        probe=read_recorded_probe(options.root),
+    )
+    if client is not None and facts.docker.status is SourceStatus.OK:
+        from gpuhost.storage_probe import largest_image
+
+        found = largest_image(client)
+        if found is not None:
+            facts.storage.largest_image, facts.storage.largest_image_bytes = found
     timed("storage", start)
 
     start = time.perf_counter()

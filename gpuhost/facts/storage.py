@@ -36,6 +36,11 @@ class BlockDevice:
     slaves: list[str] = field(default_factory=list)
     mountpoints: list[str] = field(default_factory=list)
     rotational: bool | None = None
+    # what the device holds: from mountinfo when mounted, else gpuhost's byte checks (root only)
+    fstype: str = ""
+    label: str = ""
+    signatures: list[str] = field(default_factory=list)
+    read_only: bool = False
 
 
 @dataclass
@@ -105,7 +110,8 @@ def parse_mountinfo(text: str) -> list[Mount]:
     return mounts
 
 
-def _read(path: str) -> str:
+def read_text(path: str) -> str:
+    """A sysfs/procfs value, stripped; "" when it cannot be read."""
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
             return fh.read().strip()
@@ -113,46 +119,72 @@ def _read(path: str) -> str:
         return ""
 
 
-def _listdir(path: str) -> list[str]:
+def list_entries(path: str) -> list[str]:
+    # sysfs has no dot entries; captured trees keep empty directories with a .keep file
     try:
-        return sorted(os.listdir(path))
+        return sorted(name for name in os.listdir(path) if not name.startswith("."))
     except OSError:
         return []
 
 
 def read_mounts(root: str = "/") -> list[Mount]:
-    return parse_mountinfo(_read(os.path.join(root, "proc/self/mountinfo")))
+    return parse_mountinfo(read_text(os.path.join(root, "proc/self/mountinfo")))
 
 
-def collect_block_devices(root: str = "/", mounts: list[Mount] | None = None) -> list[BlockDevice]:
+def collect_block_devices(
+    root: str = "/", mounts: list[Mount] | None = None, read_signatures: bool = False
+) -> list[BlockDevice]:
     sys_block = os.path.join(root, "sys/block")
     mounts = read_mounts(root) if mounts is None else mounts
     devices: list[BlockDevice] = []
-    for name in _listdir(sys_block):
+    for name in list_entries(sys_block):
         base = os.path.join(sys_block, name)
-        size = _read(os.path.join(base, "size"))
+        size = read_text(os.path.join(base, "size"))
         if name.startswith("loop") and size in ("", "0"):
             continue  # an unused loop slot
-        model = _read(os.path.join(base, "device/model"))
-        serial = _read(os.path.join(base, "device/serial"))
+        model = read_text(os.path.join(base, "device/model"))
+        serial = read_text(os.path.join(base, "device/serial"))
         device = BlockDevice(
             name=name,
             size_bytes=int(size) * 512 if size.isdigit() else 0,
             model=model,
             serial=serial,
             device_class=classify(model, name),
-            holders=_listdir(os.path.join(base, "holders")),
-            slaves=_listdir(os.path.join(base, "slaves")),
+            holders=list_entries(os.path.join(base, "holders")),
+            slaves=list_entries(os.path.join(base, "slaves")),
         )
         if device.device_class == "ebs":
             device.ebs_volume_id = ebs_volume_id(serial)
-        device.partitions = [p for p in _listdir(base) if p.startswith(name) and p != name]
-        rotational = _read(os.path.join(base, "queue/rotational"))
+        device.partitions = [p for p in list_entries(base) if p.startswith(name) and p != name]
+        rotational = read_text(os.path.join(base, "queue/rotational"))
         device.rotational = rotational == "1" if rotational else None
         names = {name, *device.partitions}
-        device.mountpoints = [m.mountpoint for m in mounts if os.path.basename(m.source) in names]
+        by_number = {read_text(os.path.join(base, p, "dev")) for p in device.partitions}
+        by_number.add(read_text(os.path.join(base, "dev")))
+        by_number.discard("")
+        own = [m for m in mounts if os.path.basename(m.source) in names or m.major_minor in by_number]
+        device.mountpoints = [m.mountpoint for m in own]
+        device.fstype = next((m.fstype for m in own if os.path.basename(m.source) == name), "")
+        device.read_only = read_text(os.path.join(base, "ro")) == "1"
+        if read_signatures and root == "/":
+            _add_signatures(device)
         devices.append(device)
     return devices
+
+
+def _add_signatures(device: BlockDevice) -> None:
+    from gpuhost.facts.signatures import quick_signatures
+
+    try:
+        found = quick_signatures(os.path.join("/dev", device.name))
+    except OSError:
+        return  # not root, or no medium: the device's content stays unknown
+    device.signatures = [s.type for s in found]
+    filesystems = [s for s in found if s.usage == "filesystem"]
+    if filesystems and not device.fstype:
+        device.fstype = filesystems[0].type
+    if filesystems:
+        device.label = filesystems[0].label
 
 
 def _device_name_for(major_minor: str, root: str) -> str:
@@ -203,10 +235,10 @@ def locate(path: str, root: str = "/", mounts: list[Mount] | None = None) -> Pat
         location.device = _device_name_for(mount.major_minor, root)
         if location.device:
             location.disk = whole_disk(location.device, root)
-            model = _read(os.path.join(root, "sys/block", location.disk, "device/model"))
+            model = read_text(os.path.join(root, "sys/block", location.disk, "device/model"))
             location.device_class = classify(model, location.disk)
             if location.device_class == "ebs":
-                serial = _read(os.path.join(root, "sys/block", location.disk, "device/serial"))
+                serial = read_text(os.path.join(root, "sys/block", location.disk, "device/serial"))
                 location.ebs_volume_id = ebs_volume_id(serial)
         root_mount = mount_for("/", mounts, resolve=False)
         if root_mount is not None:
@@ -221,3 +253,117 @@ def locate(path: str, root: str = "/", mounts: list[Mount] | None = None) -> Pat
     except OSError:
         pass
     return location
+
+
+# What the docker_storage role installs (gpuhost.storage_plan writes the configuration).
+DOCKER_STORAGE_CONFIG = "/etc/gpuhost/docker-storage.json"
+DOCKER_STORAGE_SERVICE = "gpuhost-docker-storage.service"
+STORAGE_PROBE_RECORD = "/var/lib/gpuhost/storage-probe.json"
+SYSTEMD_DIRS = ("etc/systemd/system", "usr/lib/systemd/system", "lib/systemd/system")
+
+
+@dataclass
+class DockerStorageSetup:
+    """The docker_storage role's boot configuration and units, as found on the host."""
+
+    config_path: str = DOCKER_STORAGE_CONFIG
+    configured: bool = False
+    error: str = ""
+    selection: str = ""
+    layout: str = ""
+    devices: list[str] = field(default_factory=list)
+    mount_path: str = ""
+    mount_unit: str = ""
+    missing_disk_policy: str = ""
+    device_timeout_s: int | None = None
+    fallback_data_root: str = ""
+    service_installed: bool = False
+    service_enabled: bool = False  # required by docker.service
+    mount_unit_installed: bool = False
+    mount_unit_enabled: bool = False
+
+    @property
+    def boot_ready(self) -> bool:
+        return (
+            self.configured
+            and self.service_installed
+            and self.service_enabled
+            and self.mount_unit_installed
+            and self.mount_unit_enabled
+        )
+
+
+@dataclass
+class RecordedProbe:
+    """A write-throughput measurement the role recorded (gpuhost-agent storage-probe --record)."""
+
+    path: str = ""
+    mountpoint: str = ""
+    device: str = ""
+    write_mib_s: float = 0.0
+    unpack_mib_s: float | None = None
+    measured_at: float = 0.0
+
+
+def _unit_installed(root: str, unit: str) -> bool:
+    return any(os.path.exists(os.path.join(root, d, unit)) for d in SYSTEMD_DIRS)
+
+
+def _required_by_docker(root: str, unit: str) -> bool:
+    return any(
+        os.path.lexists(os.path.join(root, d, "docker.service.requires", unit)) for d in SYSTEMD_DIRS
+    )
+
+
+def collect_docker_storage(root: str = "/") -> DockerStorageSetup:
+    import json
+
+    setup = DockerStorageSetup()
+    path = os.path.join(root, DOCKER_STORAGE_CONFIG.lstrip("/"))
+    setup.service_installed = _unit_installed(root, DOCKER_STORAGE_SERVICE)
+    setup.service_enabled = _required_by_docker(root, DOCKER_STORAGE_SERVICE)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            config = json.load(fh)
+    except FileNotFoundError:
+        return setup
+    except (OSError, ValueError) as exc:
+        setup.error = f"{DOCKER_STORAGE_CONFIG}: {exc}"
+        return setup
+    if not isinstance(config, dict):
+        setup.error = f"{DOCKER_STORAGE_CONFIG}: not a JSON object"
+        return setup
+    setup.configured = True
+    setup.selection = str(config.get("selection", ""))
+    setup.layout = str(config.get("layout", ""))
+    setup.devices = [str(d) for d in config.get("devices") or []]
+    setup.mount_path = str(config.get("mount_path", ""))
+    setup.mount_unit = str(config.get("mount_unit", ""))
+    setup.missing_disk_policy = str(config.get("missing_disk_policy", ""))
+    timeout = config.get("device_timeout_s")
+    setup.device_timeout_s = int(timeout) if isinstance(timeout, int) else None
+    setup.fallback_data_root = str(config.get("fallback_data_root", ""))
+    if setup.mount_unit:
+        setup.mount_unit_installed = _unit_installed(root, setup.mount_unit)
+        setup.mount_unit_enabled = _required_by_docker(root, setup.mount_unit)
+    return setup
+
+
+def read_recorded_probe(root: str = "/") -> RecordedProbe | None:
+    import json
+
+    try:
+        with open(os.path.join(root, STORAGE_PROBE_RECORD.lstrip("/")), encoding="utf-8") as fh:
+            data = json.load(fh)
+        write = data.get("write") or {}
+        unpack = data.get("unpack") or {}
+        return RecordedProbe(
+            path=str(data.get("path", "")),
+            mountpoint=str(data.get("mountpoint", "")),
+            device=str(data.get("device", "")),
+            write_mib_s=float(write.get("write_mib_s") or 0.0),
+            unpack_mib_s=float(unpack["unpack_mib_s"]) if unpack.get("unpack_mib_s") else None,
+            measured_at=float(data.get("measured_at") or 0.0),
+        )
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        return None

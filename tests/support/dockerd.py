@@ -2,7 +2,9 @@
 
 The shared dockerd on a test machine is not restarted by tests: a test that needs another
 daemon.json (an extra runtime, another data-root) starts its own daemon with its own data-root,
-exec-root, pidfile and socket, no bridge and no iptables rules, and stops it afterwards.
+exec-root, pidfile and socket, and stops it afterwards. It runs in a network namespace of its
+own: a dockerd started with `--bridge none` deletes the host's docker0 (and with it the network
+of every container on the default bridge), and its iptables rules stay out of the host's.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ class PrivateDockerd:
     def start(self, timeout: float = 60.0) -> PrivateDockerd:
         self.config_path.write_text(json.dumps(self.config, indent=2))
         command = [
+            "unshare",
+            "--net",
+            "--",
             shutil.which("dockerd") or "/usr/sbin/dockerd",
             "--config-file", str(self.config_path),
             "--data-root", str(self.base / "data"),
