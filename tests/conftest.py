@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("GPUHOST_SHARED", REPO.parent / "shared"))
 FIXTURES = REPO / "tests" / "fixtures"
+# ansible-playbook, molecule and friends live beside the interpreter running the tests
+VENV_BIN = Path(sys.executable).parent
 
 
 def nvidia_gpu_present() -> bool:

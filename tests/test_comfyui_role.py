@@ -16,7 +16,7 @@ import jinja2
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, VENV_BIN
 from tests.support.comfyui_replay import IMAGE, build_image
 
 ROLE = REPO / "roles" / "comfyui"
@@ -34,7 +34,7 @@ def playbook(tmp_path: Path, variables: dict[str, Any], *extra: str) -> tuple[in
     path = tmp_path / "play.yml"
     path.write_text(PLAYBOOK)
     result = subprocess.run(
-        ["ansible-playbook", "-i", "localhost,", "-e", json.dumps(variables), str(path), *extra],
+        [str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", "-e", json.dumps(variables), str(path), *extra],
         cwd=REPO,
         env={
             **os.environ,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, VENV_BIN
 from tests.support.aws import Ec2Server, ImdsStandIn, make_instance
 
 PLAYBOOK = """---
@@ -32,7 +32,7 @@ def playbook(
     path = tmp_path / "play.yml"
     path.write_text(PLAYBOOK)
     result = subprocess.run(
-        ["ansible-playbook", "-i", "localhost,", "-e", json.dumps(variables), str(path), *extra],
+        [str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", "-e", json.dumps(variables), str(path), *extra],
         cwd=REPO,
         env={
             **os.environ,
