@@ -36,7 +36,40 @@ def _add_collect_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--daemon-json", default="/etc/docker/daemon.json")
 
 
+FACT_AREAS = ("gpu", "docker", "toolkit", "cdi")
+
+
+def _collect_area(area: str, args: argparse.Namespace) -> Any:
+    """One collector alone: what a role needs without the cost of the whole host."""
+    if area == "gpu":
+        from gpuhost.facts.gpu import collect_gpu, parse_proc_driver_version
+
+        gpu = collect_gpu(args.root)
+        if args.proc_driver_version:
+            try:
+                with open(args.proc_driver_version, encoding="utf-8") as fh:
+                    gpu.proc_driver = parse_proc_driver_version(fh.read())
+            except OSError:
+                gpu.proc_driver = None
+        return gpu
+    if area == "docker":
+        from gpuhost.engine import EngineClient
+        from gpuhost.facts.docker import collect_docker
+
+        return collect_docker(EngineClient(args.docker_host, timeout=5.0), args.daemon_json, args.root)
+    if area == "toolkit":
+        from gpuhost.facts.toolkit import collect_toolkit
+
+        return collect_toolkit(args.root)
+    from gpuhost.facts.cdi import collect_cdi
+
+    return collect_cdi(args.root)
+
+
 def cmd_facts(args: argparse.Namespace) -> int:
+    if args.area:
+        _print({area: to_jsonable(_collect_area(area, args)) for area in args.area})
+        return int(ExitCode.OK)
     from gpuhost.facts import collect_host_facts
 
     _print(to_jsonable(collect_host_facts(_collect_options(args))))
@@ -124,6 +157,18 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
 
     facts = sub.add_parser("facts", help="collect this host's facts as JSON")
     _add_collect_arguments(facts)
+    facts.add_argument(
+        "--area",
+        action="append",
+        choices=FACT_AREAS,
+        help="collect only these areas (repeatable); the output is then {area: facts}",
+    )
+    facts.add_argument(
+        "--proc-driver-version",
+        default=None,
+        metavar="FILE",
+        help="read the loaded driver's version from FILE instead of /proc/driver/nvidia/version (--area gpu)",
+    )
     handlers["facts"] = cmd_facts
 
     check = sub.add_parser("check", help="facts + rules: the gpuhost.check/v1 report")

@@ -310,7 +310,7 @@ def test_timeouts_are_findings(lab: FleetLab, tmp_path: Path) -> None:
 
 
 def test_aws_ec2_inventory(lab: FleetLab, tmp_path: Path) -> None:
-    """inventories/aws_ec2's example, pointed at a moto EC2 on 127.0.0.1 whose instances are lab hosts."""
+    """inventories/aws's example, pointed at a moto EC2 on 127.0.0.1 whose instances are lab hosts."""
     import boto3
     from moto.server import ThreadedMotoServer
 
@@ -336,7 +336,7 @@ def test_aws_ec2_inventory(lab: FleetLab, tmp_path: Path) -> None:
                 InstanceType="g5.xlarge",
                 TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
             )
-        example = yaml.safe_load((REPO / "inventories/aws_ec2/gpu_hosts.aws_ec2.yml").read_text())
+        example = yaml.safe_load((REPO / "inventories/aws/aws_ec2.yml").read_text())
         example.update(endpoint_url=endpoint, access_key="testing", secret_key="testing")
         example["compose"] = {  # the lab's hosts listen on loopback, each on its own port
             "ansible_host": "'127.0.0.1'",

@@ -225,10 +225,10 @@ def test_inventory_directory_with_group_vars(tmp_path: Path) -> None:
 
 
 def test_example_static_inventory() -> None:
-    targets = {t.name: t for t in load_inventory(str(REPO / "inventories/static"))}
-    assert sorted(targets) == ["gpu-01", "gpu-02", "gpu-03"]
-    assert (targets["gpu-01"].hostname, targets["gpu-01"].user) == ("10.0.3.11", "ubuntu")
-    assert targets["gpu-03"].ssh_options == {"proxyjump": "ops@bastion.example.com"}
+    targets = {t.name: t for t in load_inventory(str(REPO / "inventories/example"))}
+    assert sorted(targets) == ["gpu-1.example.com", "gpu-2.example.com"]
+    assert (targets["gpu-1.example.com"].hostname, targets["gpu-1.example.com"].user) == ("192.0.2.10", "ubuntu")
+    assert targets["gpu-2.example.com"].ssh_options == {"proxyjump": "ops@bastion.example.com"}
 
 
 def test_unreadable_inventory_is_bad_input(tmp_path: Path) -> None:

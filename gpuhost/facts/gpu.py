@@ -46,6 +46,9 @@ class ProcDriverVersion:
 class GpuFacts:
     status: SourceStatus = SourceStatus.OK
     error: str = ""
+    # why NVML initialisation failed, as NVIDIA's Go tools (nvidia-container-runtime, nvidia-ctk) print it after
+    # "failed to initialize NVML: ": ERROR_LIBRARY_NOT_FOUND, or NVML's own error string ("Unknown Error")
+    nvml_error: str = ""
     driver_version: str = ""
     cuda_driver_version: str = ""
     nvml_version: str = ""
@@ -96,6 +99,7 @@ def collect_gpu(root: str = "/") -> GpuFacts:
         pynvml.nvmlInit()
     except pynvml.NVMLError as exc:
         facts.status, facts.error = _classify_init_error(pynvml, exc, facts.proc_driver)
+        facts.nvml_error = nvml_error_as_printed(pynvml, exc)
         return facts
 
     try:
@@ -115,6 +119,13 @@ def collect_gpu(root: str = "/") -> GpuFacts:
     return facts
 
 
+def nvml_error_as_printed(pynvml: Any, exc: Exception) -> str:
+    """How go-nvml reports a failed nvmlInit: its own code when the library is missing, else NVML's string."""
+    if isinstance(exc, pynvml.NVMLError_LibraryNotFound):
+        return "ERROR_LIBRARY_NOT_FOUND"
+    return str(exc)
+
+
 def _classify_init_error(
     pynvml: Any, exc: Exception, proc: ProcDriverVersion | None
 ) -> tuple[SourceStatus, str]:
@@ -125,10 +136,12 @@ def _classify_init_error(
                 f"kernel module {proc.version} is loaded but libnvidia-ml.so.1 was not found",
             )
         return SourceStatus.ABSENT, "no NVIDIA driver: libnvidia-ml.so.1 not found and no kernel module loaded"
-    if isinstance(exc, pynvml.NVMLError_DriverNotLoaded):
+    if isinstance(exc, pynvml.NVMLError_DriverNotLoaded) or proc is None:
+        # without the module NVML may also answer Unknown Error (no /dev/nvidiactl): the driver is still absent
+        detail = "" if isinstance(exc, pynvml.NVMLError_DriverNotLoaded) else f" (NVML: {exc})"
         return (
             SourceStatus.ABSENT,
-            "no NVIDIA driver loaded: the userspace library is installed but the kernel module is not",
+            "no NVIDIA driver loaded: the userspace library is installed but the kernel module is not" + detail,
         )
     if isinstance(exc, pynvml.NVMLError_NoPermission):
         return SourceStatus.UNREADABLE, "NVML: Insufficient Permissions (check /dev/nvidia* ownership and groups)"

@@ -23,12 +23,15 @@ def driver(facts: HostFacts, options: RuleOptions) -> list[Finding]:
         "gpus": [g.name for g in gpu.gpus],
     }
     if gpu.status is SourceStatus.ABSENT:
+        consequence = _nvidia_runtime_without_driver(facts)
+        if consequence:
+            evidence["nvidia_runtime_containers"] = consequence
         return [
             Finding(
                 "gpu.driver",
                 "gpu",
                 Severity.FAIL,
-                f"no GPU: {gpu.error}",
+                f"no GPU: {gpu.error}" + (f"; {consequence}" if consequence else ""),
                 "Install the NVIDIA driver (roles/nvidia_driver) on a GPU instance, then reboot if asked.",
                 evidence,
             )
@@ -78,6 +81,22 @@ def driver(facts: HostFacts, options: RuleOptions) -> list[Finding]:
             evidence,
         )
     ]
+
+
+def _nvidia_runtime_without_driver(facts: HostFacts) -> str:
+    """What a GPU container does on this host when the nvidia runtime is registered but no driver is."""
+    docker = facts.docker
+    registered = any(
+        name == "nvidia" or "nvidia-container-runtime" in path for name, path in docker.runtimes.items()
+    )
+    if docker.status is not SourceStatus.OK or not registered:
+        return ""
+    nvml_error = facts.gpu.nvml_error or "ERROR_LIBRARY_NOT_FOUND"
+    return (
+        "containers started with --runtime=nvidia and NVIDIA_VISIBLE_DEVICES=all fail with "
+        f"`failed to initialize NVML: {nvml_error}` because no driver is present "
+        "(without NVIDIA_VISIBLE_DEVICES, or with =void, they run without GPUs)"
+    )
 
 
 def health(facts: HostFacts, options: RuleOptions) -> list[Finding]:
