@@ -28,6 +28,16 @@ def ready_comfyui_url(report: Any) -> str:
     )
 
 
+def _docker_host_option() -> Any:
+    return typer.Option(
+        None,
+        "--docker-host",
+        metavar="HOST",
+        help="(string) Docker daemon address. Default: $DOCKER_HOST or unix:///var/run/docker.sock. "
+        "Example: --docker-host unix:///run/docker.sock",
+    )
+
+
 def _seconds(text: str, option: str) -> float:
     from gpuhost.ebs.plan import parse_duration
 
@@ -66,13 +76,7 @@ def wait_ready(
         help="(string) Probe this URL instead of /system_stats through the container's published port (or "
         "its --listen/--port on the host network). Example: --url http://127.0.0.1:8188/system_stats",
     ),
-    docker_host: Optional[str] = typer.Option(
-        None,
-        "--docker-host",
-        metavar="HOST",
-        help="(string) Docker daemon address. Default: $DOCKER_HOST or unix:///var/run/docker.sock. "
-        "Example: --docker-host unix:///run/docker.sock",
-    ),
+    docker_host: Optional[str] = _docker_host_option(),
     as_json: bool = typer.Option(
         False, "--json", help="(boolean) Print the result as JSON (schema gpuhost.wait-ready/v1). Example: --json"
     ),
@@ -175,13 +179,7 @@ def layers(
         help="(number) The data-root device's sustained write throughput for the unpack prediction. Default: "
         "gpuhost.unpack's figure for the device class under Docker's data-root. Example: --write-mibs 1000",
     ),
-    docker_host: Optional[str] = typer.Option(
-        None,
-        "--docker-host",
-        metavar="HOST",
-        help="(string) Docker daemon address. Default: $DOCKER_HOST or unix:///var/run/docker.sock. "
-        "Example: --docker-host unix:///run/docker.sock",
-    ),
+    docker_host: Optional[str] = _docker_host_option(),
     as_json: bool = typer.Option(
         False, "--json", help="(boolean) Print the report as JSON (schema gpuhost.layers/v1). Example: --json"
     ),

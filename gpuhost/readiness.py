@@ -23,7 +23,7 @@ import os
 import re
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 DEFAULT_STALL_TIMEOUT = 180.0
 TAIL_LINES = 30
@@ -116,6 +116,19 @@ class Verdict:
     foreign_answer: bool = False
     exit_code: Optional[int] = None
     restart_count: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        """The fields every report of a verdict carries, under their JSON names."""
+        return {
+            "verdict": self.phase.value,
+            "reason": self.reason,
+            "failing_line": self.failing_line,
+            "last_line": self.last_line,
+            "url": self.probe_url,
+            "gui_url": self.gui_url,
+            "last_probe": self.last_probe,
+            "comfyui_version": self.comfyui_version,
+        }
 
 
 # --- line classification ---------------------------------------------------------------

@@ -312,13 +312,10 @@ def test_timeouts_are_findings(lab: FleetLab, tmp_path: Path) -> None:
 def test_aws_ec2_inventory(lab: FleetLab, tmp_path: Path) -> None:
     """inventories/aws's example, pointed at a moto EC2 on 127.0.0.1 whose instances are lab hosts."""
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
+    from tests.support.aws import clean_moto_server
+
+    with clean_moto_server() as endpoint:
         ec2 = boto3.client(
             "ec2",
             region_name="us-east-1",
@@ -347,8 +344,6 @@ def test_aws_ec2_inventory(lab: FleetLab, tmp_path: Path) -> None:
         inventory = tmp_path / "lab.aws_ec2.yml"
         inventory.write_text(yaml.safe_dump(example))
         result = gpuhost(lab, "-i", str(inventory), "--limit", "gpu_hosts:&type_g5_xlarge", "--json")
-    finally:
-        server.stop()
     assert result.returncode == 1, result.stderr
     assert {name: host["failing"] for name, host in by_host(result).items()} == {
         "aws-fleet-06": PLAIN,

@@ -41,15 +41,10 @@ def test_local_and_example_inventories_have_gpu_hosts() -> None:
 
 @pytest.fixture
 def moto_ec2() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
+    from tests.support.aws import clean_moto_server
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
+    with clean_moto_server() as endpoint:
+        yield endpoint
 
 
 def test_aws_inventory_puts_tagged_running_instances_in_gpu_hosts(moto_ec2: str) -> None:

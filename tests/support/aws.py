@@ -17,6 +17,7 @@ import logging
 import secrets
 import threading
 import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from io import BytesIO
@@ -85,6 +86,24 @@ class _ActionLog:
             with self._lock:
                 self.entries.append((fields["Action"], fields))
         return self.app(environ, start_response)
+
+
+@contextmanager
+def clean_moto_server() -> Iterator[str]:
+    """A plain moto server on loopback, yielding its endpoint, with nothing left from earlier tests.
+
+    moto keeps its backends per process, not per server: instances an earlier test made on another
+    server are still listed unless the state is reset.
+    """
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    try:
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=30)
+        yield endpoint
+    finally:
+        server.stop()
 
 
 class Ec2Server(ThreadedMotoServer):
