@@ -8,7 +8,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,8 @@ import jinja2
 import pytest
 import yaml
 
-from tests.conftest import REPO, VENV_BIN
+from tests.conftest import REPO
+from tests.support.ansible import run_playbook
 from tests.support.comfyui_replay import IMAGE, build_image
 
 ROLE = REPO / "roles" / "comfyui"
@@ -31,24 +31,8 @@ PLAYBOOK = """---
 
 
 def playbook(tmp_path: Path, variables: dict[str, Any], *extra: str) -> tuple[int, str]:
-    path = tmp_path / "play.yml"
-    path.write_text(PLAYBOOK)
-    result = subprocess.run(
-        [str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", "-e", json.dumps(variables), str(path), *extra],
-        cwd=REPO,
-        env={
-            **os.environ,
-            "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
-            "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
-            "ANSIBLE_NOCOLOR": "1",
-        },
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    return result.returncode, result.stdout + result.stderr
+    run = run_playbook(tmp_path, PLAYBOOK, "-i", "localhost,", "-e", json.dumps(variables), *extra)
+    return run.returncode, run.output
 
 
 def comfyui_extra_paths(config: dict[str, Any]) -> dict[str, list[str]]:

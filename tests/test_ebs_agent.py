@@ -36,38 +36,20 @@ def run_agent(python: str, agent: Path, env: dict[str, str], *args: str) -> subp
     )
 
 
+def pull_preset(agent: Path, env: dict[str, str], volume_id: str) -> subprocess.CompletedProcess[str]:
+    # the venv's interpreter stands for a host with python3-boto3 installed
+    return run_agent(
+        sys.executable, agent, env, "tune-ebs", "--volume-id", volume_id, "--region", "us-east-1", "--preset", "pull"
+    )
+
+
 def test_agent_tunes_with_the_hosts_boto3(agent: Path, aws_env: dict[str, str], ec2_server: Ec2Server) -> None:
     volume_id = make_volume(ec2_server.client(), size_gib=100)
-    # the venv's interpreter stands for a host with python3-boto3 installed
-    result = run_agent(
-        sys.executable,
-        agent,
-        aws_env,
-        "tune-ebs",
-        "--volume-id",
-        volume_id,
-        "--region",
-        "us-east-1",
-        "--preset",
-        "pull",
-    )
+    result = pull_preset(agent, aws_env, volume_id)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert (report["schema"], report["action"], report["changed"]) == ("gpuhost.tune-ebs/v1", "modified", True)
-    again = json.loads(
-        run_agent(
-            sys.executable,
-            agent,
-            aws_env,
-            "tune-ebs",
-            "--volume-id",
-            volume_id,
-            "--region",
-            "us-east-1",
-            "--preset",
-            "pull",
-        ).stdout
-    )
+    again = json.loads(pull_preset(agent, aws_env, volume_id).stdout)
     assert (again["action"], again["changed"]) == ("none", False)
 
 

@@ -4,16 +4,12 @@ localhost, its IMDSv2 the stand-in) with the EC2 calls going to the moto server.
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, VENV_BIN
+from tests.support.ansible import run_playbook
 from tests.support.aws import Ec2Server, ImdsStandIn, make_instance
 
 PLAYBOOK = """---
@@ -29,29 +25,8 @@ PLAYBOOK = """---
 def playbook(
     tmp_path: Path, variables: dict[str, Any], env: dict[str, str], *extra: str
 ) -> tuple[int, str, dict[str, int]]:
-    path = tmp_path / "play.yml"
-    path.write_text(PLAYBOOK)
-    result = subprocess.run(
-        [str(VENV_BIN / "ansible-playbook"), "-i", "localhost,", "-e", json.dumps(variables), str(path), *extra],
-        cwd=REPO,
-        env={
-            **os.environ,
-            **env,
-            "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-tmp"),
-            "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
-            "ANSIBLE_NOCOLOR": "1",
-        },
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    recap = re.search(r"localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", result.stdout)
-    counts = {}
-    if recap:
-        counts = dict(zip(("ok", "changed", "unreachable", "failed"), map(int, recap.groups())))
-    return result.returncode, result.stdout + result.stderr, counts
+    run = run_playbook(tmp_path, PLAYBOOK, "-i", "localhost,", "-e", json.dumps(variables), *extra, env=env)
+    return run.returncode, run.output, run.recap()
 
 
 @pytest.fixture

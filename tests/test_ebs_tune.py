@@ -38,6 +38,10 @@ def tune(*args: str) -> Run:
     return Run(result.exit_code, result.stdout, result.stderr, exception)
 
 
+def pull_preset(volume_id: str, *args: str) -> Run:
+    return tune("--volume-id", volume_id, "--region", REGION, "--preset", "pull", *args)
+
+
 def volume(ec2: Ec2Server, volume_id: str) -> dict[str, Any]:
     return dict(ec2.client().describe_volumes(VolumeIds=[volume_id])["Volumes"][0])
 
@@ -109,7 +113,7 @@ def test_explicit_values_then_already_at_target_makes_no_modify_call(
 
 def test_human_output_shows_the_plan(aws_env: dict[str, str], ec2_server: Ec2Server) -> None:
     volume_id = make_volume(ec2_server.client(), size_gib=100)
-    run = tune("--volume-id", volume_id, "--region", REGION, "--preset", "pull", "--dry-run")
+    run = pull_preset(volume_id, "--dry-run")
     assert run.exit_code == 0, run.stderr
     for words in ("current", "target", "9,000", "1,000 MiB/s", "+65.00 USD/month", "unpack 140 GB", "17.8 min"):
         assert words in run.stdout, words
@@ -197,7 +201,7 @@ def test_wrong_volume_type_is_refused_without_to_gp3(
 ) -> None:
     volume_id = make_volume(ec2_server.client(), size_gib=500, volume_type=volume_type)
     with ec2_server.recording() as actions:
-        run = tune("--volume-id", volume_id, "--region", REGION, "--preset", "pull")
+        run = pull_preset(volume_id)
     assert run.exit_code == 2
     assert f"{volume_id} is {volume_type}: tune-ebs sets IOPS and throughput on gp3 volumes only" in run.stderr
     assert "Add --to-gp3" in run.stderr
@@ -238,7 +242,7 @@ def test_four_modifications_in_24_hours_then_the_window_moves(aws_env: dict[str,
         client.modify_volume(VolumeId=volume_id, Iops=iops)
     ec2_server.backdate_modifications(volume_id, hours=20)
     with ec2_server.recording() as actions:
-        run = tune("--volume-id", volume_id, "--region", REGION, "--preset", "pull", "--json")
+        run = pull_preset(volume_id, "--json")
     assert run.exit_code == 1, run.stdout
     result = run.json
     assert result["action"] == "blocked"
@@ -250,7 +254,7 @@ def test_four_modifications_in_24_hours_then_the_window_moves(aws_env: dict[str,
     assert "ModifyVolume" not in actions
     # a day later the history is outside the window
     ec2_server.backdate_modifications(volume_id, hours=5)
-    later = tune("--volume-id", volume_id, "--region", REGION, "--preset", "pull", "--json")
+    later = pull_preset(volume_id, "--json")
     assert later.exit_code == 0
     assert later.json["action"] == "modified"
 
@@ -261,13 +265,13 @@ def test_modification_in_progress_blocks_with_its_state(aws_env: dict[str, str],
     ec2_server.lifecycle.timelines[volume_id] = [(0, "modifying", 0), (3600, "optimizing", 50)]
     client.modify_volume(VolumeId=volume_id, Iops=4000)
     with ec2_server.recording() as actions:
-        run = tune("--volume-id", volume_id, "--region", REGION, "--preset", "pull")
+        run = pull_preset(volume_id)
     assert run.exit_code == 1
     text = " ".join(run.stdout.split())
     assert "blocked: cannot change" in text
     assert "a modification is in progress (modifying, 0%" in text
     assert "ModifyVolume" not in actions
-    dry = tune("--volume-id", volume_id, "--region", REGION, "--preset", "pull", "--dry-run", "--json")
+    dry = pull_preset(volume_id, "--dry-run", "--json")
     assert dry.exit_code == 1
     assert dry.json["plan"]["modification_gate"]["in_progress"]["state"] == "modifying"
 
@@ -276,13 +280,8 @@ def test_wait_follows_the_modification_until_optimizing(aws_env: dict[str, str],
     volume_id = make_volume(ec2_server.client(), size_gib=100)
     ec2_server.lifecycle.timelines[volume_id] = [(0, "modifying", 0), (0.6, "optimizing", 40), (1.5, "completed", 100)]
     with ec2_server.recording() as actions:
-        run = tune(
-            "--volume-id",
+        run = pull_preset(
             volume_id,
-            "--region",
-            REGION,
-            "--preset",
-            "pull",
             "--wait",
             "--poll-interval",
             "0.2",
@@ -299,13 +298,8 @@ def test_wait_follows_the_modification_until_optimizing(aws_env: dict[str, str],
 def test_wait_until_completed_with_a_progress_bar(aws_env: dict[str, str], ec2_server: Ec2Server) -> None:
     volume_id = make_volume(ec2_server.client(), size_gib=100)
     ec2_server.lifecycle.timelines[volume_id] = [(0, "modifying", 0), (0.3, "optimizing", 40), (0.8, "completed", 100)]
-    run = tune(
-        "--volume-id",
+    run = pull_preset(
         volume_id,
-        "--region",
-        REGION,
-        "--preset",
-        "pull",
         "--wait-until",
         "completed",
         "--poll-interval",
@@ -319,13 +313,8 @@ def test_wait_until_completed_with_a_progress_bar(aws_env: dict[str, str], ec2_s
 def test_wait_times_out_and_a_failed_modification_fails(aws_env: dict[str, str], ec2_server: Ec2Server) -> None:
     slow = make_volume(ec2_server.client(), size_gib=100)
     ec2_server.lifecycle.timelines[slow] = [(0, "modifying", 5)]
-    run = tune(
-        "--volume-id",
+    run = pull_preset(
         slow,
-        "--region",
-        REGION,
-        "--preset",
-        "pull",
         "--wait",
         "--timeout",
         "1s",
@@ -340,9 +329,7 @@ def test_wait_times_out_and_a_failed_modification_fails(aws_env: dict[str, str],
 
     broken = make_volume(ec2_server.client(), size_gib=100)
     ec2_server.lifecycle.timelines[broken] = [(0, "modifying", 0), (0.3, "failed", 0)]
-    run = tune(
-        "--volume-id", broken, "--region", REGION, "--preset", "pull", "--wait", "--poll-interval", "0.2", "--json"
-    )
+    run = pull_preset(broken, "--wait", "--poll-interval", "0.2", "--json")
     assert run.exit_code == 1
     assert run.json["wait"]["failed"] is True
 
@@ -355,13 +342,8 @@ def test_already_at_target_with_wait_follows_the_running_modification(
     ec2_server.lifecycle.timelines[volume_id] = [(0, "modifying", 0), (0.4, "optimizing", 30)]
     client.modify_volume(VolumeId=volume_id, Iops=9000, Throughput=1000)
     with ec2_server.recording() as actions:
-        run = tune(
-            "--volume-id",
+        run = pull_preset(
             volume_id,
-            "--region",
-            REGION,
-            "--preset",
-            "pull",
             "--wait",
             "--poll-interval",
             "0.2",

@@ -6,14 +6,11 @@ firmware's SecureBoot EFI variable planted in its real format: 4 attribute bytes
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.support.ansible import LOCAL_INVENTORY, run_playbook
 
 PLAYBOOK = """
 - name: Check Secure Boot before installing
@@ -34,24 +31,9 @@ PLAYBOOK = """
 def run_secure_boot_step(tmp_path: Path, state: int, family: str) -> tuple[int, str]:
     efivar = tmp_path / "SecureBoot-8be4df61-93ca-11d2-aa0d-e098032b8c4b"
     efivar.write_bytes(bytes([0x06, 0x00, 0x00, 0x00, state]))  # NV+BS+RT attributes, then the state
-    playbook = tmp_path / "secure-boot.yml"
-    playbook.write_text(PLAYBOOK.format(family=family, efivar=efivar))
-    proc = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("ansible-playbook")),
-            "--check",
-            "-i",
-            str(REPO / "inventories" / "local" / "hosts.yml"),
-            str(playbook),
-        ],
-        cwd=REPO,
-        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    return proc.returncode, " ".join((proc.stdout + proc.stderr).split())
+    playbook = PLAYBOOK.format(family=family, efivar=efivar)
+    run = run_playbook(tmp_path, playbook, "--check", "-i", str(LOCAL_INVENTORY))
+    return run.returncode, run.flat
 
 
 def test_secure_boot_with_a_dkms_module_stops_before_installing(tmp_path: Path) -> None:
