@@ -229,22 +229,10 @@ class StorageProbeReport:
 
 def largest_image(client: EngineClient) -> tuple[str, int] | None:
     """The largest local image (reference and size) through the Engine API, or None."""
-    from gpuhost.engine import EngineError, EnginePermissionDenied, EngineUnavailable
+    from gpuhost.facts.docker import image_sizes
 
-    try:
-        images = client.get("/images/json") or []
-    except (EngineUnavailable, EnginePermissionDenied, EngineError, OSError, ValueError):
-        return None
-    best: tuple[str, int] | None = None
-    for image in images:
-        if not isinstance(image, dict):
-            continue
-        size = int(image.get("Size") or 0)
-        tags = [t for t in image.get("RepoTags") or [] if t != "<none>:<none>"]
-        ref = tags[0] if tags else str(image.get("Id", ""))[:19]
-        if best is None or size > best[1]:
-            best = (ref, size)
-    return best
+    images = image_sizes(client)
+    return (images[0].reference, images[0].size_bytes) if images else None
 
 
 def probe_storage(

@@ -13,7 +13,8 @@ import pytest
 
 from gpuhost.engine import EngineClient
 from gpuhost.facts import HostFacts
-from gpuhost.facts.aws import AwsFacts, ImageSize, collect_aws
+from gpuhost.facts.aws import AwsFacts, collect_aws
+from gpuhost.facts.docker import ImageSize, image_sizes
 from gpuhost.facts.source import SourceStatus
 from gpuhost.facts.storage import BlockDevice, PathLocation
 from gpuhost.model import Severity
@@ -122,7 +123,7 @@ def test_pull_time_for_the_images_this_docker_has(ec2_host: tuple[str, str, str]
         "/",
         [BlockDevice(name="nvme1n1", device_class="ebs", ebs_volume_id=data_id)],
         PathLocation(path="/var/lib/docker", device_class="ebs", ebs_volume_id=data_id, disk="nvme1n1"),
-        EngineClient(timeout=10.0),
+        image_sizes(EngineClient(timeout=10.0)),
     )
     assert facts.status is SourceStatus.OK
     assert facts.data_root_volume is not None and facts.data_root_volume.volume_id == data_id

@@ -10,7 +10,7 @@ from gpuhost.facts.aws import AwsFacts, collect_aws
 from gpuhost.facts.cdi import CdiFacts, collect_cdi
 from gpuhost.facts.comfyui import ComfyUIFacts, collect_comfyui
 from gpuhost.facts.devices import DeviceFacts, collect_devices
-from gpuhost.facts.docker import DAEMON_JSON, DockerFacts, collect_docker
+from gpuhost.facts.docker import DAEMON_JSON, DockerFacts, collect_docker, image_sizes
 from gpuhost.facts.gpu import GpuFacts, collect_gpu
 from gpuhost.facts.kernel import KernelFacts, collect_kernel
 from gpuhost.facts.source import SourceStatus
@@ -103,16 +103,13 @@ def collect_host_facts(options: CollectOptions | None = None) -> HostFacts:
         docker_storage=collect_docker_storage(options.root),
         probe=read_recorded_probe(options.root),
     )
-    if client is not None and facts.docker.status is SourceStatus.OK:
-        from gpuhost.storage_probe import largest_image
-
-        found = largest_image(client)
-        if found is not None:
-            facts.storage.largest_image, facts.storage.largest_image_bytes = found
+    images = image_sizes(client) if facts.docker.status is SourceStatus.OK else []
+    if images:
+        facts.storage.largest_image, facts.storage.largest_image_bytes = images[0].reference, images[0].size_bytes
     timed("storage", start)
 
     start = time.perf_counter()
-    facts.aws = collect_aws(options.root, facts.storage.block_devices, facts.docker.data_root_location, client)
+    facts.aws = collect_aws(options.root, facts.storage.block_devices, facts.docker.data_root_location, images)
     timed("aws", start)
 
     start = time.perf_counter()

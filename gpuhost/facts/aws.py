@@ -10,8 +10,8 @@ on EC2, and where it is missing (the agent on a bare host) the facts say so.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
+from gpuhost.facts.docker import ImageSize
 from gpuhost.facts.source import SourceStatus
 from gpuhost.facts.storage import BlockDevice, PathLocation
 
@@ -35,12 +35,6 @@ class EbsVolumeFacts:
     modification_started: str = ""
     modification_target_iops: int | None = None
     modification_target_throughput: int | None = None
-
-
-@dataclass
-class ImageSize:
-    reference: str
-    size_bytes: int
 
 
 @dataclass
@@ -68,28 +62,11 @@ def local_ebs_disks(block_devices: list[BlockDevice]) -> dict[str, str]:
     return {d.ebs_volume_id: d.name for d in block_devices if d.device_class == "ebs" and d.ebs_volume_id}
 
 
-def image_sizes(client: Any) -> list[ImageSize]:
-    """The local images, largest first, from the Engine API (`client` an EngineClient or None)."""
-    if client is None:
-        return []
-    try:
-        listed = client.get("/images/json") or []
-    except Exception:  # the docker collector already reports an unreachable engine
-        return []
-    images = []
-    for image in listed:
-        tags = [t for t in image.get("RepoTags") or [] if t and t != "<none>:<none>"]
-        reference = tags[0] if tags else str(image.get("Id", ""))[:19]
-        images.append(ImageSize(reference, int(image.get("Size") or 0)))
-    images.sort(key=lambda i: i.size_bytes, reverse=True)
-    return images[:MAX_IMAGES]
-
-
 def collect_aws(
     root: str = "/",
     block_devices: list[BlockDevice] | None = None,
     data_root_location: PathLocation | None = None,
-    engine: Any = None,
+    images: list[ImageSize] | None = None,
     endpoint_url: str | None = None,
 ) -> AwsFacts:
     from gpuhost.ebs import imds
@@ -116,7 +93,7 @@ def collect_aws(
     facts.availability_zone, facts.instance_type = identity.availability_zone, identity.instance_type
     local = local_ebs_disks(block_devices or [])
     data_root_id = data_root_location.ebs_volume_id if data_root_location is not None else ""
-    facts.images = image_sizes(engine)
+    facts.images = (images or [])[:MAX_IMAGES]
     _collect_volumes(facts, local, data_root_id, endpoint_url)
     return facts
 

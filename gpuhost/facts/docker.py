@@ -15,6 +15,32 @@ DAEMON_JSON = "/etc/docker/daemon.json"
 
 
 @dataclass
+class ImageSize:
+    reference: str
+    size_bytes: int
+
+
+def image_sizes(client: EngineClient | None) -> list[ImageSize]:
+    """The local images, largest first, through the Engine API; none when it cannot be read
+    (the docker collector reports an unreachable engine)."""
+    if client is None:
+        return []
+    try:
+        listed = client.get("/images/json") or []
+    except (EngineUnavailable, EnginePermissionDenied, EngineError, OSError, ValueError):
+        return []
+    images = []
+    for image in listed:
+        if not isinstance(image, dict):
+            continue
+        tags = [t for t in image.get("RepoTags") or [] if t and t != "<none>:<none>"]
+        reference = tags[0] if tags else str(image.get("Id", ""))[:19]
+        images.append(ImageSize(reference, int(image.get("Size") or 0)))
+    images.sort(key=lambda i: i.size_bytes, reverse=True)
+    return images
+
+
+@dataclass
 class ContainerGpuAccess:
     id: str
     name: str
