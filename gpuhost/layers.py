@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from gpuhost.model import ExitCode, Finding, Severity, UsageError
+from gpuhost.sizes import size_in_bytes
 from gpuhost.unpack import default_write_mibs, format_duration, predict_unpack_seconds
 
 LAYERS_SCHEMA = "gpuhost.layers/v1"
@@ -48,26 +49,16 @@ MODEL_DOWNLOADER_RE = re.compile(
     re.IGNORECASE,
 )
 FETCH_TOOL_RE = re.compile(r"\b(wget|curl|aria2c)\b")
-SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
-SIZE_UNITS = {
-    "": 1, "b": 1,
-    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3, "t": 1000**4, "tb": 1000**4,
-    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
-}
 
 
 def parse_bytes(value: Any, what: str = "size") -> int:
     """12345, "4.27GB", "3.97 GiB", "512MiB" -> bytes (GB = 10^9, GiB = 2^30)."""
     if isinstance(value, bool):
         raise UsageError(f"{what}: expected a size, got {value!r}")
-    if isinstance(value, (int, float)):
-        number, unit = float(value), ""
-    else:
-        match = SIZE_RE.match(str(value))
-        if not match or match.group(2).lower() not in SIZE_UNITS:
-            raise UsageError(f"{what}: cannot read size {value!r}", "Use bytes or a unit: 4265380512, 4.27GB, 3.97GiB.")
-        number, unit = float(match.group(1)), match.group(2).lower()
-    result = round(number * SIZE_UNITS[unit])
+    number = float(value) if isinstance(value, (int, float)) else size_in_bytes(str(value))
+    if number is None:
+        raise UsageError(f"{what}: cannot read size {value!r}", "Use bytes or a unit: 4265380512, 4.27GB, 3.97GiB.")
+    result = round(number)
     if result < 0:
         raise UsageError(f"{what}: size must not be negative, got {value!r}")
     return result

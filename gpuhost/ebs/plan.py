@@ -14,27 +14,12 @@ from typing import Any
 from gpuhost.ebs import limits
 from gpuhost.ebs.volume import Modification, Performance, Volume
 from gpuhost.model import UsageError
+from gpuhost.sizes import size_in_bytes
 from gpuhost.unpack import GB, MIB, format_duration, predict_unpack_seconds
 
 # The image size predictions use when none is given: the seed report's 140 GB image.
 REFERENCE_IMAGE_BYTES = 140 * GB
 
-_SIZE_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1000,
-    "kb": 1000,
-    "m": 1000**2,
-    "mb": 1000**2,
-    "g": GB,
-    "gb": GB,
-    "t": 1000**4,
-    "tb": 1000**4,
-    "kib": 1024,
-    "mib": 1024**2,
-    "gib": 1024**3,
-    "tib": 1024**4,
-}
 _DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 _VOLUME_ID = re.compile(r"^vol-[0-9a-f]{8}([0-9a-f]{9})?$")
 _INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8}([0-9a-f]{9})?$")
@@ -43,11 +28,10 @@ _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 
 def parse_size(text: str) -> int:
     """`140GB`, `140 GiB`, `70g`, `20000000000` -> bytes (GB = 10^9, GiB = 2^30)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text or "")
-    unit = match.group(2).lower() if match else ""
-    if not match or unit not in _SIZE_UNITS:
+    size = size_in_bytes(text or "")
+    if size is None:
         raise UsageError(f"cannot read image size {text!r}", "Give a number with a unit: 140GB, 70GiB, 20000MB.")
-    value = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    value = int(size)
     if value <= 0:
         raise UsageError(f"image size must be positive, got {text!r}", "Example: --for-image-size 140GB")
     return value
