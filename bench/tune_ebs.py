@@ -26,7 +26,8 @@ sys.path.insert(0, str(REPO))
 
 from gpuhost.ebs import limits  # noqa: E402
 from gpuhost.ebs.plan import cheapest_gp3_for  # noqa: E402
-from gpuhost.unpack import GB, predict_unpack_seconds  # noqa: E402
+from gpuhost.units import GB  # noqa: E402
+from gpuhost.unpack import predict_unpack_seconds  # noqa: E402
 
 IMAGE_GB = (20, 70, 140)
 WITHIN_S = 300.0

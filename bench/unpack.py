@@ -10,7 +10,7 @@ data from os.urandom), then loads it with `docker load` into two private, short-
          an instance-store NVMe disk
 
 For each device: the raw throughput (O_DIRECT writes to the loop device before mkfs), gpuhost's
-own probes on the mounted filesystem (gpuhost.storage_probe: the O_DIRECT write probe and the small
+own probes on the mounted filesystem (gpuhost.storage.probe: the O_DIRECT write probe and the small
 `docker load` probe of Docker's processing rate), then the timed load until the data is on the
 device (load + syncfs). gpuhost predicts each time from its own probe figures
 (gpuhost.unpack.predict_unpack_seconds); the naive predictions beside it are the write-only model
@@ -51,8 +51,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from gpuhost.engine import EngineClient, EngineUnavailable  # noqa: E402
-from gpuhost.storage_probe import measure_unpack, measure_write  # noqa: E402
-from gpuhost.unpack import MIB, default_write_mibs, predict_unpack_seconds  # noqa: E402
+from gpuhost.storage.probe import measure_unpack, measure_write  # noqa: E402
+from gpuhost.units import MIB  # noqa: E402
+from gpuhost.unpack import default_write_mibs, predict_unpack_seconds  # noqa: E402
 
 GIB = 1024 * MIB
 PREFIX = "gpuhost-storage-bench"

@@ -2,16 +2,57 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
-from gpuhost.facts import SCHEMA_VERSION, CollectOptions, HostFacts, collect_host_facts
+from gpuhost.engine import check_address
+from gpuhost.facts.docker import DAEMON_JSON
 from gpuhost.facts.source import SourceStatus
-from gpuhost.model import ExitCode, Finding, Severity, exit_code_for, to_jsonable, worst
-from gpuhost.rules import RuleOptions, evaluate
+from gpuhost.hostfacts import SCHEMA_VERSION, CollectOptions, HostFacts, collect_host_facts
+from gpuhost.model import ExitCode, Finding, Severity, UsageError, exit_code_for, to_jsonable, worst
+from gpuhost.rules import RuleOptions, RunAs, evaluate
 
 REPORT_SCHEMA = f"gpuhost.check/v{SCHEMA_VERSION}"
+
+
+@dataclass
+class CheckOptions:
+    """What one host's check reads (collect) and how it judges (rules), from the options as typed."""
+
+    collect: CollectOptions = field(default_factory=CollectOptions)
+    rules: RuleOptions = field(default_factory=RuleOptions)
+    strict: bool = False
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        root: str = "/",
+        dev_root: str = "/dev",
+        docker_host: Optional[str] = None,
+        daemon_json: str = DAEMON_JSON,
+        min_free_gb: float = 20.0,
+        run_as: Optional[str] = None,
+        strict: bool = False,
+    ) -> CheckOptions:
+        if not math.isfinite(min_free_gb) or min_free_gb < 0:
+            raise UsageError(f"--min-free-gb must be a finite number of GiB, 0 or more, got {min_free_gb}",
+                             "Example: --min-free-gb 200")
+        try:
+            identity = RunAs.parse(run_as) if run_as else None
+            if docker_host:
+                check_address(docker_host)
+        except ValueError as exc:
+            remedy = "Example: --run-as 1000:1000,44" if "--run-as" in str(exc) else (
+                "Example: --docker-host unix:///var/run/docker.sock or tcp://127.0.0.1:2375")
+            raise UsageError(str(exc), remedy) from exc
+        return cls(
+            collect=CollectOptions(root=root, dev_root=dev_root, docker_host=docker_host, daemon_json=daemon_json),
+            rules=RuleOptions(min_free_gib=min_free_gb, run_as=identity),
+            strict=strict,
+        )
 
 
 @dataclass

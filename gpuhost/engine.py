@@ -61,19 +61,31 @@ def quote_ref(ref: str) -> str:
     return quote(ref, safe="")
 
 
+def check_address(host: str) -> tuple[str | None, str]:
+    """(socket path, host:port) of a Docker daemon address; ValueError names what is wrong with it."""
+    if host != host.strip():
+        raise ValueError(f"Docker address {host!r} has spaces or a newline around it")
+    parsed = urlparse(host)
+    if parsed.scheme == "unix":
+        if not parsed.path.startswith("/"):
+            raise ValueError(f"Docker address {host!r}: unix:// needs an absolute socket path")
+        return parsed.path, ""
+    if parsed.scheme in ("tcp", "http"):
+        try:
+            port = parsed.port
+        except ValueError:
+            raise ValueError(f"Docker address {host!r}: the port is not a number from 1 to 65535") from None
+        if not parsed.hostname or port is None or parsed.path not in ("", "/"):
+            raise ValueError(f"Docker address {host!r}: write tcp://HOST:PORT")
+        return None, parsed.netloc
+    raise ValueError(f"unsupported Docker address {host!r}: use unix:///path/to/docker.sock or tcp://HOST:PORT")
+
+
 class EngineClient:
     def __init__(self, host: str | None = None, timeout: float = 10.0) -> None:
         self.host = host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
         self.timeout = timeout
-        parsed = urlparse(self.host)
-        if parsed.scheme == "unix":
-            self._unix_path: str | None = parsed.path
-            self._netloc = ""
-        elif parsed.scheme in ("tcp", "http"):
-            self._unix_path = None
-            self._netloc = parsed.netloc
-        else:
-            raise ValueError(f"unsupported DOCKER_HOST {self.host!r}: use unix:// or tcp://")
+        self._unix_path, self._netloc = check_address(self.host)
 
     def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
         effective = self.timeout if timeout is None else timeout

@@ -20,7 +20,8 @@ class Severity(str, enum.Enum):
 
 
 class ExitCode(enum.IntEnum):
-    """Exit codes of every gpuhost command (DESIGN section 4)."""
+    """Exit codes of every gpuhost command: 0 no failing finding, 1 a failing finding (or a refusal),
+    2 bad usage or input, 3 a required source could not be read."""
 
     OK = 0
     FAILING = 1
@@ -103,15 +104,3 @@ def optional_int(value: str | None) -> int | None:
         return int(value.strip())
     except ValueError:
         return None
-
-
-def first_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[0].strip() if lines else ""
-
-
-def unique(items: Iterable[str]) -> list[str]:
-    seen: dict[str, None] = {}
-    for item in items:
-        seen.setdefault(item, None)
-    return list(seen)

@@ -7,8 +7,7 @@ figure it must reproduce: 140 GB at gp3's 125 MB/s baseline is about 18-19 minut
 
 from __future__ import annotations
 
-MIB = 1024 * 1024
-GB = 1000**3
+from gpuhost.units import MIB
 
 # Sustained write throughput by device class when nothing was measured, in MiB/s.
 # ebs: the gp3 baseline (125 MiB/s), the class's floor; a tuned volume passes its own figure.
@@ -31,7 +30,7 @@ def predict_unpack_seconds(image_bytes: int, write_mib_s: float, unpack_mib_s: f
     """Seconds until `image_bytes` of unpacked layers are on a device that writes `write_mib_s`.
 
     `unpack_mib_s` is Docker's own processing rate on the host (reading, hashing and extracting
-    layers, measured by gpuhost.storage_probe.measure_unpack). Given, it adds its share: the
+    layers, measured by gpuhost.storage.probe.measure_unpack). Given, it adds its share: the
     processing runs ahead into the page cache and the device's writes finish after it, so the
     two add up. Left out, the device alone bounds the time (a floor of the real figure).
     """
@@ -43,13 +42,3 @@ def predict_unpack_seconds(image_bytes: int, write_mib_s: float, unpack_mib_s: f
             raise ValueError("unpack throughput must be positive")
         seconds += image_bytes / (unpack_mib_s * MIB)
     return seconds
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    minutes = seconds / 60
-    if minutes < 90:
-        return f"{minutes:.1f} min"
-    return f"{minutes / 60:.1f} h"

@@ -1,34 +1,29 @@
-"""Shared test fixtures: paths to recorded data and what this machine can run."""
+"""Shared fixtures, and the marker each test gets from its directory:
+
+tests/unit         no Docker, no network, no root: `pytest tests/unit` is the fast loop (seconds)
+tests/integration  real dockerd and Engine API, moto's EC2 server, sshd containers, loop devices
+tests/roles        ansible-playbook runs of the roles
+"""
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("GPUHOST_SHARED", REPO.parent / "shared"))
-FIXTURES = REPO / "tests" / "fixtures"
-# ansible-playbook, molecule and friends live beside the interpreter running the tests
-VENV_BIN = Path(sys.executable).parent
+from tests.support.paths import SHARED, nvidia_gpu_present
 
+pytest_plugins = ["tests.support.aws_fixtures"]
 
-def nvidia_gpu_present() -> bool:
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            return int(pynvml.nvmlDeviceGetCount()) > 0
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:
-        return False
+KINDS = ("unit", "integration", "roles")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests_dir = Path(__file__).parent
+    for item in items:
+        kind = Path(item.fspath).relative_to(tests_dir).parts[0]
+        if kind in KINDS:
+            item.add_marker(getattr(pytest.mark, kind))
     if nvidia_gpu_present():
         return
     skip = pytest.mark.skip(reason="no NVIDIA GPU and driver on this machine (NVML lists no device)")
@@ -45,7 +40,3 @@ def shared_dir() -> Path:
             "directory or set GPUHOST_SHARED"
         )
     return SHARED
-
-
-# EC2/IMDS stand-ins for the EBS tests (moto is imported only when one is used)
-from tests.support.aws_fixtures import aws_env, ec2_errors, ec2_server, imds_stand_in  # noqa: E402, F401

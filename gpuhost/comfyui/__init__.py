@@ -1,1 +1,1 @@
-"""ComfyUI on this host: containers, their logs and HTTP API, fed to gpuhost.readiness."""
+"""ComfyUI on this host: containers, their logs and HTTP API, fed to gpuhost.comfyui.readiness."""

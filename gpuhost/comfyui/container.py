@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 DEFAULT_PORT = 8188
-ZERO_TIME = "0001-01-01T00:00:00Z"
 TIMESTAMP_RE = re.compile(
     r"^(?P<base>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(?P<frac>\d+))?(?P<tz>Z|[+-]\d{2}:\d{2})$"
 )

@@ -9,7 +9,7 @@ import time
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
-from gpuhost.readiness import ProbeResult
+from gpuhost.comfyui.readiness import ProbeResult
 
 
 def probe(url: str, timeout: float = 2.0, clock: Any = time.time) -> ProbeResult:

@@ -7,8 +7,9 @@ from typing import Any, Optional
 
 from gpuhost.comfyui.container import ComfyContainer, container_from_inspect, since_param, split_log_line
 from gpuhost.comfyui.http import probe
+from gpuhost.comfyui.readiness import DEFAULT_STALL_TIMEOUT, LogLine, ProbeResult, ReadinessMachine, Tick, Verdict
+from gpuhost.comfyui.wait import state_event
 from gpuhost.engine import EngineClient, LogDemuxer
-from gpuhost.readiness import DEFAULT_STALL_TIMEOUT, LogLine, ProbeResult, ReadinessMachine, Tick, Verdict
 
 # Startup output is at the start of the log; a long-running server's log can be huge. Reading
 # stops at the GUI line (everything readiness needs is before it) or after this many bytes.
@@ -50,7 +51,6 @@ def snapshot_verdict(
                     break
     finally:
         handle.close()
-    from gpuhost.comfyui.wait import state_event
 
     machine.feed(state_event(container, now))
     if container.running and not machine.decided:

@@ -16,9 +16,7 @@ from typing import Any, Callable, Optional
 
 from gpuhost.comfyui.container import ComfyContainer, container_from_inspect, since_param, split_log_line
 from gpuhost.comfyui.http import probe
-from gpuhost.engine import EngineClient, EngineError, EngineStream, LogDemuxer, quote_ref
-from gpuhost.model import SourceError, UsageError, to_jsonable
-from gpuhost.readiness import (
+from gpuhost.comfyui.readiness import (
     DEFAULT_STALL_TIMEOUT,
     ContainerState,
     LogLine,
@@ -28,6 +26,9 @@ from gpuhost.readiness import (
     Tick,
     Verdict,
 )
+from gpuhost.engine import EngineClient, EngineError, EngineStream, LogDemuxer, quote_ref
+from gpuhost.model import SourceError, UsageError, to_jsonable
+from gpuhost.units import parse_duration
 
 WAIT_SCHEMA = "gpuhost.wait-ready/v1"
 _EOF = object()
@@ -43,6 +44,15 @@ class WaitOptions:
     pre_gui_probe_interval: float = 1.0
     probe_timeout: float = 2.0
     inspect_interval: float = 1.0
+
+    @classmethod
+    def parse(cls, timeout: str = "10m", stall_timeout: str = "3m", url: Optional[str] = None) -> WaitOptions:
+        """The options as typed (CLI or agent): durations like 90, 30s, 10m, 1h."""
+        return cls(
+            timeout=parse_duration(timeout, "--timeout"),
+            stall_timeout=parse_duration(stall_timeout, "--stall-timeout"),
+            url=url,
+        )
 
 
 @dataclass

@@ -14,42 +14,15 @@ from typing import Any
 from gpuhost.ebs import limits
 from gpuhost.ebs.volume import Modification, Performance, Volume
 from gpuhost.model import UsageError
-from gpuhost.sizes import size_in_bytes
-from gpuhost.unpack import GB, MIB, format_duration, predict_unpack_seconds
+from gpuhost.units import GB, MIB, format_duration
+from gpuhost.unpack import predict_unpack_seconds
 
 # The image size predictions use when none is given: the seed report's 140 GB image.
 REFERENCE_IMAGE_BYTES = 140 * GB
 
-_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 _VOLUME_ID = re.compile(r"^vol-[0-9a-f]{8}([0-9a-f]{9})?$")
 _INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8}([0-9a-f]{9})?$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
-
-
-def parse_size(text: str) -> int:
-    """`140GB`, `140 GiB`, `70g`, `20000000000` -> bytes (GB = 10^9, GiB = 2^30)."""
-    size = size_in_bytes(text or "")
-    if size is None:
-        raise UsageError(f"cannot read image size {text!r}", "Give a number with a unit: 140GB, 70GiB, 20000MB.")
-    value = int(size)
-    if value <= 0:
-        raise UsageError(f"image size must be positive, got {text!r}", "Example: --for-image-size 140GB")
-    return value
-
-
-def parse_duration(text: str) -> float:
-    """`5m`, `300s`, `1h`, `2m30s`, `90` (seconds) -> seconds."""
-    raw = (text or "").strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", raw):
-        seconds = float(raw)
-    else:
-        parts = re.findall(r"(\d+(?:\.\d+)?)([smh])", raw)
-        if not parts or "".join(n + u for n, u in parts) != raw:
-            raise UsageError(f"cannot read duration {text!r}", "Give a number with a unit: 5m, 300s, 1h, 2m30s.")
-        seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-    if seconds <= 0:
-        raise UsageError(f"duration must be positive, got {text!r}", "Example: --within 5m")
-    return seconds
 
 
 def check_volume_id(volume_id: str) -> None:

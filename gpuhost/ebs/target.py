@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from gpuhost.ebs import aws
+from gpuhost.engine import EngineClient, EngineError, EnginePermissionDenied, EngineUnavailable
 from gpuhost.facts.storage import PathLocation, locate
 from gpuhost.model import ExitCode, UsageError
 
@@ -56,7 +57,6 @@ class LocalDisk:
 
 def docker_data_root(docker_host: str | None = None) -> str:
     """Docker's data-root from the Engine API."""
-    from gpuhost.engine import EngineClient, EngineError, EnginePermissionDenied, EngineUnavailable
 
     try:
         info = EngineClient(docker_host, timeout=5.0).get("/info")

@@ -24,9 +24,11 @@ from gpuhost.ebs.target import (
     local_disk,
     root_volume,
 )
-from gpuhost.ebs.volume import Modification
+from gpuhost.ebs.volume import Modification, latest
 from gpuhost.ebs.wait import WAIT_UNTIL, Progress, WaitOutcome, wait_for_modification
+from gpuhost.engine import EngineClient, EngineError, EnginePermissionDenied, EngineUnavailable, quote_ref
 from gpuhost.model import ExitCode, UsageError
+from gpuhost.units import parse_duration, parse_size, positive_number
 
 SCHEMA = "gpuhost.tune-ebs/v1"
 
@@ -47,6 +49,55 @@ class TuneOptions:
     when_image_present: str | None = None
     root: str = "/"
     docker_host: str | None = None
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        volume_id: str | None = None,
+        target: str = "root",
+        instance_id: str | None = None,
+        data_root: str | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+        endpoint_url: str | None = None,
+        throughput: int | None = None,
+        iops: int | None = None,
+        preset: str | None = None,
+        for_image_size: str | None = None,
+        within: str | None = None,
+        to_gp3: bool = False,
+        dry_run: bool = False,
+        wait: bool = False,
+        wait_until: str | None = None,
+        timeout: str = "30m",
+        poll_interval: float = 15.0,
+        when_image_present: str | None = None,
+    ) -> TuneOptions:
+        """The options as typed (CLI or agent), read and validated before any AWS call."""
+        options = cls(
+            settings=Settings(
+                preset=preset,
+                iops=iops,
+                throughput_mibs=throughput,
+                image_bytes=parse_size(for_image_size, "--for-image-size") if for_image_size is not None else None,
+                within_s=parse_duration(within, "--within") if within is not None else None,
+                to_gp3=to_gp3,
+            ),
+            volume_id=volume_id,
+            target=target,
+            instance_id=instance_id,
+            data_root=data_root,
+            aws=aws.AwsOptions(region=region, profile=profile, endpoint_url=endpoint_url),
+            dry_run=dry_run,
+            wait=wait or wait_until is not None,
+            wait_until=wait_until or "optimizing",
+            timeout_s=parse_duration(timeout, "--timeout"),
+            poll_s=positive_number(poll_interval, "--poll-interval", maximum=3600),
+            when_image_present=when_image_present,
+        )
+        validate(options)
+        return options
 
 
 @dataclass
@@ -140,8 +191,6 @@ def _identity(options: TuneOptions, client: imds.ImdsClient | None, why: str) ->
 
 
 def image_present(reference: str, docker_host: str | None = None) -> tuple[bool, str]:
-    from gpuhost.engine import EngineClient, EngineError, EnginePermissionDenied, EngineUnavailable, quote_ref
-
     try:
         EngineClient(docker_host, timeout=5.0).get(f"/images/{quote_ref(reference)}/json")
     except EngineError as exc:
@@ -151,13 +200,6 @@ def image_present(reference: str, docker_host: str | None = None) -> tuple[bool,
     except (EngineUnavailable, EnginePermissionDenied, OSError, ValueError) as exc:
         return False, f"Docker is not reachable ({exc})"
     return True, f"Docker has {reference}"
-
-
-def latest(modifications: list[Modification]) -> Modification | None:
-    dated = [m for m in modifications if m.start_time is not None]
-    if dated:
-        return max(dated, key=lambda m: m.start_time or dt.datetime.min.replace(tzinfo=dt.timezone.utc))
-    return modifications[-1] if modifications else None
 
 
 def run(

@@ -138,3 +138,10 @@ def modification_from_api(data: dict[str, Any]) -> Modification:
         original_throughput=_int(data.get("OriginalThroughput")),
         original_volume_type=data.get("OriginalVolumeType"),
     )
+
+
+def latest(modifications: list[Modification]) -> Modification | None:
+    dated = [m for m in modifications if m.start_time is not None]
+    if dated:
+        return max(dated, key=lambda m: m.start_time or dt.datetime.min.replace(tzinfo=dt.timezone.utc))
+    return modifications[-1] if modifications else None

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from gpuhost.facts.signatures import quick_signatures
+
 INSTANCE_STORE_MODEL = "Amazon EC2 NVMe Instance Storage"
 EBS_MODEL = "Amazon Elastic Block Store"
 
@@ -173,8 +175,6 @@ def collect_block_devices(
 
 
 def _add_signatures(device: BlockDevice) -> None:
-    from gpuhost.facts.signatures import quick_signatures
-
     try:
         found = quick_signatures(os.path.join("/dev", device.name))
     except OSError:
@@ -255,7 +255,7 @@ def locate(path: str, root: str = "/", mounts: list[Mount] | None = None) -> Pat
     return location
 
 
-# What the docker_storage role installs (gpuhost.storage_plan writes the configuration).
+# What the docker_storage role installs (gpuhost.storage.plan writes the configuration).
 DOCKER_STORAGE_CONFIG = "/etc/gpuhost/docker-storage.json"
 DOCKER_STORAGE_SERVICE = "gpuhost-docker-storage.service"
 STORAGE_PROBE_RECORD = "/var/lib/gpuhost/storage-probe.json"
@@ -367,3 +367,13 @@ def read_recorded_probe(root: str = "/") -> RecordedProbe | None:
         )
     except (OSError, ValueError, TypeError, AttributeError, KeyError):
         return None
+
+
+@dataclass
+class StorageFacts:
+    block_devices: list[BlockDevice] = field(default_factory=list)
+    docker_storage: DockerStorageSetup = field(default_factory=DockerStorageSetup)
+    probe: RecordedProbe | None = None
+    # the largest local image (Engine API), what a re-pull or an update needs free
+    largest_image: str = ""
+    largest_image_bytes: int | None = None

@@ -28,9 +28,10 @@ from typing import Any, Callable
 
 import paramiko
 
-from gpuhost.facts import CollectOptions
 from gpuhost.fleet.ssh import ConnectFailure, run_command
 from gpuhost.fleet.targets import Target
+from gpuhost.hostfacts import CollectOptions
+from gpuhost.ship import zipapp_bytes
 
 # where roles/gpuhost_agent installs the zipapp (gpuhost_agent_path's default)
 INSTALLED_AGENT = "/usr/local/lib/gpuhost/gpuhost-agent.pyz"
@@ -56,8 +57,6 @@ class Agent:
 
     @classmethod
     def build(cls) -> Agent:
-        from gpuhost.ship import zipapp_bytes
-
         return cls(zipapp_bytes())
 
     def payload_for(self, remote_python: str) -> tuple[bytes, bool]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpuhost.check import REPORT_SCHEMA, CheckReport
-from gpuhost.facts import SCHEMA_VERSION
+from gpuhost.hostfacts import SCHEMA_VERSION
 from gpuhost.model import ExitCode, Finding, Severity, to_jsonable, worst
 
 FLEET_SCHEMA = f"gpuhost.fleet/v{SCHEMA_VERSION}"

@@ -7,18 +7,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpuhost.check import report_for, run_check
-from gpuhost.facts import CollectOptions, HostFacts
+from gpuhost.check import CheckOptions, report_for, run_check
 from gpuhost.fleet.remote import Agent, collect_remote_facts, facts_arguments
 from gpuhost.fleet.report import FleetReport, HostResult, host_failure
 from gpuhost.fleet.ssh import ConnectFailure, Connector, load_ssh_config
 from gpuhost.fleet.targets import Target
+from gpuhost.hostfacts import CollectOptions, HostFacts
+from gpuhost.model import UsageError
 from gpuhost.rules import RuleOptions
 from gpuhost.serde import from_jsonable
+from gpuhost.units import positive_number
 
 DEFAULT_FORKS = 5  # Ansible's default
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_TIMEOUT = 60.0
+MAX_FORKS = 1000
 
 
 @dataclass
@@ -32,6 +35,35 @@ class FleetOptions:
     collect: CollectOptions = field(default_factory=CollectOptions)
     rules: RuleOptions = field(default_factory=RuleOptions)
     strict: bool = False
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        forks: int = DEFAULT_FORKS,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        timeout: float = DEFAULT_TIMEOUT,
+        accept_new_host_keys: bool = False,
+        become: bool = False,
+        ssh_config: str | None = None,
+        check: CheckOptions | None = None,
+    ) -> FleetOptions:
+        if isinstance(forks, bool) or not isinstance(forks, int) or not 1 <= forks <= MAX_FORKS:
+            raise UsageError(
+                f"--forks must be a whole number from 1 to {MAX_FORKS}, got {forks!r}", "Example: --forks 20"
+            )
+        check = check or CheckOptions()
+        return cls(
+            forks=forks,
+            connect_timeout=positive_number(connect_timeout, "--connect-timeout", maximum=3600),
+            timeout=positive_number(timeout, "--timeout", maximum=86400),
+            accept_new_host_keys=accept_new_host_keys,
+            become=become,
+            ssh_config=ssh_config,
+            collect=check.collect,
+            rules=check.rules,
+            strict=check.strict,
+        )
 
 
 def unique_targets(targets: list[Target]) -> list[Target]:

@@ -27,7 +27,7 @@ from typing import Any, cast
 
 import paramiko
 
-from gpuhost.fleet.targets import Target
+from gpuhost.fleet.targets import Target, parse_host_spec
 from gpuhost.model import UsageError
 
 # paramiko logs transport errors from its own threads; the fleet report already says what went wrong.
@@ -301,8 +301,6 @@ class _Jump:
 
 
 def _parse_jump(spec: str) -> Target:
-    from gpuhost.fleet.targets import parse_host_spec
-
     text = spec[len("ssh://") :] if spec.startswith("ssh://") else spec
     try:
         target = parse_host_spec(text)

@@ -2,44 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable
 
-from gpuhost.facts import HostFacts
+from gpuhost.hostfacts import HostFacts
 from gpuhost.model import Finding
+from gpuhost.rules import bpf, cdi, comfyui, devices, docker, ebs, gpu, storage, toolkit
+from gpuhost.rules.options import RuleOptions, RunAs
 
-
-@dataclass
-class RunAs:
-    """An identity a container would run with: uid, primary gid and supplementary gids."""
-
-    uid: int
-    gids: list[int] = field(default_factory=list)
-
-    @classmethod
-    def parse(cls, text: str) -> RunAs:
-        """Parse `UID[:GID[,GID...]]`, e.g. `1000:1000,44`."""
-        uid_text, _, gid_text = text.partition(":")
-        try:
-            uid = int(uid_text)
-            gids = [int(g) for g in gid_text.split(",") if g.strip()] if gid_text else []
-        except ValueError as exc:
-            raise ValueError(f"--run-as expects UID[:GID[,GID...]] with numbers, got {text!r}") from exc
-        return cls(uid=uid, gids=gids)
-
-
-@dataclass
-class RuleOptions:
-    min_free_gib: float = 20.0
-    run_as: RunAs | None = None
+__all__ = ["Rule", "RuleOptions", "RunAs", "all_rules", "evaluate"]
 
 
 Rule = Callable[[HostFacts, RuleOptions], "list[Finding]"]
 
 
 def all_rules() -> list[Rule]:
-    from gpuhost.rules import bpf, cdi, comfyui, devices, docker, ebs, gpu, storage, toolkit
-
     return [
         gpu.driver,
         gpu.health,

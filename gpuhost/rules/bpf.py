@@ -1,4 +1,5 @@
-"""The BPF device-filter bug (DESIGN section 3): the verdict and the containers that trip it."""
+"""The BPF device-filter bug: `--gpus` containers on cgroup v2 hosts whose kernel hardens the eBPF JIT fail
+with `last insn is not an exit or jmp`. The verdict, and the containers that trip it."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from gpuhost.facts.source import SourceStatus
 from gpuhost.model import Finding, Severity
 
 if TYPE_CHECKING:
-    from gpuhost.facts import HostFacts
-    from gpuhost.rules import RuleOptions
+    from gpuhost.hostfacts import HostFacts
+    from gpuhost.rules.options import RuleOptions
 
 SAFE_RUN = (
     "docker run --runtime=nvidia -e NVIDIA_VISIBLE_DEVICES=all "

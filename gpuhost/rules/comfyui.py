@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gpuhost.comfyui.readiness import Phase
 from gpuhost.model import Finding, Severity
-from gpuhost.readiness import Phase
 
 if TYPE_CHECKING:
-    from gpuhost.facts import HostFacts
-    from gpuhost.facts.comfyui import ComfyUIContainerFacts
-    from gpuhost.rules import RuleOptions
+    from gpuhost.comfyui.facts import ComfyUIContainerFacts
+    from gpuhost.hostfacts import HostFacts
+    from gpuhost.rules.options import RuleOptions
 
 
 def _evidence(container: ComfyUIContainerFacts) -> dict[str, object]:

@@ -14,9 +14,9 @@ from gpuhost.facts.source import SourceStatus
 from gpuhost.model import Finding, Severity
 
 if TYPE_CHECKING:
-    from gpuhost.facts import HostFacts
     from gpuhost.facts.docker import ContainerGpuAccess
-    from gpuhost.rules import RuleOptions, RunAs
+    from gpuhost.hostfacts import HostFacts
+    from gpuhost.rules.options import RuleOptions, RunAs
 
 
 def _gpu_nodes(facts: HostFacts) -> list[DeviceNode]:

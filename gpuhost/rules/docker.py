@@ -9,8 +9,8 @@ from gpuhost.facts.toolkit import version_tuple
 from gpuhost.model import Finding, Severity
 
 if TYPE_CHECKING:
-    from gpuhost.facts import HostFacts
-    from gpuhost.rules import RuleOptions
+    from gpuhost.hostfacts import HostFacts
+    from gpuhost.rules.options import RuleOptions
 
 CDI_MIN_DOCKER = (25, 0)
 

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gpuhost.ebs.limits import write_mibs
 from gpuhost.facts.source import SourceStatus
 from gpuhost.model import Finding, Severity
-from gpuhost.unpack import GB, format_duration, predict_unpack_seconds
+from gpuhost.units import GB, format_duration
+from gpuhost.unpack import predict_unpack_seconds
 
 if TYPE_CHECKING:
-    from gpuhost.facts import HostFacts
-    from gpuhost.facts.aws import EbsVolumeFacts
-    from gpuhost.rules import RuleOptions
+    from gpuhost.ebs.facts import EbsVolumeFacts
+    from gpuhost.hostfacts import HostFacts
+    from gpuhost.rules.options import RuleOptions
 
 # a pull slower than this onto an EBS data-root is worth a warning (the seed's pain: 18 min)
 PULL_WARN_S = 600.0
 
 
 def _write_mibs(volume: EbsVolumeFacts) -> float:
-    from gpuhost.ebs.limits import write_mibs
-
     return write_mibs(volume.volume_type, volume.size_gib, volume.iops, volume.throughput_mibs)
 
 

@@ -8,8 +8,8 @@ from gpuhost.facts.source import SourceStatus
 from gpuhost.model import Finding, Severity
 
 if TYPE_CHECKING:
-    from gpuhost.facts import HostFacts
-    from gpuhost.rules import RuleOptions
+    from gpuhost.hostfacts import HostFacts
+    from gpuhost.rules.options import RuleOptions
 
 
 def driver(facts: HostFacts, options: RuleOptions) -> list[Finding]:

@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING, Any
 from gpuhost.facts.source import SourceStatus
 from gpuhost.facts.storage import BlockDevice, PathLocation
 from gpuhost.model import Finding, Severity
-from gpuhost.unpack import GB, default_write_mibs, format_duration, predict_unpack_seconds
+from gpuhost.units import GB, format_duration
+from gpuhost.unpack import default_write_mibs, predict_unpack_seconds
 
 if TYPE_CHECKING:
-    from gpuhost.facts import HostFacts, StorageFacts
-    from gpuhost.rules import RuleOptions
+    from gpuhost.facts.storage import StorageFacts
+    from gpuhost.hostfacts import HostFacts
+    from gpuhost.rules.options import RuleOptions
 
 GIB = 1024**3
 REFERENCE_IMAGE_BYTES = 140 * GB  # the seed's 140 GB ComfyUI image, when no image is local

@@ -9,8 +9,8 @@ from gpuhost.model import Finding, Severity
 from gpuhost.rules.bpf import kernel_conditions
 
 if TYPE_CHECKING:
-    from gpuhost.facts import HostFacts
-    from gpuhost.rules import RuleOptions
+    from gpuhost.hostfacts import HostFacts
+    from gpuhost.rules.options import RuleOptions
 
 MIN_VERSION = (1, 18)
 

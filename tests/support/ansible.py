@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import REPO, VENV_BIN
+from tests.support.paths import REPO, VENV_BIN
 
 LOCAL_INVENTORY = REPO / "inventories" / "local" / "hosts.yml"
 _RECAP = re.compile(r"localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")

@@ -1,0 +1,309 @@
+"""`gpuhost check` (this host, or a fleet over SSH) and `gpuhost zipapp`: options in, report out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import typer
+
+from gpuhost.check import CheckOptions, add_findings, run_check
+from gpuhost.cli.comfyui import print_workflow
+from gpuhost.cli.common import EXIT_CODES_HELP, docker_host_option, docs_epilog, emit_json, errors_to_exit
+from gpuhost.comfyui.facts import ready_comfyui_url
+from gpuhost.comfyui.workflow import check_workflow, load_workflow, workflow_findings
+from gpuhost.model import Finding, Severity, UsageError
+from gpuhost.ship import build_zipapp
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from gpuhost.check import CheckReport
+    from gpuhost.fleet import FleetReport
+
+STYLE = {Severity.OK: "green", Severity.WARN: "yellow", Severity.FAIL: "bold red"}
+AREA_ORDER = ("gpu", "bpf", "docker", "toolkit", "cdi", "devices", "storage", "ebs", "comfyui")
+
+
+
+def check(
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (schema gpuhost.check/v1)."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
+    min_free_gb: float = typer.Option(
+        20.0, "--min-free-gb", help="Fail when Docker's data-root has less free space than this (GiB)."
+    ),
+    run_as: Optional[str] = typer.Option(
+        None,
+        "--run-as",
+        metavar="UID[:GID[,GID...]]",
+        help="Also check that a container running as this identity can open /dev/nvidia*.",
+    ),
+    root: str = typer.Option("/", "--root", help="Read /proc, /sys and /etc under this directory (a captured tree)."),
+    dev_root: str = typer.Option("/dev", "--dev-root", help="Where the /dev/nvidia* nodes are."),
+    docker_host: Optional[str] = docker_host_option(),
+    daemon_json: str = typer.Option("/etc/docker/daemon.json", "--daemon-json", help="Docker's daemon.json."),
+    hosts: Optional[list[str]] = typer.Option(
+        None,
+        "--host",
+        "-H",
+        metavar="[USER@]HOST[:PORT]",
+        help="Check this host over SSH instead of this machine (repeat for a fleet).",
+    ),
+    inventory: Optional[str] = typer.Option(
+        None, "--inventory", "-i", help="Check every host of this Ansible inventory (file, directory, aws_ec2)."
+    ),
+    limit: Optional[str] = typer.Option(
+        None, "--limit", "-l", metavar="PATTERN", help="Only the inventory hosts matching this Ansible pattern."
+    ),
+    forks: int = typer.Option(5, "--forks", "-f", help="Hosts checked at the same time."),
+    connect_timeout: float = typer.Option(
+        10.0, "--connect-timeout", help="Seconds to wait for a host's SSH connection."
+    ),
+    timeout: float = typer.Option(60.0, "--timeout", help="Seconds one host may take in all."),
+    ssh_config: Optional[str] = typer.Option(
+        None, "--ssh-config", "-F", help="Read this ssh config instead of ~/.ssh/config and /etc/ssh/ssh_config."
+    ),
+    accept_new_host_keys: bool = typer.Option(
+        False,
+        "--accept-new-host-keys",
+        help="Trust and record the key of a host not yet in known_hosts (a changed key is always refused).",
+    ),
+    become: bool = typer.Option(
+        False, "--become", "-b", help="With --host/--inventory: run the agent as root with `sudo -n`."
+    ),
+    workflow: Optional[str] = typer.Option(
+        None,
+        "--workflow",
+        metavar="FILE",
+        help="Also validate this API-format workflow against the ComfyUI server's /object_info (nothing is "
+        "queued): unknown nodes, model files the server lacks, bad values, missing inputs, broken links.",
+    ),
+    comfyui_url: Optional[str] = typer.Option(
+        None,
+        "--comfyui-url",
+        metavar="URL",
+        help="With --workflow: the ComfyUI server (default: the ready ComfyUI container check finds).",
+    ),
+) -> None:
+    """Check this host: GPU and driver, the BPF device-filter exposure, Docker and the nvidia runtime,
+    CDI specs, device permissions and Docker's data-root. With --host or --inventory, check those hosts
+    over SSH instead (nothing installed there: the agent is copied for the run and removed; --root,
+    --dev-root, --docker-host and --daemon-json then apply on each host); a host that cannot be reached
+    or checked is a `fleet.*` finding of that host; exit 1 when any host fails.
+
+    Examples:
+
+      gpuhost check
+
+      gpuhost check --json | jq '.findings[] | select(.severity=="fail")'
+
+      gpuhost check --run-as 1000:1000 --min-free-gb 200
+
+      gpuhost check --host ubuntu@gpu-01 --host gpu-02:2222 --become
+
+      gpuhost check -i inventories/prod --limit 'gpu_hosts:!gpu-07' --forks 20 --json
+
+      gpuhost check --workflow sd15-txt2img.api.json
+    """
+    with errors_to_exit(as_json):
+        options = CheckOptions.parse(
+            root=root,
+            dev_root=dev_root,
+            docker_host=docker_host,
+            daemon_json=daemon_json,
+            min_free_gb=min_free_gb,
+            run_as=run_as,
+            strict=strict,
+        )
+        if (hosts or inventory) and (workflow or comfyui_url):
+            raise UsageError("--workflow checks against this host's ComfyUI: not with --host/--inventory")
+        if comfyui_url and not workflow:
+            raise UsageError("--comfyui-url goes with --workflow FILE")
+        if limit and not inventory:
+            raise UsageError("--limit selects hosts of an inventory: pass --inventory too")
+        if hosts or inventory:
+            # paramiko and Ansible load only for fleet checks: a plain `gpuhost check` stays fast
+            from gpuhost.fleet import FleetOptions, parse_host_spec, run_fleet
+            from gpuhost.fleet.inventory import load_inventory
+
+            fleet_options = FleetOptions.parse(
+                forks=forks,
+                connect_timeout=connect_timeout,
+                timeout=timeout,
+                accept_new_host_keys=accept_new_host_keys,
+                become=become,
+                ssh_config=ssh_config,
+                check=options,
+            )
+            targets = [parse_host_spec(spec) for spec in hosts or []]
+            if inventory:
+                targets += load_inventory(inventory, limit)
+            fleet_report = run_fleet(targets, fleet_options)
+        else:
+            fleet_report = None
+            workflow_report = None
+            if workflow:
+                load_workflow(workflow)  # bad input fails before anything is collected
+            report = run_check(options.collect, options.rules, strict=options.strict)
+            if workflow:
+                workflow_report = check_workflow(workflow, comfyui_url or ready_comfyui_url(report.facts.comfyui))
+                add_findings(report, workflow_findings(workflow_report), options.strict)
+    if fleet_report is not None:
+        if as_json:
+            emit_json(fleet_report.to_dict())
+        else:
+            print_fleet(fleet_report)
+        raise typer.Exit(int(fleet_report.exit_code))
+    if as_json:
+        payload = report.to_dict()
+        if workflow_report is not None:
+            payload["workflow"] = workflow_report.to_dict()
+        emit_json(payload)
+    else:
+        print_check(report)
+        if workflow_report is not None:
+            print_workflow(workflow_report)
+    raise typer.Exit(int(report.exit_code))
+
+
+def zipapp(
+    output: str = typer.Option("dist/gpuhost-agent.pyz", "--output", "-o", help="Where to write the agent."),
+    as_json: bool = typer.Option(False, "--json", help="Print path and sha256 as JSON."),
+) -> None:
+    """Build the gpuhost agent: one file that runs `check`, `facts` and the host-side commands on a
+    managed host with its own python3 (>= 3.9), nothing installed. Reproducible: the same sources give
+    the same bytes.
+
+    Example:
+
+      gpuhost zipapp -o /tmp/gpuhost-agent.pyz
+
+      scp /tmp/gpuhost-agent.pyz host: && ssh host python3 gpuhost-agent.pyz check
+    """
+    with errors_to_exit(as_json):
+        try:
+            path, digest = build_zipapp(Path(output))
+        except (OSError, RuntimeError) as exc:
+            raise UsageError(str(exc), "Check that the output directory is writable.") from exc
+    if as_json:
+        emit_json({"path": str(path), "sha256": digest, "size": path.stat().st_size})
+    else:
+        typer.echo(f"{path} ({path.stat().st_size} bytes, sha256 {digest})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command(epilog=docs_epilog("check", EXIT_CODES_HELP))(check)
+    app.command(epilog=docs_epilog("zipapp", EXIT_CODES_HELP))(zipapp)
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+def severity_text(severity: Severity) -> Text:
+    from rich.text import Text
+    return Text(severity.value.upper(), style=STYLE[severity])
+
+
+def _area_key(finding: Finding) -> tuple[int, str]:
+    index = AREA_ORDER.index(finding.area) if finding.area in AREA_ORDER else len(AREA_ORDER)
+    return index, finding.area
+
+
+def findings_table(findings: list[Finding], title: str = "") -> Table:
+    from rich.table import Table
+    table = Table(title=title or None, show_lines=False, expand=False)
+    table.add_column("area", style="bold")
+    table.add_column("status")
+    table.add_column("finding", overflow="fold")
+    table.add_column("what to do", overflow="fold")
+    last_area = None
+    for finding in sorted(findings, key=_area_key):
+        area = finding.area if finding.area != last_area else ""
+        last_area = finding.area
+        table.add_row(area, severity_text(finding.severity), finding.message, finding.remedy)
+    return table
+
+
+def inputs_table(report: CheckReport) -> Table:
+    from rich.table import Table
+    facts = report.facts
+    kernel, docker, toolkit = facts.kernel, facts.docker, facts.toolkit
+    table = Table(title="BPF device-filter inputs", show_header=False)
+    table.add_column("input", style="bold")
+    table.add_column("value")
+    rows = [
+        ("kernel", kernel.release or "?"),
+        ("cgroup", f"v{kernel.cgroup_version} ({kernel.cgroup_mode or '?'})"),
+        ("net.core.bpf_jit_harden", str(kernel.bpf_jit_harden)),
+        ("docker / runc", f"{docker.server_version or '-'} / {docker.runc_version or '-'}"),
+        ("toolkit / mode", f"{toolkit.version or '-'} / {toolkit.mode or '-'}"),
+        ("default runtime", docker.default_runtime or "-"),
+        ("CDI enabled", "-" if docker.cdi_enabled is None else str(docker.cdi_enabled).lower()),
+        ("CDI specs", ", ".join(s.path for s in facts.cdi.specs) or "none"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def print_check(report: CheckReport, console: Console | None = None) -> None:
+    from rich.console import Console
+    from rich.text import Text
+    console = console or Console()
+    console.print(inputs_table(report))
+    console.print(findings_table(report.findings, title=f"gpuhost check: {report.host}"))
+    counts = {s: sum(1 for f in report.findings if f.severity is s) for s in Severity}
+    summary = Text(f"{report.host}: ")
+    summary.append(report.verdict.value.upper(), style=STYLE[report.verdict])
+    summary.append(
+        f"  ({counts[Severity.FAIL]} failing, {counts[Severity.WARN]} warning, {counts[Severity.OK]} ok; "
+        f"{report.duration_ms:.0f} ms)"
+    )
+    if report.unreadable_sources:
+        summary.append(f"  unreadable: {', '.join(report.unreadable_sources)}", style="bold red")
+    console.print(summary)
+
+
+def fleet_table(report: FleetReport) -> Table:
+    from rich.table import Table
+    table = Table(title="gpuhost check: fleet", expand=False)
+    table.add_column("host", style="bold")
+    table.add_column("address")
+    table.add_column("verdict")
+    table.add_column("failing", overflow="fold")
+    table.add_column("time", justify="right")
+    for host in report.hosts:
+        table.add_row(
+            host.name,
+            host.address,
+            severity_text(host.verdict),
+            ", ".join(host.failing) or "-",
+            f"{host.duration_ms / 1000:.1f} s",
+        )
+    return table
+
+
+def print_fleet(report: FleetReport, console: Console | None = None) -> None:
+    """A row per host, why the hosts that could not be checked were not, and one summary line."""
+    from rich.console import Console
+    from rich.text import Text
+    console = console or Console()
+    console.print(fleet_table(report))
+    for host in report.hosts:
+        if host.failure is not None:
+            line = Text(f"{host.name}: ", style="bold")
+            line.append(f"{host.failure.id} ", style=STYLE[Severity.FAIL])
+            line.append(host.failure.message)
+            if host.failure.remedy:
+                line.append(f"  hint: {host.failure.remedy}", style="dim")
+            console.print(line)
+    counts = report.summary()
+    summary = Text(f"{counts['hosts']} hosts: ")
+    summary.append(f"{counts['ok']} ok", style=STYLE[Severity.OK])
+    summary.append(", ")
+    summary.append(f"{counts['warn']} warn", style=STYLE[Severity.WARN])
+    summary.append(", ")
+    summary.append(f"{counts['fail']} fail", style=STYLE[Severity.FAIL])
+    summary.append(f" ({counts['unreached']} not checked); {report.duration_ms / 1000:.1f} s, forks {report.forks}")
+    console.print(summary)

@@ -1,0 +1,305 @@
+"""`gpuhost wait-ready` and `gpuhost layers`, and how `check --workflow` is shown: parse, call, render."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Optional
+
+import typer
+
+from gpuhost.cli.common import docker_host_option, docs_epilog, emit_json, engine_client, errors_to_exit
+from gpuhost.cli.help import ReferenceCommand
+from gpuhost.comfyui.layers import LayersOptions, image_layers
+from gpuhost.comfyui.readiness import Phase
+from gpuhost.comfyui.wait import WaitOptions
+from gpuhost.comfyui.wait import wait_ready as run_wait
+from gpuhost.model import Severity
+from gpuhost.units import format_duration, human_bytes
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from gpuhost.comfyui.layers import LayersReport
+    from gpuhost.comfyui.wait import Progress, WaitResult
+    from gpuhost.comfyui.workflow import WorkflowReport
+
+WAIT_READY_EXIT_CODES = (
+    "Exit codes: 0 ComfyUI is ready (the GUI line in this container's log and HTTP 200 from its /system_stats); "
+    "1 it failed, stalled or was not ready before --timeout; 2 bad usage or input (no such container, bad "
+    "duration); 3 Docker could not be read (not running, permission denied)."
+)
+
+
+def wait_ready(
+    container: str = typer.Argument(..., metavar="CONTAINER", help="The ComfyUI container's name or id."),
+    timeout: str = typer.Option(
+        "10m",
+        "--timeout",
+        metavar="DURATION",
+        help="(string) Give up (exit 1) when ComfyUI is not ready after this long. Example: --timeout 15m",
+    ),
+    stall_timeout: str = typer.Option(
+        "3m",
+        "--stall-timeout",
+        metavar="DURATION",
+        help="(string) Before the GUI line: stalled (exit 1) when no new log line comes for this long; the last "
+        "line seen is reported. Example: --stall-timeout 90s",
+    ),
+    url: Optional[str] = typer.Option(
+        None,
+        "--url",
+        metavar="URL",
+        help="(string) Probe this URL instead of /system_stats through the container's published port (or "
+        "its --listen/--port on the host network). Example: --url http://127.0.0.1:8188/system_stats",
+    ),
+    docker_host: Optional[str] = docker_host_option(),
+    as_json: bool = typer.Option(
+        False, "--json", help="(boolean) Print the result as JSON (schema gpuhost.wait-ready/v1). Example: --json"
+    ),
+) -> None:
+    """Wait until ComfyUI in CONTAINER really serves, or say why it will not.
+
+    Follows the container's log through the Docker Engine API and its state (running, exit code,
+    restart count), and probes GET /system_stats through the container's own published port. Ready
+    needs both the line `To see the GUI go to: http://...` in THIS container's log and HTTP 200 after
+    it: a 200 before it comes from another process holding the port.
+
+    Failed: a missing Python module before `ComfyUI version:` (the process is about to exit), an
+    unhandled exception from main.py, `OSError: [Errno 98]` (port in use), the container exiting or
+    restarting. Stalled: no new log line for --stall-timeout before the GUI line. Tracebacks and
+    IMPORT FAILED lines of comfy_extras or custom nodes are warnings that name the node: ComfyUI
+    still serves without them.
+
+    A live status line shows on a terminal while waiting. On failure the reason, the failing line,
+    what to do and the last 30 log lines are printed.
+
+    Examples:
+    To wait for the container the comfyui role started:
+      gpuhost wait-ready comfyui
+
+    To allow a slow first start (image init, pip installs) and print JSON:
+      gpuhost wait-ready comfyui --timeout 30m --stall-timeout 10m --json
+
+    Output:
+    With --json, one object (schema gpuhost.wait-ready/v1):
+      verdict         ready | failed | stalled
+      reason          ready, missing-module, port-in-use, crashed, exited, stopped, restarted,
+                      listen-loopback, not-published, stalled, timeout
+      message, remedy, failing_line, last_line, url, gui_url, last_probe, comfyui_version
+      warnings        nodes that failed to import: kind (custom-node | comfy-extras), node, path, reason
+      tail            the last 30 log lines
+      elapsed_s, exit_code
+    """
+    with errors_to_exit(as_json):
+        options = WaitOptions.parse(timeout, stall_timeout, url)
+        client = engine_client(docker_host, timeout=10.0)
+        if as_json:
+            result = run_wait(client, container, options)
+        else:
+            with WaitProgress(container) as progress:
+                result = run_wait(client, container, options, on_progress=progress.update)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        print_wait(result)
+    raise typer.Exit(result.exit_code)
+
+
+LAYERS_EXIT_CODES = (
+    "Exit codes: 0 no model layer is empty or too small; 1 at least one is (a failed download); "
+    "2 bad usage or input (no such image, unreadable manifest); 3 Docker could not be read."
+)
+
+
+def layers(
+    image: str = typer.Argument(..., metavar="IMAGE", help="An image on this Docker host (name:tag, name@digest, id)."),
+    manifest: Optional[str] = typer.Option(
+        None,
+        "--manifest",
+        metavar="PATH",
+        help="(path) Expected model sizes: a models.manifest.yaml/.json, or the build context directory that "
+        "holds one (the format is in docs/layers.md). Example: --manifest docker/comfyui/",
+    ),
+    min_model_bytes: Optional[str] = typer.Option(
+        None,
+        "--min-model-bytes",
+        metavar="SIZE",
+        help="(string) A model layer smaller than this is a failed download. Default: the manifest's "
+        "min_model_bytes, else 1MiB. Example: --min-model-bytes 100MB",
+    ),
+    write_mibs: Optional[float] = typer.Option(
+        None,
+        "--write-mibs",
+        metavar="MiB/s",
+        help="(number) The data-root device's sustained write throughput for the unpack prediction. Default: "
+        "gpuhost.unpack's figure for the device class under Docker's data-root. Example: --write-mibs 1000",
+    ),
+    docker_host: Optional[str] = docker_host_option(),
+    as_json: bool = typer.Option(
+        False, "--json", help="(boolean) Print the report as JSON (schema gpuhost.comfyui.layers/v1). Example: --json"
+    ),
+) -> None:
+    """Show an image's layers and flag the model downloads that produced nothing or too little.
+
+    A layer whose command downloads or copies a model (wget, curl, aria2c, hf download,
+    huggingface-cli download, hf_hub_download, COPY/ADD into a models path or of a model file) is
+    flagged when it is 0 B, smaller than --min-model-bytes, or smaller than the manifest expects:
+    `RUN curl ... || true` that fetched nothing, or an error page saved under a model's name, is
+    cached by the build like a success. Sizes and commands come from the Docker Engine API
+    (/images/{name}/history). The total feeds the unpack-time prediction for the device under
+    Docker's data-root.
+
+    Examples:
+    To check an image built here:
+      gpuhost layers comfyui-sd15:2025-10
+
+    To hold it to the sizes in the manifest beside its Dockerfile:
+      gpuhost layers comfyui-sd15:2025-10 --manifest docker/comfyui-sd15/
+
+    Output:
+    With --json, one object (schema gpuhost.comfyui.layers/v1):
+      layers          index (1 = base), id, instruction, command, size, model_step, model_why,
+                      expected_bytes, manifest_keys, severity, problem
+      flagged         indexes of the failing layers
+      total_bytes, model_bytes, min_model_bytes, manifest, unmatched_manifest_entries
+      unpack          data_root, device, device_class, write_mib_s, write_source, predicted_s, predicted
+      findings, exit_code
+    """
+    with errors_to_exit(as_json):
+        options = LayersOptions.parse(manifest, min_model_bytes, write_mibs)
+        report = image_layers(
+            engine_client(docker_host, timeout=30.0),
+            image,
+            options.min_model_bytes,
+            options.manifest,
+            options.write_mib_s,
+        )
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        print_layers(report)
+    raise typer.Exit(int(report.exit_code))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("wait-ready", epilog=docs_epilog("wait-ready", WAIT_READY_EXIT_CODES), cls=ReferenceCommand)(wait_ready)
+    app.command("layers", epilog=docs_epilog("layers", LAYERS_EXIT_CODES), cls=ReferenceCommand)(layers)
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+PHASE_STYLE = {Phase.READY: "bold green", Phase.STARTING: "yellow", Phase.FAILED: "bold red", Phase.STALLED: "bold red"}
+
+
+class WaitProgress:
+    """A live status line on stderr while waiting (nothing when stderr is not a terminal)."""
+
+    def __init__(self, container: str) -> None:
+        from rich.console import Console
+
+        self.container = container
+        self.console = Console(stderr=True)
+        self._status: Any = None
+
+    def __enter__(self) -> WaitProgress:
+        if self.console.is_terminal:
+            self._status = self.console.status(f"waiting for {self.container}")
+            self._status.__enter__()
+        return self
+
+    def update(self, progress: Progress) -> None:
+        if self._status is None:
+            return
+        last = " ".join(progress.last_line.split())[:80] or "(no output yet)"
+        self._status.update(
+            f"{self.container}: {progress.phase.value} {progress.elapsed_s:5.1f} s, {progress.lines_seen} lines, "
+            f"probe {progress.last_probe or '-'} | {last}"
+        )
+
+    def __exit__(self, *exc: object) -> None:
+        if self._status is not None:
+            self._status.__exit__(None, None, None)
+
+
+def print_wait(result: WaitResult, console: Console | None = None) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    console = console or Console(soft_wrap=True)
+    verdict = result.verdict
+    head = Text(f"{result.container}: ")
+    head.append(verdict.phase.value.upper(), style=PHASE_STYLE[verdict.phase])
+    if verdict.phase is not Phase.READY:
+        head.append(f" ({verdict.reason})")
+    head.append(f" after {result.elapsed_s:.1f} s")
+    console.print(head)
+    console.print(f"  {verdict.message}")
+    if verdict.failing_line:
+        console.print(Text(f"  failing line: {verdict.failing_line}", style="bold"))
+    if verdict.remedy:
+        console.print(f"  what to do: {verdict.remedy}")
+    for warning in verdict.warnings:
+        kind = "custom node" if warning.kind == "custom-node" else "comfy_extras node"
+        reason = f": {warning.reason}" if warning.reason else ""
+        console.print(Text(f"  warning: {kind} {warning.node} failed to import{reason}", style="yellow"))
+    if verdict.notes:
+        console.print(Text("  harmless: " + "; ".join(verdict.notes), style="dim"))
+    if verdict.phase is not Phase.READY and verdict.tail:
+        console.print(f"  last {len(verdict.tail)} log lines:")
+        for line in verdict.tail:
+            console.print(Text(f"    {line}"), highlight=False, soft_wrap=True)
+
+
+def print_workflow(report: WorkflowReport, console: Console | None = None) -> None:
+    import json
+
+    from rich.console import Console
+    from rich.text import Text
+
+    console = console or Console(soft_wrap=True)
+    title = f"workflow {report.path} against {report.server}/object_info (nothing queued)"
+    if report.valid:
+        console.print(Text(f"{title}: VALID, {report.nodes} nodes, outputs {', '.join(report.outputs)}", style="green"))
+        return
+    console.print(Text(f"{title}: {len(report.problems)} problem(s)", style="bold red"))
+    for problem in report.problems:
+        console.print(f"  node {problem.node_id or '-'} {problem.class_type}".rstrip(), highlight=False)
+        console.print(f"    gpuhost says: {problem.sentence()}", highlight=False)
+        console.print(
+            f"    ComfyUI would answer POST /prompt: {problem.type}: {problem.details or problem.message}",
+            highlight=False,
+        )
+    console.print(f"POST /prompt would answer HTTP {report.comfyui_status}:", highlight=False)
+    console.print(json.dumps(report.comfyui_response), highlight=False, markup=False)
+
+
+def print_layers(report: LayersReport, console: Console | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = console or Console()
+    table = Table(title=f"{report.image} ({report.image_id[7:19]})")
+    table.add_column("#", justify="right")
+    table.add_column("size", justify="right")
+    table.add_column("step", overflow="fold")
+    table.add_column("model?", overflow="fold")
+    table.add_column("status")
+    for layer in report.layers:
+        status = Text("FAIL", style="bold red") if layer.severity is Severity.FAIL else Text("ok", style="green")
+        if not layer.model_step:
+            status = Text("")
+        step = f"{layer.instruction} {' '.join(layer.command.split())}".strip() or "(base)"
+        table.add_row(str(layer.index), human_bytes(layer.size), step[:160], layer.model_why, status)
+    console.print(table)
+    for layer in report.flagged:
+        console.print(Text(f"layer {layer.index}: {layer.problem}", style="bold red"))
+    for entry in report.unmatched:
+        console.print(
+            Text(f"manifest: {entry.key} ({human_bytes(entry.expected_bytes)}) matched no layer", style="yellow")
+        )
+    predicted = format_duration(report.predicted_unpack_s or 0.0)
+    console.print(
+        f"total {human_bytes(report.total_bytes)} ({report.total_bytes} B), models {human_bytes(report.model_bytes)}; "
+        f"predicted unpack on {report.data_root or 'data-root'} ({report.data_root_device or '?'}, "
+        f"{report.data_root_class or '?'}): {predicted} at {report.write_mib_s:g} MiB/s ({report.write_source})"
+    )

@@ -1,0 +1,75 @@
+"""What every command shares: JSON out, one way to stop with an error, one error -> exit-code chain,
+and the options defined once."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from typing import Any, NoReturn, Optional
+
+import typer
+
+from gpuhost.ebs.aws import AwsError
+from gpuhost.engine import EngineClient, EngineError, EnginePermissionDenied, EngineUnavailable
+from gpuhost.model import ExitCode, SourceError, UsageError
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 no failing finding; 1 at least one failing finding (--strict: warnings too); "
+    "2 bad usage or input; 3 a required source could not be read."
+)
+DOCKER_REMEDY = "Start Docker, or run as root / a member of the docker group."
+
+
+def docs_epilog(page: str, exit_codes: str) -> str:
+    """The help epilogue: the command's exit codes and where its reference page is."""
+    return f"{exit_codes} Reference: docs/{page}.md"
+
+
+def emit_json(payload: Any) -> None:
+    """Strict JSON on stdout: a NaN or infinity is a bug, never output."""
+    sys.stdout.write(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+
+
+def fail(code: ExitCode, message: str, remedy: str = "", as_json: bool = False) -> NoReturn:
+    """Stop with one actionable message (and the same as JSON when asked)."""
+    if as_json:
+        emit_json({"error": message, "remedy": remedy, "exit_code": int(code)})
+    else:
+        typer.echo(f"gpuhost: error: {message}", err=True)
+        if remedy:
+            typer.echo(f"gpuhost: hint: {remedy}", err=True)
+    raise typer.Exit(int(code))
+
+
+@contextlib.contextmanager
+def errors_to_exit(as_json: bool) -> Iterator[None]:
+    """The one place an error from a feature becomes a message, a remedy and an exit code."""
+    try:
+        yield
+    except UsageError as exc:
+        fail(ExitCode.USAGE, str(exc), exc.remedy, as_json)
+    except AwsError as exc:
+        fail(exc.exit_code, str(exc), exc.remedy, as_json)
+    except SourceError as exc:
+        fail(ExitCode.SOURCE_UNREADABLE, str(exc), exc.remedy, as_json)
+    except (EngineUnavailable, EnginePermissionDenied, EngineError) as exc:
+        fail(ExitCode.SOURCE_UNREADABLE, str(exc), DOCKER_REMEDY, as_json)
+
+
+def engine_client(docker_host: Optional[str], timeout: float) -> EngineClient:
+    try:
+        return EngineClient(docker_host, timeout=timeout)
+    except ValueError as exc:
+        raise UsageError(str(exc), "Example: --docker-host unix:///var/run/docker.sock") from exc
+
+
+def docker_host_option() -> Any:
+    return typer.Option(
+        None,
+        "--docker-host",
+        metavar="HOST",
+        help="(string) Docker daemon address. Default: $DOCKER_HOST or unix:///var/run/docker.sock. "
+        "Example: --docker-host unix:///run/docker.sock",
+    )

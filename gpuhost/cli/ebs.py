@@ -1,0 +1,375 @@
+"""`gpuhost tune-ebs`: options in, the plan as a table, the result as one line, a progress bar for --wait."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Optional
+
+import typer
+
+from gpuhost.cli.common import docs_epilog, emit_json, errors_to_exit
+from gpuhost.cli.help import ReferenceCommand
+from gpuhost.ebs.tune import TuneOptions, run
+from gpuhost.units import format_duration
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from gpuhost.ebs.plan import Plan
+    from gpuhost.ebs.tune import TuneResult
+
+TUNE_EBS_EXIT_CODES = (
+    "Exit codes: 0 the volume is at the target (changed now, already there, or --dry-run planned it); "
+    "1 the change cannot be made now (a modification is running, AWS's modification limit, throttling, "
+    "--wait timed out or the modification failed, --when-image-present not yet true); "
+    "2 bad usage or input, nothing was changed (invalid value, wrong volume type, unknown volume, no region); "
+    "3 AWS could not be reached or refused access (credentials missing or expired, UnauthorizedOperation, "
+    "endpoint or instance metadata unreachable)."
+)
+
+
+def tune_ebs(
+    volume_id: Optional[str] = typer.Option(
+        None,
+        "--volume-id",
+        metavar="VOLUME_ID",
+        help="(string) The EBS volume to tune. Default: this instance's volume chosen by --target. "
+        "Example: --volume-id vol-0123456789abcdef0",
+    ),
+    target: str = typer.Option(
+        "root",
+        "--target",
+        metavar="root|data-root",
+        help="(string) Without --volume-id, which volume of this instance: `root` (the root device, from IMDSv2 "
+        "and describe-instances) or `data-root` (the volume under Docker's data-root, by its NVMe serial). "
+        "Example: --target data-root",
+    ),
+    instance_id: Optional[str] = typer.Option(
+        None,
+        "--instance-id",
+        metavar="INSTANCE_ID",
+        help="(string) Find the root volume of this instance instead of the one the command runs on. "
+        "Example: --instance-id i-0123456789abcdef0 --region us-east-1",
+    ),
+    data_root: Optional[str] = typer.Option(
+        None,
+        "--data-root",
+        metavar="PATH",
+        help="(path) With --target data-root: the directory to look under instead of asking Docker. "
+        "Example: --data-root /var/lib/docker",
+    ),
+    region: Optional[str] = typer.Option(
+        None,
+        "--region",
+        metavar="REGION",
+        help="(string) The AWS region. Default: AWS_REGION, the profile's region, then the instance's own. "
+        "Example: --region us-east-1",
+    ),
+    profile: Optional[str] = typer.Option(
+        None,
+        "--profile",
+        metavar="PROFILE",
+        help="(string) A named profile from ~/.aws/config; the usual boto3 credential chain otherwise. "
+        "Example: --profile gpu-admin",
+    ),
+    endpoint_url: Optional[str] = typer.Option(
+        None,
+        "--endpoint-url",
+        metavar="URL",
+        help="(string) Send EC2 API calls to this URL (a VPC endpoint, a test server). "
+        "Example: --endpoint-url https://vpce-0abc-1234.ec2.us-east-1.vpce.amazonaws.com",
+    ),
+    throughput: Optional[int] = typer.Option(
+        None,
+        "--throughput",
+        metavar="MiB/s",
+        help="(integer) Target gp3 throughput, 125-2000 MiB/s, at most 0.25 MiB/s per provisioned IOPS. "
+        "Example: --throughput 1000",
+    ),
+    iops: Optional[int] = typer.Option(
+        None,
+        "--iops",
+        metavar="IOPS",
+        help="(integer) Target gp3 IOPS, 3000-80000, at most 500 per GiB of volume size. Example: --iops 9000",
+    ),
+    preset: Optional[str] = typer.Option(
+        None,
+        "--preset",
+        metavar="baseline|pull|max",
+        help="(string) Named target: `baseline` 3000 IOPS / 125 MiB/s (gp3's free level), `pull` 9000 IOPS / "
+        "1000 MiB/s (for a big image pull), `max` the most this volume's size allows. Example: --preset pull",
+    ),
+    for_image_size: Optional[str] = typer.Option(
+        None,
+        "--for-image-size",
+        metavar="SIZE",
+        help="(string) Image size for the unpack-time prediction (GB = 10^9, GiB = 2^30); with --within, "
+        "choose the cheapest target that unpacks it in time. Example: --for-image-size 140GB",
+    ),
+    within: Optional[str] = typer.Option(
+        None,
+        "--within",
+        metavar="DURATION",
+        help="(string) With --for-image-size: the unpack time to meet (s, m, h). Values already higher are kept. "
+        "Example: --for-image-size 140GB --within 5m",
+    ),
+    to_gp3: bool = typer.Option(
+        False,
+        "--to-gp3",
+        help="(boolean) Allow converting a gp2, io1, io2, st1 or sc1 volume to gp3 (live; it is one "
+        "modification). Example: --to-gp3 --preset baseline",
+    ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="(boolean) Print the plan (current -> target, cost, unpack time, modification limit) and change "
+        "nothing. Example: --preset pull --dry-run",
+    ),
+    wait: bool = typer.Option(
+        False,
+        "--wait",
+        help="(boolean) After requesting the change, follow it with a progress bar until AWS reports "
+        "`optimizing` (the new performance is being applied). Example: --preset pull --wait",
+    ),
+    wait_until: Optional[str] = typer.Option(
+        None,
+        "--wait-until",
+        metavar="optimizing|completed",
+        help="(string) Implies --wait; `completed` waits for the whole modification (also what AWS needs before "
+        "the next one). Example: --wait-until completed",
+    ),
+    timeout: str = typer.Option(
+        "30m",
+        "--timeout",
+        metavar="DURATION",
+        help="(string) How long --wait follows the modification before giving up (exit 1; the modification goes "
+        "on). Example: --wait --timeout 10m",
+    ),
+    poll_interval: float = typer.Option(
+        15.0,
+        "--poll-interval",
+        metavar="SECONDS",
+        help="(number) Seconds between two describe-volumes-modifications calls while waiting. "
+        "Example: --wait --poll-interval 5",
+    ),
+    when_image_present: Optional[str] = typer.Option(
+        None,
+        "--when-image-present",
+        metavar="IMAGE",
+        help="(string) Act only once Docker on this host has this image; until then change nothing and exit 1 "
+        "(used by the scheduled revert). Example: --preset baseline --when-image-present comfyui:0.3.64",
+    ),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="(boolean) Print the result as JSON (schema gpuhost.tune-ebs/v1). Example: --preset pull --json",
+    ),
+) -> None:
+    """Raise (or lower) an EBS gp3 volume's IOPS and throughput live, priced and predicted, within AWS's limits.
+
+    Without --volume-id it tunes the instance's own root volume (or, with --target data-root, the volume
+    under Docker's data-root), found through IMDSv2 and describe-instances. Everything that can be checked
+    without AWS is checked before the first call, and no ModifyVolume call is made when the volume is already
+    at the target.
+
+    The plan shows current -> target, the monthly cost delta (per-region list prices), the predicted unpack
+    time of an image before and after (140 GB unless --for-image-size says otherwise), and where the volume
+    stands with AWS's modification rule.
+
+    Limits (botocore 1.44.8 EC2 model): gp3 1-65,536 GiB, 3,000-80,000 IOPS and 125-2,000 MiB/s, with at most
+    0.25 MiB/s per provisioned IOPS and 500 IOPS per GiB.
+
+    Modification rule: AWS accepts the next modification of a volume once the previous one is completed, and
+    at most four in any 24 hours (earlier AWS rules asked for six hours between two; that is the "six-hour
+    cooldown"). Reverting to baseline after a pull is one more modification: plan for it.
+
+    Examples:
+    To see what raising this instance's root volume for a pull costs and gains, changing nothing:
+      gpuhost tune-ebs --preset pull --dry-run
+
+    To raise it and follow the modification until the new performance is being applied:
+      gpuhost tune-ebs --preset pull --wait
+
+    To set explicit values on a named volume:
+      gpuhost tune-ebs --volume-id vol-0123456789abcdef0 --region us-east-1 --iops 6000 --throughput 500
+
+    To buy just enough throughput to unpack a 140 GB image in 5 minutes, as JSON:
+      gpuhost tune-ebs --target data-root --for-image-size 140GB --within 5m --json
+
+    To convert a gp2 volume to gp3 at the baseline:
+      gpuhost tune-ebs --volume-id vol-0123456789abcdef0 --to-gp3 --preset baseline
+
+    To go back to the baseline once Docker has the image (exit 1 until then):
+      gpuhost tune-ebs --preset baseline --when-image-present comfyui:0.3.64
+
+    Output:
+    With --json, one object (schema gpuhost.tune-ebs/v1):
+      action          modified | none (already at target) | planned (--dry-run) | blocked | waiting
+      changed         true only when a modification was requested now
+      would_change    true when the target differs from the volume's current settings
+      selection       how the volume was found (volume-id, root, data-root) and its instance
+      plan            current and target (volume_type, size_gib, iops, throughput_mibs), changes,
+                      cost (current_month, target_month, delta_month, delta_day, price_region, source),
+                      unpack (image_bytes, before_s, after_s), modification_gate (allowed, reason,
+                      modifications_in_window, next_change_at), revert, notes
+      modification    the modification AWS started (state, progress, start_time)
+      wait            with --wait: state reached, waited_s, timed_out, failed
+      exit_code       as below; errors print {"error", "remedy", "exit_code"} instead
+    """
+    with errors_to_exit(as_json):
+        options = TuneOptions.parse(
+            volume_id=volume_id,
+            target=target,
+            instance_id=instance_id,
+            data_root=data_root,
+            region=region,
+            profile=profile,
+            endpoint_url=endpoint_url,
+            throughput=throughput,
+            iops=iops,
+            preset=preset,
+            for_image_size=for_image_size,
+            within=within,
+            to_gp3=to_gp3,
+            dry_run=dry_run,
+            wait=wait,
+            wait_until=wait_until,
+            timeout=timeout,
+            poll_interval=poll_interval,
+            when_image_present=when_image_present,
+        )
+        if options.wait and not as_json:
+            with WaitProgress() as progress:
+                result = run(options, on_progress=progress.update)
+        else:
+            result = run(options)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        print_result(result)
+    raise typer.Exit(int(result.exit_code))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("tune-ebs", epilog=docs_epilog("tune-ebs", TUNE_EBS_EXIT_CODES), cls=ReferenceCommand)(tune_ebs)
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+ACTION_STYLE = {
+    "modified": "bold green",
+    "none": "green",
+    "planned": "cyan",
+    "blocked": "bold yellow",
+    "waiting": "yellow",
+}
+
+
+def _n(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    return f"{value:,}{unit}"
+
+
+def plan_table(plan: Plan, title: str) -> Table:
+    from rich.table import Table
+    table = Table(title=title, show_header=True)
+    table.add_column("", style="bold")
+    table.add_column("current", justify="right")
+    table.add_column("target", justify="right")
+    table.add_column("")
+    current, target = plan.current, plan.target
+    cost = plan.cost
+    unpack = plan.unpack
+    price_note = f"{cost.price_region} list prices"
+    if cost.price_region != cost.region:
+        price_note = f"no {cost.region} prices in the table: {cost.price_region}'s"
+    size_note = "reference size: set --for-image-size" if unpack.reference else ""
+    rows = [
+        ("type", current.volume_type, target.volume_type, ""),
+        ("size", _n(current.size_gib, " GiB"), _n(target.size_gib, " GiB"), ""),
+        ("IOPS", _n(current.iops), _n(target.iops), ""),
+        ("throughput", _n(current.throughput_mibs, " MiB/s"), _n(target.throughput_mibs, " MiB/s"), ""),
+        (
+            "cost / month",
+            f"${cost.current_month:,.2f}",
+            f"${cost.target_month:,.2f}",
+            f"{cost.delta_month:+,.2f} USD/month, {cost.delta_day:+,.2f}/day ({price_note})",
+        ),
+        (
+            f"unpack {unpack.image_bytes / 1e9:.0f} GB",
+            format_duration(unpack.before_s),
+            format_duration(unpack.after_s),
+            f"at {unpack.before_mibs:,.0f} -> {unpack.after_mibs:,.0f} MiB/s" + (f"; {size_note}" if size_note else ""),
+        ),
+    ]
+    gate = plan.gate
+    allowed = "allowed now" if gate.allowed else f"not now: {gate.reason}"
+    rows.append(
+        (
+            "modifications",
+            f"{gate.recent} in {gate.rule.window_hours:g} h",
+            f"max {gate.rule.max_per_window}",
+            allowed,
+        )
+    )
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def print_result(result: TuneResult, console: Console | None = None) -> None:
+    from rich.console import Console
+    from rich.text import Text
+    console = console or Console()
+    plan = result.plan
+    if plan is not None:
+        where = f"{plan.volume.volume_id} in {plan.region}"
+        selection = result.selection
+        if selection is not None and selection.by != "volume-id":
+            owner = f" of {selection.instance_id}" if selection.instance_id else ""
+            where += f" ({selection.by} volume{owner}, {selection.device or selection.path})"
+        console.print(plan_table(plan, where))
+        for note in plan.notes:
+            console.print(f"note: {note}")
+        if not plan.at_target:
+            console.print(Text(plan.revert_note(), style="dim"))
+    line = Text(f"{result.action}: ", style=ACTION_STYLE.get(result.action, ""))
+    line.append(result.message)
+    console.print(line)
+
+
+class WaitProgress:
+    """A progress bar on stderr fed by wait_for_modification's updates."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+        )
+        self._task = self._progress.add_task("modifying", total=100)
+        self._started = False
+
+    def __enter__(self) -> WaitProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._started:
+            self._progress.stop()
+
+    def update(self, modification: Any, elapsed: float) -> None:
+        if not self._started:
+            # only once there is a modification to follow, not while planning
+            self._progress.start()
+            self._started = True
+        self._progress.update(
+            self._task,
+            completed=modification.progress or 0,
+            description=f"{modification.volume_id} {modification.state}",
+        )

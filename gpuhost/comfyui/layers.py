@@ -1,0 +1,482 @@
+"""`gpuhost layers IMAGE`: an image's layers, the steps that fetch models, and the ones that failed.
+
+A layer whose command downloads or copies a model (wget, curl, aria2c, `hf download`,
+`huggingface-cli download`, hf_hub_download, COPY/ADD into a models path) but weighs 0 B, less than
+--min-model-bytes, or less than the user's manifest expects, is a failed download that a build
+happily cached (`curl ... || true`, an HTML error page saved as .safetensors). Sizes and commands
+come from the Engine API (/images/{name}/history); the total feeds the unpack-time model
+(gpuhost.unpack) for the device under Docker's data-root.
+
+Manifest (YAML or JSON, `models.manifest.yaml` beside the Dockerfile; format in docs/layers.md):
+
+    min_model_bytes: 1MiB          # optional: the threshold for every model layer
+    tolerance: 0.0                 # optional: fraction a layer may fall short of its expectation
+    models:
+      - path: /opt/ComfyUI/models/checkpoints/v1-5-pruned-emaonly.safetensors
+        size: 4265380512           # bytes, or with a unit: 4.27GB, 3.97GiB
+      - match: "*flux1-dev*"        # a glob on the layer's command
+        size: 23.8GB
+
+`models` may also be a mapping {path or glob: size}.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from gpuhost.engine import EngineError, quote_ref
+from gpuhost.facts.storage import locate
+from gpuhost.model import ExitCode, Finding, Severity, UsageError
+from gpuhost.units import format_duration, human_bytes, parse_size, positive_number
+from gpuhost.unpack import default_write_mibs, predict_unpack_seconds
+
+LAYERS_SCHEMA = "gpuhost.comfyui.layers/v1"
+DEFAULT_MIN_MODEL_BYTES = 1024 * 1024
+MANIFEST_NAMES = ("models.manifest.yaml", "models.manifest.yml", "models.manifest.json")
+
+MODEL_EXTENSIONS = ("safetensors", "ckpt", "pt", "pth", "bin", "gguf", "onnx", "sft", "pkl")
+MODEL_FILE_RE = re.compile(r"\.(?:" + "|".join(MODEL_EXTENSIONS) + r")\b", re.IGNORECASE)
+MODELS_PATH_RE = re.compile(r"(?:^|[\s/=\"':])(?:models?|checkpoints|loras|vae|unet|diffusion_models|clip|"
+                            r"text_encoders|controlnet|upscale_models|embeddings)/", re.IGNORECASE)
+MODEL_HOST_RE = re.compile(r"https?://(?:[\w.-]*\.)?(?:huggingface\.co|hf\.co|civitai\.com)/", re.IGNORECASE)
+MODEL_DOWNLOADER_RE = re.compile(
+    r"\bhf\s+download\b|\bhuggingface-cli\s+download\b|\bhf_hub_download\b|\bsnapshot_download\b|"
+    r"\bcomfy\s+model\s+download\b",
+    re.IGNORECASE,
+)
+FETCH_TOOL_RE = re.compile(r"\b(wget|curl|aria2c)\b")
+
+
+def parse_bytes(value: Any, what: str = "size") -> int:
+    """A size from a manifest or an option: zero allowed (an empty file is a size too)."""
+    return parse_size(value, what, allow_zero=True)
+
+
+# --- manifest -----------------------------------------------------------------------------
+
+
+@dataclass
+class ManifestEntry:
+    key: str  # the path or glob as written
+    expected_bytes: int
+    glob: bool = False
+    matched_layers: list[int] = field(default_factory=list)
+
+    def matches(self, command: str) -> bool:
+        if self.glob:
+            return fnmatch.fnmatchcase(command, self.key if self.key.startswith("*") else f"*{self.key}*")
+        return self.key in command
+
+
+@dataclass
+class Manifest:
+    path: str
+    entries: list[ManifestEntry]
+    min_model_bytes: Optional[int] = None
+    tolerance: float = 0.0
+
+
+def find_manifest(path: str) -> str:
+    """A manifest file, or the models.manifest.* inside a directory (the build context)."""
+    if os.path.isdir(path):
+        for name in MANIFEST_NAMES:
+            candidate = os.path.join(path, name)
+            if os.path.isfile(candidate):
+                return candidate
+        raise UsageError(f"no {' / '.join(MANIFEST_NAMES)} in {path}", "Pass the manifest file itself with --manifest.")
+    if not os.path.isfile(path):
+        raise UsageError(f"manifest not found: {path}")
+    return path
+
+
+def load_manifest(path: str) -> Manifest:
+    path = find_manifest(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read manifest {path}: {exc.strerror}") from exc
+    if path.endswith(".json"):
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"manifest {path} is not valid JSON: {exc}") from exc
+    else:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise UsageError(f"manifest {path} is not valid YAML: {exc}") from exc
+    return manifest_from_data(data, path)
+
+
+def manifest_from_data(data: Any, path: str = "manifest") -> Manifest:
+    if not isinstance(data, dict) or "models" not in data:
+        raise UsageError(
+            f"{path}: expected a mapping with a `models` key", "The format is in docs/layers.md."
+        )
+    unknown = sorted(set(data) - {"models", "min_model_bytes", "tolerance", "version"})
+    if unknown:
+        raise UsageError(f"{path}: unknown keys {', '.join(unknown)}")
+    models = data["models"]
+    pairs: list[tuple[str, Any]] = []
+    if isinstance(models, dict):
+        pairs = [(str(k), v) for k, v in models.items()]
+    elif isinstance(models, list):
+        for number, item in enumerate(models, start=1):
+            if not isinstance(item, dict) or not (("path" in item) ^ ("match" in item)) or "size" not in item:
+                raise UsageError(f"{path}: models entry {number} needs `size` and one of `path` or `match`")
+            pairs.append((str(item.get("path") or item.get("match")), item["size"]))
+            if "match" in item:
+                pairs[-1] = ("glob:" + pairs[-1][0], pairs[-1][1])
+    else:
+        raise UsageError(f"{path}: `models` must be a list or a mapping")
+    entries = []
+    for key, size in pairs:
+        glob = key.startswith("glob:") or any(c in key for c in "*?[")
+        key = key[5:] if key.startswith("glob:") else key
+        if not key:
+            raise UsageError(f"{path}: an empty path or pattern")
+        expected = parse_bytes(size, f"{path}: {key}")
+        if expected <= 0:
+            raise UsageError(f"{path}: {key}: the expected size must be positive")
+        entries.append(ManifestEntry(key=key, expected_bytes=expected, glob=glob))
+    tolerance = data.get("tolerance", 0.0)
+    if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not 0 <= tolerance < 1:
+        raise UsageError(f"{path}: tolerance must be a fraction in [0, 1), got {tolerance!r}")
+    minimum = data.get("min_model_bytes")
+    return Manifest(
+        path=path,
+        entries=entries,
+        min_model_bytes=parse_bytes(minimum, f"{path}: min_model_bytes") if minimum is not None else None,
+        tolerance=float(tolerance),
+    )
+
+
+# --- layers --------------------------------------------------------------------------------
+
+
+@dataclass
+class Layer:
+    index: int  # 1 = the base-most layer
+    id: str
+    created_by: str
+    instruction: str
+    command: str
+    size: int
+    model_step: bool = False
+    model_why: str = ""
+    expected_bytes: Optional[int] = None
+    manifest_keys: list[str] = field(default_factory=list)
+    severity: Severity = Severity.OK
+    problem: str = ""
+
+
+def split_created_by(created_by: str) -> tuple[str, str]:
+    """(instruction, command) of a history CreatedBy, for the classic builder and BuildKit."""
+    text = created_by.strip()
+    if text.endswith("# buildkit"):
+        text = text[: -len("# buildkit")].rstrip()
+    nop = re.match(r"^(?:\|\d+ (?:\S+=\S* )*)?/bin/sh -c #\(nop\)\s+(?P<rest>.*)$", text, re.DOTALL)
+    if nop:
+        rest = nop.group("rest").strip()
+        word, _, args = rest.partition(" ")
+        return word.upper(), args.strip()
+    run = re.match(r"^(?:\|\d+ (?:\S+=\S* )*)?(?P<shell>/bin/(?:ba)?sh -c )(?P<cmd>.*)$", text, re.DOTALL)
+    if run:
+        return "RUN", run.group("cmd").strip()
+    word, _, args = text.partition(" ")
+    if word.isupper() and word.isalpha():
+        args = args.strip()
+        if word == "RUN":
+            shell = re.match(r"^(?:\|\d+ (?:\S+=\S* )*)?/bin/(?:ba)?sh -c (?P<cmd>.*)$", args, re.DOTALL)
+            args = shell.group("cmd").strip() if shell else args
+        return word, args
+    return ("", text) if text else ("", "")
+
+
+def _copy_destination(command: str) -> str:
+    classic = re.search(r" in (?P<dest>\S+)\s*$", command)
+    if classic:
+        return classic.group("dest")
+    try:
+        tokens = [t for t in shlex.split(command) if not t.startswith("--")]
+    except ValueError:
+        tokens = command.split()
+    return tokens[-1] if tokens else ""
+
+
+def classify(instruction: str, command: str) -> tuple[bool, str]:
+    """Whether a layer fetches or copies a model, and why we think so."""
+    if instruction in ("COPY", "ADD"):
+        destination = _copy_destination(command)
+        if MODEL_FILE_RE.search(command) or MODELS_PATH_RE.search(destination + "/") or "models" in destination:
+            source = "a URL" if instruction == "ADD" and "://" in command else "files"
+            return True, f"{instruction} of {source} into {destination}"
+        return False, ""
+    if instruction != "RUN":
+        return False, ""
+    downloader = MODEL_DOWNLOADER_RE.search(command)
+    if downloader:
+        return True, f"downloads with {' '.join(downloader.group(0).split())}"
+    tool = FETCH_TOOL_RE.search(command)
+    if tool and (MODEL_FILE_RE.search(command) or MODELS_PATH_RE.search(command) or MODEL_HOST_RE.search(command)):
+        return True, f"downloads a model with {tool.group(1)}"
+    return False, ""
+
+
+def analyze(history: list[dict[str, Any]], min_model_bytes: int, manifest: Optional[Manifest] = None) -> list[Layer]:
+    """Layers from an Engine API history (newest first), oldest first, each judged."""
+    layers: list[Layer] = []
+    for index, entry in enumerate(reversed(history), start=1):
+        created_by = str(entry.get("CreatedBy") or "")
+        instruction, command = split_created_by(created_by)
+        layer = Layer(
+            index=index,
+            id=str(entry.get("Id") or ""),
+            created_by=created_by,
+            instruction=instruction,
+            command=command,
+            size=int(entry.get("Size") or 0),
+        )
+        layer.model_step, layer.model_why = classify(instruction, command)
+        if manifest is not None:
+            for manifest_entry in manifest.entries:
+                if instruction in ("RUN", "COPY", "ADD") and manifest_entry.matches(command):
+                    _expect(layer, manifest_entry)
+        layers.append(layer)
+    if manifest is not None:
+        _match_by_destination(layers, manifest)
+    for layer in layers:
+        _judge(layer, min_model_bytes, manifest.tolerance if manifest else 0.0)
+    return layers
+
+
+def _expect(layer: Layer, entry: ManifestEntry) -> None:
+    entry.matched_layers.append(layer.index)
+    layer.manifest_keys.append(entry.key)
+    layer.expected_bytes = (layer.expected_bytes or 0) + entry.expected_bytes
+    if not layer.model_step:
+        layer.model_step, layer.model_why = True, "named in the manifest"
+
+
+def _match_by_destination(layers: list[Layer], manifest: Manifest) -> None:
+    """The classic builder records `COPY file:<sha> in /dest/`, without the file's name: a path
+    entry no command names goes to the one COPY/ADD layer whose destination is that file or its
+    directory (never when several layers copy there: that would be a guess)."""
+    for entry in manifest.entries:
+        if entry.matched_layers or entry.glob:
+            continue
+        wanted = {entry.key.rstrip("/"), os.path.dirname(entry.key.rstrip("/"))}
+        candidates = [
+            layer
+            for layer in layers
+            if layer.instruction in ("COPY", "ADD") and _copy_destination(layer.command).rstrip("/") in wanted
+        ]
+        if len(candidates) == 1:
+            _expect(candidates[0], entry)
+
+
+def _judge(layer: Layer, min_model_bytes: int, tolerance: float) -> None:
+    if not layer.model_step:
+        return
+    if layer.size == 0:
+        layer.severity = Severity.FAIL
+        layer.problem = "0 B: the step that should add a model added nothing (a failed download or an empty COPY)"
+    elif layer.expected_bytes is not None and layer.size < layer.expected_bytes * (1 - tolerance):
+        layer.severity = Severity.FAIL
+        layer.problem = (
+            f"{human_bytes(layer.size)} ({layer.size} B), below the {human_bytes(layer.expected_bytes)} "
+            f"({layer.expected_bytes} B) the manifest expects for {', '.join(layer.manifest_keys)}: "
+            "a truncated download or the wrong file"
+        )
+    elif layer.size < min_model_bytes:
+        layer.severity = Severity.FAIL
+        layer.problem = (
+            f"{human_bytes(layer.size)} ({layer.size} B), below --min-model-bytes {human_bytes(min_model_bytes)}: "
+            "an error page or a truncated download saved under a model's name?"
+        )
+
+
+# --- the report -----------------------------------------------------------------------------
+
+
+@dataclass
+class LayersReport:
+    image: str
+    image_id: str
+    layers: list[Layer]
+    min_model_bytes: int
+    total_bytes: int
+    model_bytes: int
+    data_root: str = ""
+    data_root_device: str = ""
+    data_root_class: str = ""
+    write_mib_s: float = 0.0
+    write_source: str = ""
+    predicted_unpack_s: Optional[float] = None
+    manifest: Optional[Manifest] = None
+
+    @property
+    def flagged(self) -> list[Layer]:
+        return [layer for layer in self.layers if layer.severity is Severity.FAIL]
+
+    @property
+    def unmatched(self) -> list[ManifestEntry]:
+        return [e for e in self.manifest.entries if not e.matched_layers] if self.manifest else []
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.FAILING if self.flagged else ExitCode.OK
+
+    def findings(self) -> list[Finding]:
+        findings = []
+        for layer in self.flagged:
+            findings.append(
+                Finding(
+                    "layers.model-size",
+                    "layers",
+                    Severity.FAIL,
+                    f"{self.image} layer {layer.index} ({layer.instruction} {_short(layer.command)}): {layer.problem}",
+                    "Make the step fail when the download fails (curl -f, wget without `|| true`, set -e), check the "
+                    "URL and token, then rebuild without cache.",
+                    {"layer": layer.index, "id": layer.id, "size": layer.size, "expected_bytes": layer.expected_bytes},
+                )
+            )
+        for entry in self.unmatched:
+            findings.append(
+                Finding(
+                    "layers.manifest-unmatched",
+                    "layers",
+                    Severity.WARN,
+                    f"{self.image}: the manifest expects {entry.key} ({human_bytes(entry.expected_bytes)}) but no "
+                    "layer's command names it",
+                    "Fix the path or pattern in the manifest, or add the step that fetches it.",
+                    {"key": entry.key, "expected_bytes": entry.expected_bytes},
+                )
+            )
+        return findings
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": LAYERS_SCHEMA,
+            "image": self.image,
+            "image_id": self.image_id,
+            "total_bytes": self.total_bytes,
+            "model_bytes": self.model_bytes,
+            "min_model_bytes": self.min_model_bytes,
+            "manifest": self.manifest.path if self.manifest else None,
+            "layers": [
+                {
+                    "index": layer.index,
+                    "id": layer.id,
+                    "instruction": layer.instruction,
+                    "command": layer.command,
+                    "size": layer.size,
+                    "model_step": layer.model_step,
+                    "model_why": layer.model_why,
+                    "expected_bytes": layer.expected_bytes,
+                    "manifest_keys": layer.manifest_keys,
+                    "severity": layer.severity.value,
+                    "problem": layer.problem,
+                }
+                for layer in self.layers
+            ],
+            "flagged": [layer.index for layer in self.flagged],
+            "unmatched_manifest_entries": [e.key for e in self.unmatched],
+            "unpack": {
+                "data_root": self.data_root,
+                "device": self.data_root_device,
+                "device_class": self.data_root_class,
+                "write_mib_s": self.write_mib_s,
+                "write_source": self.write_source,
+                "predicted_s": None if self.predicted_unpack_s is None else round(self.predicted_unpack_s, 1),
+                "predicted": None if self.predicted_unpack_s is None else format_duration(self.predicted_unpack_s),
+            },
+            "findings": [f.to_dict() for f in self.findings()],
+            "exit_code": int(self.exit_code),
+        }
+
+
+def _short(command: str, limit: int = 70) -> str:
+    text = " ".join(command.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@dataclass
+class LayersOptions:
+    """What `gpuhost layers` holds an image to, from the options as typed."""
+
+    min_model_bytes: Optional[int] = None
+    manifest: Optional[Manifest] = None
+    write_mib_s: Optional[float] = None
+
+    @classmethod
+    def parse(
+        cls, manifest: Optional[str] = None, min_model_bytes: Optional[str] = None, write_mibs: Optional[float] = None
+    ) -> LayersOptions:
+        return cls(
+            min_model_bytes=parse_bytes(min_model_bytes, "--min-model-bytes") if min_model_bytes is not None else None,
+            manifest=load_manifest(manifest) if manifest else None,
+            write_mib_s=positive_number(write_mibs, "--write-mibs", maximum=1e6) if write_mibs is not None else None,
+        )
+
+
+def image_layers(
+    client: Any,
+    image: str,
+    min_model_bytes: Optional[int] = None,
+    manifest: Optional[Manifest] = None,
+    write_mib_s: Optional[float] = None,
+    root: str = "/",
+) -> LayersReport:
+    """Read IMAGE's history and inspect through the Engine API (an EngineClient) and judge it."""
+
+    if not image.strip():
+        raise UsageError("no image given", "Example: gpuhost layers comfyui:0.3.64")
+    try:
+        inspect = client.get(f"/images/{quote_ref(image)}/json")
+        history = client.get(f"/images/{quote_ref(image)}/history")
+    except EngineError as exc:
+        if exc.status == 404:
+            raise UsageError(f"no image {image!r} on this Docker host",
+                             "List images with `docker images`; pull or build it first.") from exc
+        raise
+    threshold = min_model_bytes
+    if threshold is None:
+        threshold = DEFAULT_MIN_MODEL_BYTES
+        if manifest is not None and manifest.min_model_bytes is not None:
+            threshold = manifest.min_model_bytes
+    layers = analyze(list(history or []), threshold, manifest)
+    total = int(inspect.get("Size") or sum(layer.size for layer in layers))
+    report = LayersReport(
+        image=image,
+        image_id=str(inspect.get("Id") or ""),
+        layers=layers,
+        min_model_bytes=threshold,
+        total_bytes=total,
+        model_bytes=sum(layer.size for layer in layers if layer.model_step),
+        manifest=manifest,
+    )
+    info = client.get("/info")
+    report.data_root = str(info.get("DockerRootDir") or "")
+    location = locate(os.path.join(root, report.data_root.lstrip("/")), root) if report.data_root else None
+    if location is not None:
+        report.data_root_device = location.device or location.source
+        report.data_root_class = location.device_class or "other"
+    if write_mib_s is not None:
+        if write_mib_s <= 0:
+            raise UsageError("--write-mibs must be positive")
+        report.write_mib_s, report.write_source = write_mib_s, "--write-mibs"
+    else:
+        report.write_mib_s = default_write_mibs(report.data_root_class or "other")
+        report.write_source = f"default for {report.data_root_class or 'other'} devices (gpuhost.unpack)"
+    report.predicted_unpack_s = predict_unpack_seconds(report.total_bytes, report.write_mib_s)
+    return report

@@ -1,0 +1,602 @@
+"""ComfyUI readiness: a pure state machine over log lines, container state and HTTP probes.
+
+starting -> ready | failed | stalled. Nothing here reads a clock, a socket or a file: every
+event carries its own time, so recorded logs replay through it as fast as they can be fed and a
+live driver (gpuhost.comfyui.wait) feeds the same machine from the Engine API.
+
+What the real captures (../shared/fixtures/comfyui) show, and what the machine does with it:
+- Ready is the line `To see the GUI go to: http://HOST:PORT` AND an HTTP 200 from /system_stats
+  that arrives after it. A 200 before that line comes from another process (the port-in-use
+  capture: a first instance keeps serving while this one dies with Errno 98).
+- A healthy start also prints Traceback / ModuleNotFoundError / IMPORT FAILED lines for
+  comfy_extras nodes (torchaudio missing) and for broken custom nodes: those are warnings that
+  name the node, never failures.
+- Fatal: ModuleNotFoundError before `ComfyUI version:` (the process exits 1 soon after), an
+  uncaught traceback from main.py, `OSError: [Errno 98]`, the container exiting or restarting.
+- SIGTERM is silent (exit 143): a stopped container's log has no shutdown line.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+DEFAULT_STALL_TIMEOUT = 180.0
+TAIL_LINES = 30
+
+
+class Phase(str, enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    FAILED = "failed"
+    STALLED = "stalled"
+
+    @property
+    def final(self) -> bool:
+        return self is not Phase.STARTING
+
+
+@dataclass(frozen=True)
+class LogLine:
+    at: float
+    text: str
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """The container as the Engine API reports it (State.Status, ExitCode, RestartCount)."""
+
+    at: float
+    status: str  # created, running, restarting, paused, exited, dead, removed
+    exit_code: Optional[int] = None
+    restart_count: int = 0
+    oom_killed: bool = False
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One GET /system_stats. status None: no HTTP answer (refused, reset, timeout)."""
+
+    at: float
+    url: str
+    status: Optional[int] = None
+    error: str = ""
+    # False when there is no way to reach the server from here (port not published)
+    reachable: bool = True
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time passing without news: drives the stall and deadline checks."""
+
+    at: float
+
+
+Event = Union[LogLine, ContainerState, ProbeResult, Tick]
+
+
+@dataclass
+class NodeWarning:
+    """A node that failed to import while the server still starts (a warning, not a failure)."""
+
+    kind: str  # "custom-node" or "comfy-extras"
+    node: str
+    path: str = ""
+    reason: str = ""
+    line: str = ""
+
+
+@dataclass
+class Verdict:
+    phase: Phase = Phase.STARTING
+    # stable code: starting, ready, missing-module, port-in-use, crashed, exited, stopped,
+    # restarted, removed, paused, listen-loopback, not-published, stalled, timeout
+    reason: str = "starting"
+    message: str = ""
+    remedy: str = ""
+    failing_line: str = ""
+    last_line: str = ""
+    # time of the event that decided the verdict (a log line's, a probe's, the exit's)
+    decided_at: Optional[float] = None
+    gui_url: str = ""
+    # when the GUI line was written (its log time)
+    gui_line_at: Optional[float] = None
+    probe_url: str = ""
+    last_probe: str = ""
+    comfyui_version: str = ""
+    warnings: list[NodeWarning] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    lines_seen: int = 0
+    tail: list[str] = field(default_factory=list)
+    foreign_answer: bool = False
+    exit_code: Optional[int] = None
+    restart_count: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        """The fields every report of a verdict carries, under their JSON names."""
+        return {
+            "verdict": self.phase.value,
+            "reason": self.reason,
+            "failing_line": self.failing_line,
+            "last_line": self.last_line,
+            "url": self.probe_url,
+            "gui_url": self.gui_url,
+            "last_probe": self.last_probe,
+            "comfyui_version": self.comfyui_version,
+        }
+
+
+# --- line classification ---------------------------------------------------------------
+
+GUI_RE = re.compile(
+    r"To see the GUI go to: (?P<url>(?P<scheme>https?)://(?P<host>\[[^\]]+\]|[^:/\s]+):(?P<port>\d+))"
+)
+VERSION_RE = re.compile(r"^ComfyUI version: (?P<version>\S+)")
+ERRNO98_RE = re.compile(r"OSError: \[Errno 98\]")
+BIND_ADDRESS_RE = re.compile(r"\('(?P<host>[^']*)', (?P<port>\d+)")
+CUSTOM_NODE_FAILED_RE = re.compile(r"^\s*[\d.]+ seconds \(IMPORT FAILED\): (?P<path>.+?)\s*$")
+EXTRAS_FAILED_RE = re.compile(r"^IMPORT FAILED: (?P<node>.+?)\s*$")
+CANNOT_IMPORT_RE = re.compile(r"^Cannot import (?P<path>.+?) module for custom nodes: (?P<reason>.*)$")
+FRAME_RE = re.compile(r'^\s+File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>.+)$')
+EXCEPTION_RE = re.compile(r"^(?P<name>[A-Za-z_][\w.]*)(?::\s?(?P<message>.*))?$")
+NO_MODULE_RE = re.compile(r"No module named '(?P<module>[^']+)'")
+
+# Lines a healthy start prints that look alarming but are harmless: the server still serves.
+HARMLESS = (
+    (re.compile(r"torchaudio missing"), "torchaudio missing: audio nodes disabled"),
+    (re.compile(r"^\*{6} (User settings have been changed|For multi-user setups)"), "first boot: user settings"),
+    (re.compile(r"(?i)sage ?attention"), "sageattention not available"),
+    (re.compile(r"(?i)\bonnx(runtime)?\b"), "onnxruntime note"),
+    (re.compile(r"^WARNING: some comfy_extras/ nodes did not import correctly"), "comfy_extras import warning"),
+)
+
+# Exception texts with a known cause on GPU hosts: (pattern, remedy).
+KNOWN_CAUSES = (
+    (
+        re.compile(r"Insufficient Permissions"),
+        "NVML may not open /dev/nvidia*: run the container with the host's device group "
+        "(--group-add <gid of /dev/nvidia0>; roles/comfyui does this) and check `gpuhost check --run-as`.",
+    ),
+    (
+        re.compile(r"Found no NVIDIA driver|CUDA driver initialization failed|no CUDA-capable device"),
+        "The container got no GPU: run it with the nvidia runtime (NVIDIA_VISIBLE_DEVICES=all) or CDI "
+        "(--device nvidia.com/gpu=all), and check `gpuhost check`.",
+    ),
+    (
+        re.compile(r"Torch not compiled with CUDA enabled"),
+        "The image's torch is a CPU build: install a CUDA build of torch or start ComfyUI with --cpu.",
+    ),
+)
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def _strip_brackets(host: str) -> str:
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
+def gui_address(line: str) -> Optional[tuple[str, str, int]]:
+    """(url, host, port) of a `To see the GUI go to:` line, or None."""
+    match = GUI_RE.search(line)
+    if not match:
+        return None
+    return match.group("url"), _strip_brackets(match.group("host")), int(match.group("port"))
+
+
+def _node_name(path: str) -> str:
+    return os.path.basename(path.rstrip("/")) or path
+
+
+@dataclass
+class _Traceback:
+    started_at: float
+    first_line: str
+    frames: list[tuple[str, str]] = field(default_factory=list)  # (file:line, function)
+
+    def first_frame_is_main(self) -> bool:
+        if not self.frames:
+            return False
+        location, function = self.frames[0]
+        return os.path.basename(location.split(":")[0]) == "main.py" and function == "<module>"
+
+    def in_node_loader(self) -> bool:
+        return any(function in ("load_custom_node", "load_custom_nodes", "init_external_custom_nodes")
+                   for _, function in self.frames)
+
+
+class ReadinessMachine:
+    """Feed events in time order; read `verdict`. Once final, further events change nothing
+    but the exit code and restart count it records."""
+
+    def __init__(
+        self,
+        stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+        started_at: Optional[float] = None,
+        restart_count: int = 0,
+        host_network: Optional[bool] = None,
+        deadline: Optional[float] = None,
+        tail_lines: int = TAIL_LINES,
+    ) -> None:
+        self.stall_timeout = stall_timeout
+        self.deadline = deadline
+        self.host_network = host_network
+        self.baseline_restarts = restart_count
+        self.verdict = Verdict(restart_count=restart_count)
+        self._tail: deque[str] = deque(maxlen=tail_lines)
+        self._last_activity = started_at
+        self._gui_at: Optional[float] = None
+        self._gui_host = ""
+        self._gui_port: Optional[int] = None
+        self._version_seen = False
+        self._traceback: Optional[_Traceback] = None
+        self._import_reasons: dict[str, str] = {}
+        self._notes: dict[str, None] = {}
+
+    # -- public view ------------------------------------------------------------------------
+
+    @property
+    def decided(self) -> bool:
+        return self.verdict.phase.final
+
+    @property
+    def gui_seen(self) -> bool:
+        return self._gui_at is not None
+
+    @property
+    def gui_port(self) -> Optional[int]:
+        return self._gui_port
+
+    @property
+    def gui_host(self) -> str:
+        return self._gui_host
+
+    @property
+    def last_activity(self) -> Optional[float]:
+        return self._last_activity
+
+    def feed(self, event: Event) -> Verdict:
+        if isinstance(event, LogLine):
+            self._on_line(event)
+        elif isinstance(event, ContainerState):
+            self._on_state(event)
+        elif isinstance(event, ProbeResult):
+            self._on_probe(event)
+        elif isinstance(event, Tick):
+            self._on_tick(event)
+        else:  # pragma: no cover - typing guards this
+            raise TypeError(f"not a readiness event: {event!r}")
+        self.verdict.tail = list(self._tail)
+        self.verdict.notes = list(self._notes)
+        return self.verdict
+
+    # -- decisions --------------------------------------------------------------------------
+
+    def _decide(self, phase: Phase, reason: str, at: float, message: str, remedy: str = "", line: str = "") -> None:
+        if self.decided:
+            return
+        verdict = self.verdict
+        verdict.phase = phase
+        verdict.reason = reason
+        verdict.decided_at = at
+        verdict.message = message
+        verdict.remedy = remedy
+        verdict.failing_line = line
+
+    # -- log lines --------------------------------------------------------------------------
+
+    def _on_line(self, event: LogLine) -> None:
+        text = event.text.rstrip("\r\n")
+        verdict = self.verdict
+        verdict.lines_seen += 1
+        self._tail.append(text)
+        self._last_activity = event.at
+        if text.strip():
+            verdict.last_line = text
+        if self.decided:
+            return
+
+        if self._traceback is not None and self._in_traceback(text, event.at):
+            return
+
+        if text.startswith("Traceback (most recent call last):"):
+            self._traceback = _Traceback(started_at=event.at, first_line=text)
+            return
+
+        if ERRNO98_RE.search(text):
+            self._port_in_use(event.at, text)
+            return
+
+        version = VERSION_RE.match(text)
+        if version:
+            self._version_seen = True
+            verdict.comfyui_version = version.group("version")
+            return
+
+        gui = gui_address(text)
+        if gui:
+            self._on_gui(event.at, text, *gui)
+            return
+
+        cannot = CANNOT_IMPORT_RE.match(text)
+        if cannot:
+            self._import_reasons[cannot.group("path").rstrip("/")] = cannot.group("reason")
+            return
+
+        custom = CUSTOM_NODE_FAILED_RE.match(text)
+        if custom:
+            path = custom.group("path").rstrip("/")
+            self._warn("custom-node", _node_name(path), path, self._import_reasons.get(path, ""), text)
+            return
+
+        extras = EXTRAS_FAILED_RE.match(text)
+        if extras:
+            node = extras.group("node")
+            path = next((p for p in self._import_reasons if os.path.basename(p) == node), "")
+            self._warn("comfy-extras", node, path, self._import_reasons.get(path, ""), text)
+            return
+
+        for pattern, note in HARMLESS:
+            if pattern.search(text):
+                self._notes.setdefault(note, None)
+                return
+
+    def _warn(self, kind: str, node: str, path: str, reason: str, line: str) -> None:
+        if any(w.kind == kind and w.node == node for w in self.verdict.warnings):
+            return
+        self.verdict.warnings.append(NodeWarning(kind=kind, node=node, path=path, reason=reason, line=line))
+
+    def _in_traceback(self, text: str, at: float) -> bool:
+        """Consume a line inside a traceback; False when the traceback is over and the line
+        must be classified on its own."""
+        tb = self._traceback
+        assert tb is not None
+        frame = FRAME_RE.match(text)
+        if frame:
+            tb.frames.append((f"{frame.group('file')}:{frame.group('line')}", frame.group("func").strip()))
+            return True
+        if not text.strip() or text[0].isspace():
+            return bool(text.strip())  # source lines and carets stay inside; a blank line ends it
+        self._traceback = None
+        exception = EXCEPTION_RE.match(text)
+        if exception is None:
+            return False
+        self._on_exception(tb, at, text, exception.group("name"), exception.group("message") or "")
+        return True
+
+    def _on_exception(self, tb: _Traceback, at: float, line: str, name: str, message: str) -> None:
+        short = name.rsplit(".", 1)[-1]
+        if ERRNO98_RE.search(line):
+            self._port_in_use(at, line)
+            return
+        missing = NO_MODULE_RE.search(message) if short in ("ModuleNotFoundError", "ImportError") else None
+        if tb.in_node_loader() and not tb.first_frame_is_main():
+            return  # a node failed to import: the IMPORT FAILED line that follows names it
+        fatal = tb.first_frame_is_main() or (missing is not None and not self._version_seen)
+        if not fatal:
+            self._notes.setdefault(f"logged exception: {short}", None)
+            return
+        importer = tb.frames[-1][0] if tb.frames else ""
+        if missing is not None:
+            module = missing.group("module")
+            top = module.split(".")[0]
+            self._decide(
+                Phase.FAILED,
+                "missing-module",
+                at,
+                f"Python module '{module}' is missing: ComfyUI cannot finish importing and exits"
+                + (f" (imported from {importer})" if importer else ""),
+                f"Install the package that provides '{top}' into the image's Python environment "
+                f"(e.g. `pip install {top}` in the Dockerfile), rebuild the image and recreate the container.",
+                line,
+            )
+            return
+        remedy = "Fix what the exception names (the traceback is in the last log lines), then recreate the container."
+        for pattern, known in KNOWN_CAUSES:
+            if pattern.search(line):
+                remedy = known
+                break
+        self._decide(Phase.FAILED, "crashed", at, f"ComfyUI stopped on an unhandled {short}: {message}".rstrip(": "),
+                     remedy, line)
+
+    def _port_in_use(self, at: float, line: str) -> None:
+        bind = BIND_ADDRESS_RE.search(line)
+        address = f"{bind.group('host')}:{bind.group('port')}" if bind else "its port"
+        other = (
+            " Another process already answers there (HTTP 200 on /system_stats): a probe of the port alone "
+            "would call this deploy ready."
+            if self.verdict.foreign_answer
+            else ""
+        )
+        self._decide(
+            Phase.FAILED,
+            "port-in-use",
+            at,
+            f"ComfyUI could not bind {address}: address already in use; this instance exits.{other}",
+            "Stop the process that holds the port (another ComfyUI? `ss -ltnp`), or start this one with another "
+            "--port and publish that.",
+            line,
+        )
+
+    def _on_gui(self, at: float, line: str, url: str, host: str, port: int) -> None:
+        if self._gui_at is not None:
+            return  # a bare --listen prints one line per address; the first one is enough
+        self._gui_at = at
+        self._gui_host = host
+        self._gui_port = port
+        self.verdict.gui_url = url
+        self.verdict.gui_line_at = at
+        if self.host_network is False and host in LOOPBACK_HOSTS:
+            self._decide(
+                Phase.FAILED,
+                "listen-loopback",
+                at,
+                f"ComfyUI listens on {host} inside the container ({url}): nothing outside the container, "
+                "a published port included, can reach it",
+                "Start ComfyUI with --listen 0.0.0.0 inside the container and publish the port on 127.0.0.1 "
+                "(-p 127.0.0.1:8188:8188), or run it with the host network.",
+                line,
+            )
+
+    # -- container state -----------------------------------------------------------------------
+
+    def _on_state(self, event: ContainerState) -> None:
+        verdict = self.verdict
+        status = event.status
+        if status in ("exited", "dead"):
+            verdict.exit_code = event.exit_code
+        if event.restart_count > verdict.restart_count:
+            verdict.restart_count = event.restart_count
+        if self.decided:
+            return
+        last = verdict.last_line or "(no output)"
+        if event.restart_count > self.baseline_restarts or status == "restarting":
+            self._decide(
+                Phase.FAILED,
+                "restarted",
+                event.at,
+                f"the container restarted (restart count {event.restart_count}): its previous run ended "
+                f"before ComfyUI was ready; last line: {last}",
+                "Read the last log lines below: the restart policy hides a crash loop.",
+                verdict.last_line,
+            )
+        elif status in ("exited", "dead"):
+            code = event.exit_code
+            if event.oom_killed:
+                self._decide(
+                    Phase.FAILED,
+                    "exited",
+                    event.at,
+                    f"the container was killed by the kernel's OOM killer (exit {code}) before ComfyUI was ready",
+                    "Give the container more memory (or remove its memory limit).",
+                    verdict.last_line,
+                )
+            elif code in (143, 137):
+                self._decide(
+                    Phase.FAILED,
+                    "stopped",
+                    event.at,
+                    f"the container was stopped ({'SIGTERM' if code == 143 else 'SIGKILL'}, exit {code}) "
+                    f"before ComfyUI was ready; ComfyUI prints nothing on SIGTERM; last line: {last}",
+                    "Something stopped it (docker stop, a deploy, the host): start it again and watch `gpuhost "
+                    "wait-ready`.",
+                    verdict.last_line,
+                )
+            else:
+                self._decide(
+                    Phase.FAILED,
+                    "exited",
+                    event.at,
+                    f"ComfyUI exited with code {code} before it was ready; last line: {last}",
+                    "Read the last log lines below for the cause.",
+                    verdict.last_line,
+                )
+        elif status == "removed":
+            self._decide(Phase.FAILED, "removed", event.at, "the container was removed while waiting", "", "")
+        elif status == "paused":
+            self._decide(Phase.FAILED, "paused", event.at, "the container is paused", "docker unpause it.", "")
+
+    # -- HTTP probes ---------------------------------------------------------------------------
+
+    def _on_probe(self, event: ProbeResult) -> None:
+        verdict = self.verdict
+        verdict.probe_url = event.url
+        verdict.last_probe = f"HTTP {event.status}" if event.status is not None else (event.error or "no answer")
+        if self.decided:
+            return
+        if not event.reachable:
+            if self._gui_at is not None:
+                self._decide(
+                    Phase.FAILED,
+                    "not-published",
+                    event.at,
+                    f"ComfyUI is up inside the container ({verdict.gui_url}) but cannot be reached from the host: "
+                    f"{event.error}",
+                    "Publish the port (-p 127.0.0.1:8188:8188) or pass --url to probe another address.",
+                    "",
+                )
+            return
+        if event.status != 200:
+            return
+        if self._gui_at is None or event.at < self._gui_at:
+            verdict.foreign_answer = True
+            return
+        version = f" {verdict.comfyui_version}" if verdict.comfyui_version else ""
+        self._decide(
+            Phase.READY,
+            "ready",
+            event.at,
+            f"ComfyUI{version} is serving: it printed {verdict.gui_url} and {event.url} answered 200",
+        )
+
+    # -- time --------------------------------------------------------------------------------
+
+    def _on_tick(self, event: Tick) -> None:
+        if self.decided:
+            return
+        verdict = self.verdict
+        if self.deadline is not None and event.at >= self.deadline:
+            waiting_for = (
+                f"{verdict.gui_url} was printed but {verdict.probe_url or '/system_stats'} never answered 200 "
+                f"(last probe: {verdict.last_probe or 'none'})"
+                if self._gui_at is not None
+                else f"last line: {verdict.last_line or '(no output)'}"
+            )
+            self._decide(Phase.FAILED, "timeout", event.at, f"not ready before the deadline; {waiting_for}",
+                         "Raise --timeout if the start is slow but progressing; otherwise read the last lines.",
+                         verdict.last_line)
+            return
+        if self._gui_at is not None or self._last_activity is None:
+            return  # after the GUI line ComfyUI is quiet by design; only the deadline applies
+        idle = event.at - self._last_activity
+        if idle >= self.stall_timeout:
+            self._decide(
+                Phase.STALLED,
+                "stalled",
+                event.at,
+                f"no new log line for {idle:.0f} s; last line: {verdict.last_line or '(no output)'}",
+                "It hangs there (a download, a lock, a GPU wait?): read the last line, then inspect the container "
+                "(docker top, py-spy) or raise --stall-timeout if that step is known to be slow and silent.",
+                verdict.last_line,
+            )
+
+
+# --- recorded logs ------------------------------------------------------------------------
+
+EXIT_MARKER_RE = re.compile(r"^<<child exited rc=(?P<rc>-?\d+)>>$")
+
+
+@dataclass
+class TimedLog:
+    """A `.timed.log` capture: (seconds since spawn, line) and the recorded exit."""
+
+    lines: list[tuple[float, str]]
+    exit_at: Optional[float] = None
+    # the child's return code as Python saw it: -15 means killed by SIGTERM (docker: 143)
+    returncode: Optional[int] = None
+
+    @property
+    def container_exit_code(self) -> Optional[int]:
+        if self.returncode is None:
+            return None
+        return 128 - self.returncode if self.returncode < 0 else self.returncode
+
+
+def parse_timed_log(text: str) -> TimedLog:
+    log = TimedLog(lines=[])
+    for number, raw in enumerate(text.splitlines(), start=1):
+        stamp, sep, line = raw.partition("\t")
+        if not sep or not stamp.startswith("+"):
+            raise ValueError(f"line {number}: expected '+SECONDS<TAB>text', got {raw[:60]!r}")
+        at = float(stamp[1:])
+        marker = EXIT_MARKER_RE.match(line)
+        if marker:
+            log.exit_at = at
+            log.returncode = int(marker.group("rc"))
+            continue
+        log.lines.append((at, line))
+    return log

@@ -1,0 +1,381 @@
+"""Validate an API-format ComfyUI workflow against a server's /object_info, without queueing it.
+
+ComfyUI validates a prompt only when it is POSTed to /prompt (and a corrupt model shows only when
+it runs). This module applies the same checks ComfyUI's execution.validate_prompt applies, with the
+same error types and detail strings, to the node definitions the running server publishes:
+unknown class_type (missing_node_type), missing required inputs (required_input_missing), links
+to missing nodes or outputs, link type mismatches (return_type_mismatch), values that do not
+convert (invalid_input_type), out of range (value_smaller_than_min / value_bigger_than_max) or
+are not in a list (value_not_in_list: a model file the server does not have). `comfyui_response`
+is what POST /prompt would answer, so the two can be compared side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from gpuhost.comfyui.http import base_url, get_json
+from gpuhost.model import Finding, Severity, SourceError, UsageError
+
+MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx", ".sft", ".pkl")
+
+
+@dataclass
+class Problem:
+    node_id: str
+    class_type: str
+    type: str  # ComfyUI's error type
+    message: str
+    details: str
+    input_name: str = ""
+    received: Any = None
+    # a model file the server does not list (value_not_in_list on a file-name input)
+    model: bool = False
+    extra_info: dict[str, Any] = field(default_factory=dict)
+
+    def sentence(self) -> str:
+        where = f"node {self.node_id} ({self.class_type})" if self.node_id else "workflow"
+        if self.model:
+            return (
+                f"{where}: model file {self.received!r} for {self.input_name} is not on the server "
+                f"(ComfyUI: {self.type}: {self.details})"
+            )
+        return f"{where}: {self.type}: {self.message}" + (f": {self.details}" if self.details else "")
+
+
+@dataclass
+class WorkflowReport:
+    path: str
+    server: str
+    nodes: int
+    outputs: list[str]
+    problems: list[Problem]
+    # what POST /prompt would answer: (status, body)
+    comfyui_status: int
+    comfyui_response: dict[str, Any]
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "server": self.server,
+            "valid": self.valid,
+            "nodes": self.nodes,
+            "outputs": self.outputs,
+            "problems": [
+                {
+                    "node_id": p.node_id,
+                    "class_type": p.class_type,
+                    "type": p.type,
+                    "message": p.message,
+                    "details": p.details,
+                    "input_name": p.input_name,
+                    "model": p.model,
+                    "text": p.sentence(),
+                }
+                for p in self.problems
+            ],
+            "comfyui_would_answer": {"status": self.comfyui_status, "body": self.comfyui_response},
+        }
+
+
+# --- loading -----------------------------------------------------------------------------
+
+
+def load_workflow(path: str) -> dict[str, Any]:
+    """The prompt graph of an API-format workflow file (bare, or a POST /prompt body)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError as exc:
+        raise UsageError(f"workflow file not found: {path}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read workflow {path}: {exc}") from exc
+    except ValueError as exc:
+        raise UsageError(f"workflow {path} is not valid JSON: {exc}") from exc
+    return prompt_graph(data, path)
+
+
+def prompt_graph(data: Any, origin: str = "workflow") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise UsageError(f"{origin}: expected a JSON object of nodes, got {type(data).__name__}")
+    if isinstance(data.get("nodes"), list) and "links" in data:
+        raise UsageError(
+            f"{origin} is a UI-format workflow (nodes and links), not the API format",
+            "In ComfyUI use Workflow > Export (API) and pass that file.",
+        )
+    graph = data.get("prompt") if isinstance(data.get("prompt"), dict) else data
+    if not graph:
+        raise UsageError(f"{origin}: the workflow has no nodes")
+    for node_id, node in graph.items():
+        if not isinstance(node, dict):
+            raise UsageError(
+                f"{origin}: node {node_id!r} is not an object (API format: {{id: {{class_type, inputs}}}})"
+            )
+        if "inputs" in node and not isinstance(node["inputs"], dict):
+            raise UsageError(f"{origin}: node {node_id!r} has inputs that are not an object")
+    return graph
+
+
+# --- object_info helpers -----------------------------------------------------------------
+
+
+def _input_spec(definition: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """(name, required|optional, spec) in the server's order."""
+    inputs = definition.get("input") or {}
+    specs: list[tuple[str, str, Any]] = []
+    for category in ("required", "optional"):
+        for name, spec in (inputs.get(category) or {}).items():
+            specs.append((name, category, spec))
+    return specs
+
+
+def _type_and_options(spec: Any) -> tuple[Any, dict[str, Any]]:
+    if isinstance(spec, (list, tuple)) and spec:
+        kind = spec[0]
+        options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+        if kind == "COMBO" and isinstance(options.get("options"), list):
+            return list(options["options"]), options  # the newer combo form
+        return kind, options
+    return spec, {}
+
+
+def _is_model_input(class_type: str, input_name: str, values: list[Any]) -> bool:
+    if any(isinstance(v, str) and v.lower().endswith(MODEL_EXTENSIONS) for v in values):
+        return True
+    return input_name.endswith("_name") and ("loader" in class_type.lower() or "checkpoint" in class_type.lower())
+
+
+def _types_match(received: str, expected: str) -> bool:
+    if received == expected or "*" in (received, expected):
+        return True
+    wanted = {t.strip() for t in expected.split(",")}
+    return any(t.strip() in wanted for t in received.split(","))
+
+
+# --- validation --------------------------------------------------------------------------
+
+
+class _Validator:
+    def __init__(self, graph: dict[str, Any], object_info: dict[str, Any]) -> None:
+        self.graph = graph
+        self.info = object_info
+        self.validated: dict[str, tuple[bool, list[dict[str, Any]]]] = {}
+
+    def node_inputs(self, node_id: str, class_type: str) -> tuple[bool, list[dict[str, Any]]]:
+        if node_id in self.validated:
+            return self.validated[node_id]
+        self.validated[node_id] = (True, [])  # guards against cycles
+        node = self.graph[node_id]
+        inputs = node.get("inputs") or {}
+        definition = self.info[class_type]
+        errors: list[dict[str, Any]] = []
+        valid = True
+        for name, category, spec in _input_spec(definition):
+            kind, options = _type_and_options(spec)
+            if name not in inputs:
+                if category == "required":
+                    errors.append(_error("required_input_missing", "Required input is missing", name,
+                                         {"input_name": name}))
+                continue
+            value = inputs[name]
+            if isinstance(value, list):
+                link_ok, link_error = self.link(name, spec, kind, value)
+                if link_error is not None:
+                    errors.append(link_error)
+                elif not link_ok:
+                    valid = False
+                continue
+            error = self.value(class_type, name, spec, kind, options, value, inputs)
+            if error is not None:
+                errors.append(error)
+        result = (valid and not errors, errors)
+        self.validated[node_id] = result
+        return result
+
+    def link(self, name: str, spec: Any, kind: Any, value: list[Any]) -> tuple[bool, Optional[dict[str, Any]]]:
+        if len(value) != 2:
+            return False, _error(
+                "bad_linked_input",
+                "Bad linked input, must be a length-2 list of [node_id, slot_index]",
+                name,
+                {"input_name": name, "input_config": spec, "received_value": value},
+            )
+        source_id, slot = str(value[0]), value[1]
+        source = self.graph.get(source_id)
+        if source is None:
+            return False, _error("linked_node_missing", "Linked node does not exist in the workflow",
+                                 f"{name}: node {source_id!r}", {"input_name": name, "linked_node": value})
+        source_class = source.get("class_type")
+        if source_class not in self.info:
+            return False, None  # reported on that node
+        outputs = self.info[source_class].get("output") or []
+        if not isinstance(slot, int) or not 0 <= slot < len(outputs):
+            return False, _error("linked_output_missing", "Linked node has no such output",
+                                 f"{name}: {source_class} has {len(outputs)} outputs, not slot {slot!r}",
+                                 {"input_name": name, "linked_node": value})
+        received = outputs[slot]
+        expected = kind if isinstance(kind, str) else "COMBO"
+        received_text = received if isinstance(received, str) else "COMBO"
+        if not _types_match(received_text, expected):
+            return False, _error("return_type_mismatch", "Return type mismatch between linked nodes",
+                                 f"{name}, received_type({received_text}) mismatch input_type({expected})",
+                                 {"input_name": name, "input_config": spec, "received_type": received_text,
+                                  "linked_node": value})
+        ok, _ = self.node_inputs(source_id, str(source_class))
+        return ok, None
+
+    def value(self, class_type: str, name: str, spec: Any, kind: Any, options: dict[str, Any], value: Any,
+              inputs: dict[str, Any]) -> Optional[dict[str, Any]]:
+        if isinstance(kind, str):
+            try:
+                if kind == "INT":
+                    value = int(value)
+                elif kind == "FLOAT":
+                    value = float(value)
+                elif kind == "STRING":
+                    value = str(value)
+                elif kind == "BOOLEAN":
+                    value = bool(value)
+            except (TypeError, ValueError) as exc:
+                return _error("invalid_input_type", f"Failed to convert an input value to a {kind} value",
+                              f"{name}, {value}, {exc}",
+                              {"input_name": name, "input_config": spec, "received_value": value,
+                               "exception_message": str(exc)})
+            if kind in ("INT", "FLOAT"):
+                if "min" in options and value < options["min"]:
+                    return _error("value_smaller_than_min", f"Value {value} smaller than min of {options['min']}",
+                                  name, {"input_name": name, "input_config": spec, "received_value": value})
+                if "max" in options and value > options["max"]:
+                    return _error("value_bigger_than_max", f"Value {value} bigger than max of {options['max']}",
+                                  name, {"input_name": name, "input_config": spec, "received_value": value})
+            return None
+        if isinstance(kind, list) and value not in kind:
+            listed = f"(list of length {len(kind)})" if len(kind) > 20 else str(kind)
+            error = _error("value_not_in_list", "Value not in list", f"{name}: '{value}' not in {listed}",
+                           {"input_name": name, "input_config": None if len(kind) > 20 else spec,
+                            "received_value": value})
+            error["_model"] = _is_model_input(class_type, name, kind)
+            return error
+        return None
+
+
+def _error(kind: str, message: str, details: str, extra: dict[str, Any]) -> dict[str, Any]:
+    return {"type": kind, "message": message, "details": details, "extra_info": extra}
+
+
+def validate(graph: dict[str, Any], object_info: dict[str, Any], path: str = "", server: str = "") -> WorkflowReport:
+    problems: list[Problem] = []
+    for node_id, node in graph.items():
+        class_type = node.get("class_type")
+        if not class_type:
+            body = {"error": _error("missing_node_type", f"Node 'ID #{node_id}' has no class_type. The workflow may be "
+                                    "corrupted or a custom node is missing.", f"Node ID '#{node_id}'",
+                                    {"node_id": node_id, "class_type": None}), "node_errors": {}}
+            problems.append(_problem(node_id, "", body["error"]))
+            return WorkflowReport(path, server, len(graph), [], problems, 400, body)
+        if class_type not in object_info:
+            body = {"error": _error("missing_node_type", f"Node '{class_type}' not found. The custom node may not be "
+                                    "installed.", f"Node ID '#{node_id}'",
+                                    {"node_id": node_id, "class_type": class_type}), "node_errors": {}}
+            problems.append(_problem(node_id, class_type, body["error"]))
+            return WorkflowReport(path, server, len(graph), [], problems, 400, body)
+
+    outputs = [nid for nid, node in graph.items() if object_info[node["class_type"]].get("output_node")]
+    if not outputs:
+        error = _error("prompt_no_outputs", "Prompt has no outputs", "", {})
+        return WorkflowReport(path, server, len(graph), [], [_problem("", "", error)], 400,
+                              {"error": error, "node_errors": {}})
+
+    validator = _Validator(graph, object_info)
+    node_errors: dict[str, dict[str, Any]] = {}
+    output_errors: list[str] = []
+    good = []
+    for output in outputs:
+        ok, reasons = validator.node_inputs(output, graph[output]["class_type"])
+        if ok:
+            good.append(output)
+            continue
+        output_errors += [f"{r['message']}: {r['details']}" for r in reasons]
+        for node_id, (node_ok, node_reasons) in validator.validated.items():
+            if node_ok or not node_reasons:
+                continue
+            entry = node_errors.setdefault(
+                node_id, {"errors": node_reasons, "dependent_outputs": [], "class_type": graph[node_id]["class_type"]}
+            )
+            if output not in entry["dependent_outputs"]:
+                entry["dependent_outputs"].append(output)
+    for node_id, entry in node_errors.items():
+        for reason in entry["errors"]:
+            problems.append(_problem(node_id, entry["class_type"], reason))
+        entry["errors"] = [{k: v for k, v in r.items() if not k.startswith("_")} for r in entry["errors"]]
+    if good:
+        accepted: dict[str, Any] = {"prompt_id": "(assigned by the server)", "number": 0, "node_errors": node_errors}
+        return WorkflowReport(path, server, len(graph), outputs, problems, 200, accepted)
+    error = _error("prompt_outputs_failed_validation", "Prompt outputs failed validation", "\n".join(output_errors), {})
+    refusal = {"error": error, "node_errors": node_errors}
+    return WorkflowReport(path, server, len(graph), outputs, problems, 400, refusal)
+
+
+def _problem(node_id: str, class_type: str, error: dict[str, Any]) -> Problem:
+    extra = error.get("extra_info") or {}
+    return Problem(
+        node_id=node_id,
+        class_type=class_type,
+        type=error["type"],
+        message=error["message"],
+        details=error["details"],
+        input_name=str(extra.get("input_name") or ""),
+        received=extra.get("received_value"),
+        model=bool(error.get("_model")),
+        extra_info=extra,
+    )
+
+
+# --- against a live server and as check findings -------------------------------------------
+
+
+def check_workflow(path: str, server: str, timeout: float = 30.0) -> WorkflowReport:
+    """Load `path`, fetch `server`/object_info and validate (nothing is queued)."""
+
+    graph = load_workflow(path)
+    base = base_url(server) if "://" in server else f"http://{server}"
+    try:
+        info = get_json(f"{base}/object_info", timeout=timeout)
+    except (OSError, ValueError) as exc:
+        raise SourceError(f"{base}/object_info", str(exc) or type(exc).__name__,
+                          "Is ComfyUI ready there? `gpuhost wait-ready CONTAINER`, or pass --comfyui-url.") from exc
+    if not isinstance(info, dict):
+        raise SourceError(f"{base}/object_info", "did not answer a JSON object of node classes")
+    return validate(graph, info, path=path, server=base)
+
+
+def workflow_findings(report: WorkflowReport) -> list[Finding]:
+    name = os.path.basename(report.path) or report.path
+    evidence_base = {"workflow": report.path, "server": report.server,
+                     "comfyui_would_answer": {"status": report.comfyui_status, "body": report.comfyui_response}}
+    if report.valid:
+        return [Finding("comfyui.workflow", "comfyui", Severity.OK,
+                        f"workflow {name}: {report.nodes} nodes valid against {report.server}/object_info "
+                        f"({len(report.outputs)} output node(s)); not queued",
+                        "", evidence_base)]
+    findings = []
+    for problem in report.problems:
+        if problem.model:
+            remedy = (f"Put {problem.received!r} in the server's models folder for {problem.input_name} "
+                      "(or fix the name in the workflow); ComfyUI lists what it has in /object_info.")
+        elif problem.type == "missing_node_type":
+            remedy = "Install the custom node that provides it (and check `gpuhost check` for import failures)."
+        else:
+            remedy = "Fix the value in the workflow (ComfyUI would refuse the POST with this same error)."
+        evidence = dict(evidence_base, node_id=problem.node_id, class_type=problem.class_type, type=problem.type,
+                        details=problem.details)
+        findings.append(Finding("comfyui.workflow", "comfyui", Severity.FAIL, f"workflow {name}: {problem.sentence()}",
+                                remedy, evidence))
+    return findings

@@ -1,0 +1,88 @@
+"""Where Docker's data-root is now, where it should go, and whether moving it is safe.
+
+The docker_storage role switches data-root through the single daemon.json writer and copies
+the old directory when it holds images; this module decides, from the Engine API (when Docker
+runs) or daemon.json (when it does not, or is not installed yet), what that takes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from gpuhost.engine import EngineError, EnginePermissionDenied, EngineUnavailable
+from gpuhost.facts.docker import read_daemon_json
+from gpuhost.model import UsageError
+
+if TYPE_CHECKING:
+    from gpuhost.engine import EngineClient
+
+DEFAULT_DATA_ROOT = "/var/lib/docker"
+
+
+@dataclass
+class DataRootPlan:
+    current: str
+    target: str
+    source: str  # engine, daemon.json or default
+    docker_running: bool = False
+    live_restore: bool = False
+    running_containers: list[str] = field(default_factory=list)
+    old_has_data: bool = False
+    switch: bool = False  # daemon.json must change
+    copy_data: bool = False  # the old directory is copied first
+    blocked: str = ""  # why the switch cannot happen now ("" when it can)
+    images: int | None = None
+
+
+def _has_entries(path: str) -> bool:
+    try:
+        with os.scandir(path) as entries:
+            return any(True for _ in entries)
+    except OSError:
+        return False
+
+
+def plan_data_root(
+    target: str,
+    daemon_json_path: str = "/etc/docker/daemon.json",
+    client: EngineClient | None = None,
+    move: bool = True,
+) -> DataRootPlan:
+    target = os.path.normpath(target)
+    config, error = read_daemon_json(daemon_json_path)
+    if error:
+        raise UsageError(f"{error}; fix it by hand first (the daemon.json writer never replaces an invalid file)")
+    configured = str((config or {}).get("data-root") or (config or {}).get("graph") or "")
+    plan = DataRootPlan(
+        current=os.path.normpath(configured) if configured else DEFAULT_DATA_ROOT,
+        target=target,
+        source="daemon.json" if configured else "default",
+    )
+    if client is not None:
+        try:
+            info = client.get("/info")
+        except (EngineUnavailable, EnginePermissionDenied, EngineError, OSError):
+            info = None
+        if isinstance(info, dict):
+            plan.docker_running = True
+            plan.current = os.path.normpath(str(info.get("DockerRootDir") or plan.current))
+            plan.source = "engine"
+            plan.live_restore = bool(info.get("LiveRestoreEnabled"))
+            plan.images = int(info.get("Images") or 0)
+            if plan.live_restore and int(info.get("ContainersRunning") or 0):
+                listed = client.get("/containers/json") or []
+                plan.running_containers = sorted(
+                    str((c.get("Names") or ["?"])[0]).lstrip("/") for c in listed if isinstance(c, dict)
+                )
+    plan.switch = plan.current != target
+    plan.old_has_data = plan.switch and _has_entries(plan.current)
+    plan.copy_data = plan.switch and move and plan.old_has_data
+    if plan.switch and plan.running_containers:
+        plan.blocked = (
+            f"Docker runs with live-restore, so stopping it leaves {len(plan.running_containers)} container(s) "
+            f"running on the old data-root ({', '.join(plan.running_containers)}); stop them first "
+            "(docker stop ...), then run the role again"
+        )
+    return plan

@@ -1,0 +1,519 @@
+"""Which disks Docker's data-root may take, and why every other disk is refused.
+
+The docker_storage role asks this module (through `gpuhost-agent storage-plan`) before it
+writes anything. Disks are either named by the user or, on AWS, found by their NVMe model
+string (`Amazon EC2 NVMe Instance Storage`). A disk is refused when it is the root disk, is
+mounted, used as swap, held by another device (md, dm, LVM), has partitions, carries any
+filesystem, partition-table, RAID, LVM, swap or crypto signature, or is an EBS volume. The
+last three kinds of refusal (signatures, partitions, EBS) can be overridden by naming the
+disk in `force`; the first four cannot, because formatting such a disk destroys a running
+system or a live array.
+
+A disk that already holds what the role makes (an XFS filesystem with the role's label, or a
+member of the role's md array) is the role's own: it is accepted, and a second run changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from gpuhost.engine import EngineClient
+from gpuhost.facts.docker import DAEMON_JSON
+from gpuhost.facts.signatures import Signature, SignatureReport, probe_signatures
+from gpuhost.facts.storage import (
+    DOCKER_STORAGE_CONFIG,
+    DOCKER_STORAGE_SERVICE,
+    BlockDevice,
+    Mount,
+    collect_block_devices,
+    list_entries,
+    read_mounts,
+    read_text,
+    whole_disk,
+)
+from gpuhost.model import ExitCode, UsageError, to_jsonable
+from gpuhost.storage.move import DEFAULT_DATA_ROOT, DataRootPlan, plan_data_root
+
+CONFIG_SCHEMA = "gpuhost.docker-storage/v1"
+CONFIG_PATH = DOCKER_STORAGE_CONFIG
+SERVICE_UNIT = DOCKER_STORAGE_SERVICE
+DEFAULT_MOUNT_PATH = "/mnt/docker"
+DEFAULT_LABEL = "gh-docker"
+MISSING_DISK_POLICIES = ("wait", "fail", "fallback")
+XFS_LABEL_MAX = 12
+
+SignatureProbe = Callable[[str], SignatureReport]
+
+
+@dataclass
+class Refusal:
+    code: str  # root-disk, mounted, swap, holders, partition, read-only, empty, ebs, partitions, signature, unreadable
+    message: str
+    forceable: bool
+
+
+@dataclass
+class DiskInspection:
+    path: str  # as named by the user, or /dev/<name> when discovered
+    name: str  # kernel name (nvme1n1, loop3)
+    size_bytes: int = 0
+    model: str = ""
+    serial: str = ""
+    device_class: str = ""
+    ebs_volume_id: str = ""
+    signatures: list[Signature] = field(default_factory=list)
+    mountpoints: list[str] = field(default_factory=list)
+    holders: list[str] = field(default_factory=list)
+    partitions: list[str] = field(default_factory=list)
+    refusals: list[Refusal] = field(default_factory=list)
+    forced: bool = False
+    ours: bool = False  # holds the role's own filesystem or array membership
+
+    @property
+    def accepted(self) -> bool:
+        return all(r.forceable and self.forced for r in self.refusals)
+
+    @property
+    def blank(self) -> bool:
+        return not self.signatures and not self.partitions
+
+    def reasons(self) -> str:
+        return "; ".join(r.message for r in self.refusals)
+
+
+@dataclass
+class StorageRequest:
+    devices: list[str] = field(default_factory=list)  # empty: every instance-store disk
+    force: list[str] = field(default_factory=list)
+    mount_path: str = DEFAULT_MOUNT_PATH
+    label: str = DEFAULT_LABEL
+    array_name: str = DEFAULT_LABEL
+    missing_disk_policy: str = "fail"
+    device_timeout_s: int = 90
+    fallback_data_root: str = "/var/lib/docker"
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        devices: Optional[list[str]] = None,
+        force: Optional[list[str]] = None,
+        mount_path: str = DEFAULT_MOUNT_PATH,
+        label: str = DEFAULT_LABEL,
+        array_name: str = "",
+        missing_disk_policy: str = "fail",
+        device_timeout: int = 90,
+        fallback_data_root: str = "",
+    ) -> StorageRequest:
+        """The request as typed (CLI, agent or the role): the array is named after the label unless named.
+        An empty fallback_data_root is decided by plan_docker_storage from Docker's current data-root."""
+        request = cls(
+            devices=list(devices or []),
+            force=list(force or []),
+            mount_path=mount_path,
+            label=label,
+            array_name=array_name or label,
+            missing_disk_policy=missing_disk_policy,
+            device_timeout_s=device_timeout,
+            fallback_data_root=fallback_data_root,
+        )
+        request.validate()
+        return request
+
+    def validate(self) -> None:
+        if self.mount_path.startswith("/"):
+            self.mount_path = os.path.normpath(self.mount_path)
+        if not self.mount_path.startswith("/") or self.mount_path.rstrip("/") in ("", "/"):
+            raise UsageError(f"mount path {self.mount_path!r} must be an absolute path other than /")
+        for reserved in ("/proc", "/sys", "/dev", "/run", "/boot", "/etc", "/usr", "/bin", "/sbin", "/lib"):
+            if self.mount_path.rstrip("/") == reserved:
+                raise UsageError(f"mount path {self.mount_path} is a system directory")
+        plain = self.label.replace("-", "").replace("_", "")
+        if not self.label or len(self.label) > XFS_LABEL_MAX or not (plain.isascii() and plain.isalnum()):
+            raise UsageError(
+                f"filesystem label {self.label!r} must be 1-{XFS_LABEL_MAX} letters, digits, '-' or '_' (XFS limit)"
+            )
+        if not self.array_name or not self.array_name.replace("-", "").replace("_", "").isalnum():
+            raise UsageError(f"array name {self.array_name!r} must be letters, digits, '-' or '_'")
+        if self.missing_disk_policy not in MISSING_DISK_POLICIES:
+            raise UsageError(
+                f"missing-disk policy {self.missing_disk_policy!r} is not one of {', '.join(MISSING_DISK_POLICIES)}"
+            )
+        if self.device_timeout_s < 0:
+            raise UsageError("device timeout must be zero or more seconds")
+        unknown = [f for f in self.force if f not in self.devices]
+        if unknown and self.devices:
+            raise UsageError(
+                f"force names {', '.join(unknown)}, which {'is' if len(unknown) == 1 else 'are'} not among the "
+                "devices to use",
+                "Force applies per device: list the same path under devices and under force.",
+            )
+        if len(set(self.devices)) != len(self.devices):
+            raise UsageError("a device is listed twice")
+
+
+@dataclass
+class StoragePlan:
+    request: StorageRequest
+    selection: str  # "devices" (named by the user) or "instance-store" (found by model)
+    disks: list[DiskInspection] = field(default_factory=list)
+    layout: str = "none"  # none, single, raid0
+    state: str = "absent"  # absent (to create), present (the role's own, nothing to do), none (no disk)
+    mount_source: str = ""
+    mount_unit: str = ""
+    actions: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    # the data-root move this storage implies (None when Docker's data-root was not looked at)
+    data_root: Optional[DataRootPlan] = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def exit_code(self) -> ExitCode:
+        blocked = self.data_root is not None and bool(self.data_root.blocked)
+        return ExitCode.OK if self.ok and not blocked else ExitCode.FAILING
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON both `gpuhost storage plan --json` and the agent's storage-plan print: what the role reads."""
+        disks = []
+        for disk in self.disks:
+            entry = to_jsonable(disk)
+            entry["accepted"] = disk.accepted
+            disks.append(entry)
+        return {
+            "ok": self.ok,
+            "selection": self.selection,
+            "layout": self.layout,
+            "state": self.state,
+            "mount_path": self.request.mount_path,
+            "mount_source": self.mount_source,
+            "mount_unit": self.mount_unit,
+            "disks": disks,
+            "refused": [{"path": d.path, "reasons": [r.message for r in d.refusals]} for d in self.refused],
+            "errors": self.errors,
+            "actions": self.actions,
+            "config": self.config(),
+            "data_root": to_jsonable(self.data_root) if self.data_root is not None else None,
+        }
+
+    @property
+    def refused(self) -> list[DiskInspection]:
+        return [d for d in self.disks if not d.accepted]
+
+    def config(self) -> dict[str, object]:
+        """What the boot unit reads (CONFIG_PATH): the same decisions, without any force."""
+        request = self.request
+        return {
+            "schema": CONFIG_SCHEMA,
+            "selection": self.selection,
+            "devices": list(request.devices),
+            "expected_disks": len(self.disks),
+            "layout": self.layout,
+            "label": request.label,
+            "array_name": request.array_name,
+            "mount_path": request.mount_path,
+            "mount_source": self.mount_source,
+            "mount_unit": self.mount_unit,
+            "missing_disk_policy": request.missing_disk_policy,
+            "device_timeout_s": request.device_timeout_s,
+            "fallback_data_root": request.fallback_data_root,
+        }
+
+
+def systemd_escape_path(path: str) -> str:
+    """`systemd-escape --path`: /mnt/docker -> mnt-docker, /data/fast-disk -> data-fast\\x2ddisk."""
+    trimmed = os.path.normpath(path).strip("/")
+    if not trimmed:
+        return "-"
+    out = []
+    for index, char in enumerate(trimmed):
+        if char == "/":
+            out.append("-")
+        elif char.isascii() and (char.isalnum() or char in ":_" or (char == "." and index > 0)):
+            out.append(char)
+        else:
+            out.append("".join(f"\\x{b:02x}" for b in char.encode()))
+    return "".join(out)
+
+
+def mount_unit_name(mount_path: str) -> str:
+    return systemd_escape_path(mount_path) + ".mount"
+
+
+def kernel_name(path: str, root: str = "/") -> str:
+    """The kernel name of the block device at `path` (symlinks such as /dev/disk/by-id followed).
+
+    On the live system the device number decides (a renamed node in a container still maps to
+    its disk); under another root (a captured tree) the last path component is the name.
+    """
+    if root == "/":
+        try:
+            st = os.stat(path)
+        except FileNotFoundError as exc:
+            raise UsageError(f"{path}: no such device") from exc
+        if not stat.S_ISBLK(st.st_mode):
+            raise UsageError(f"{path} is not a block device")
+        link = f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+        return os.path.basename(os.path.realpath(link))
+    name = os.path.basename(path)
+    if not os.path.exists(os.path.join(root, "sys/class/block", name)) and not os.path.isdir(
+        os.path.join(root, "sys/block", name)
+    ):
+        raise UsageError(f"{path}: no such device")
+    return name
+
+
+def is_partition(name: str, root: str = "/") -> bool:
+    return os.path.exists(os.path.join(root, "sys/class/block", name, "partition"))
+
+
+def leaf_disks(name: str, root: str = "/") -> set[str]:
+    """The whole disks beneath a device: a partition's disk, an md/dm device's members' disks."""
+
+    disk = whole_disk(name, root)
+    slaves = list_entries(os.path.join(root, "sys/block", disk, "slaves"))
+    if not slaves:
+        return {disk}
+    found: set[str] = set()
+    for slave in slaves:
+        found |= leaf_disks(slave, root)
+    return found
+
+
+def _mount_device_name(mount: Mount, root: str) -> str:
+    link = os.path.join(root, "sys/dev/block", mount.major_minor)
+    return os.path.basename(os.path.realpath(link)) if os.path.exists(link) else ""
+
+
+def root_disks(mounts: list[Mount], root: str = "/") -> set[str]:
+    """The disks that hold the running system's / (through partitions, md and dm)."""
+    for mount in mounts:
+        if mount.mountpoint == "/":
+            name = _mount_device_name(mount, root)
+            if name:
+                return leaf_disks(name, root)
+    return set()
+
+
+def swap_devices(root: str = "/") -> set[str]:
+    names: set[str] = set()
+    for line in read_text(os.path.join(root, "proc/swaps")).splitlines()[1:]:
+        fields = line.split()
+        if fields and fields[0].startswith("/dev/"):
+            names.add(os.path.basename(os.path.realpath(fields[0]) if root == "/" else fields[0]))
+    return names
+
+
+def _mountpoints_of(names: set[str], mounts: list[Mount], root: str) -> list[str]:
+    points = []
+    for mount in mounts:
+        name = _mount_device_name(mount, root) or os.path.basename(mount.source)
+        if name in names:
+            points.append(mount.mountpoint)
+    return points
+
+
+def _holder_tree(name: str, root: str) -> set[str]:
+    holders = set(list_entries(os.path.join(root, "sys/class/block", name, "holders")))
+    found = set(holders)
+    for holder in holders:
+        found |= _holder_tree(holder, root)
+    return found
+
+
+def our_filesystem(signature: Signature, label: str) -> bool:
+    return signature.type == "xfs" and signature.label == label
+
+
+def our_array_member(signature: Signature, array_name: str) -> bool:
+    # mdadm stores "homehost:name"; blkid reports it as LABEL
+    return signature.type == "linux_raid_member" and signature.label.split(":")[-1] == array_name
+
+
+def inspect_disk(
+    path: str,
+    device: BlockDevice | None,
+    name: str,
+    report: SignatureReport,
+    request: StorageRequest,
+    mounts: list[Mount],
+    root_names: set[str],
+    swaps: set[str],
+    root: str = "/",
+    several: bool = False,
+) -> DiskInspection:
+    """Every check on one disk. Pure given its inputs: the sysfs reads go through `root`."""
+    disk = DiskInspection(path=path, name=name, forced=path in request.force)
+    if device is not None:
+        disk.size_bytes = device.size_bytes
+        disk.model = device.model
+        disk.serial = device.serial
+        disk.device_class = device.device_class
+        disk.ebs_volume_id = device.ebs_volume_id
+        disk.partitions = list(device.partitions)
+    disk.signatures = list(report.signatures)
+    holders = _holder_tree(name, root)
+    for partition in disk.partitions:  # an LVM PV or md member on a partition holds the disk too
+        holders |= _holder_tree(partition, root)
+    disk.holders = sorted(holders)
+    disk.mountpoints = _mountpoints_of({name, *disk.partitions, *disk.holders}, mounts, root)
+    ours_fs = bool(disk.signatures) and all(our_filesystem(s, request.label) for s in disk.signatures)
+    ours_md = bool(disk.signatures) and all(our_array_member(s, request.array_name) for s in disk.signatures)
+    # one disk carries the filesystem itself; several are members of the array that carries it
+    disk.ours = ours_md if several else ours_fs
+    own_mount = os.path.normpath(request.mount_path)
+
+    def refuse(code: str, message: str, forceable: bool) -> None:
+        disk.refusals.append(Refusal(code, f"{path}: {message}", forceable))
+
+    if is_partition(name, root):
+        refuse("partition", f"is a partition ({name}); name the whole disk", False)
+        return disk
+    if device is None:
+        if os.path.isdir(os.path.join(root, "sys/block", name)):
+            refuse("empty", "has size 0 (an unused loop device, or no medium)", False)
+        else:
+            refuse("unknown", f"{name} is not a whole disk under /sys/block", False)
+        return disk
+    if name in root_names:
+        refuse("root-disk", "holds the root filesystem", False)
+    foreign_mounts = [m for m in disk.mountpoints if not (disk.ours and os.path.normpath(m) == own_mount)]
+    if foreign_mounts:
+        refuse("mounted", f"is mounted at {', '.join(sorted(foreign_mounts))}", False)
+    if name in swaps or any(p in swaps for p in disk.partitions):
+        refuse("swap", "is in use as swap", False)
+    foreign_holders = [h for h in disk.holders if not (ours_md and h.startswith("md"))]
+    if foreign_holders:
+        refuse("holders", f"is held by {', '.join(foreign_holders)} (an md array, LVM or device-mapper device)", False)
+    if read_text(os.path.join(root, "sys/block", name, "ro")) == "1":
+        refuse("read-only", "is read-only", False)
+    if device.size_bytes == 0:
+        refuse("empty", "has size 0 (no medium, or an unused loop device)", False)
+    for error in report.errors:
+        refuse("unreadable", f"signatures could not be read ({error})", False)
+    if disk.device_class == "ebs":
+        refuse("ebs", f"is an EBS volume ({disk.ebs_volume_id or disk.serial}), not instance store", True)
+    if disk.partitions:
+        refuse("partitions", f"has partitions ({', '.join(disk.partitions)})", True)
+    if disk.signatures and not disk.ours:
+        kinds = ", ".join(
+            f"{s.type}" + (f" labelled {s.label!r}" if s.label else "") + f" ({s.usage})" for s in disk.signatures
+        )
+        refuse("signature", f"holds {kinds}", True)
+    return disk
+
+
+def plan_storage(
+    request: StorageRequest,
+    root: str = "/",
+    probe: SignatureProbe = probe_signatures,
+    mounts: list[Mount] | None = None,
+) -> StoragePlan:
+    """Inspect every disk the request selects. Reads only; nothing is written."""
+    request.validate()
+    mounts = read_mounts(root) if mounts is None else mounts
+    devices = {d.name: d for d in collect_block_devices(root, mounts)}
+    plan = StoragePlan(request=request, selection="devices" if request.devices else "instance-store")
+    plan.mount_unit = mount_unit_name(request.mount_path)
+    root_names = root_disks(mounts, root)
+    swaps = swap_devices(root)
+
+    if request.devices:
+        targets: list[tuple[str, str]] = []
+        for path in request.devices:
+            try:
+                targets.append((path, kernel_name(path, root)))
+            except UsageError as exc:
+                plan.errors.append(str(exc))
+        names = [name for _, name in targets]
+        for name in {n for n in names if names.count(n) > 1}:
+            plan.errors.append(f"{name} is named twice (through different paths)")
+    else:
+        targets = [(f"/dev/{d.name}", d.name) for d in devices.values() if d.device_class == "instance-store"]
+        found = {path for path, _ in targets}
+        for path in request.force:
+            if path not in found:
+                plan.errors.append(f"force names {path}, which is not an instance-store disk of this host")
+
+    for path, name in targets:
+        report = probe(path if root == "/" else name)
+        plan.disks.append(
+            inspect_disk(
+                path, devices.get(name), name, report, request, mounts, root_names, swaps, root, len(targets) > 1
+            )
+        )
+
+    for disk in plan.refused:
+        plan.errors.append(disk.reasons())
+    if not plan.disks:
+        plan.state = "none"
+        return plan
+    plan.layout = "single" if len(plan.disks) == 1 else "raid0"
+    if plan.layout == "raid0":
+        plan.mount_source = f"/dev/md/{request.array_name}"
+    elif plan.selection == "devices":
+        plan.mount_source = plan.disks[0].path
+    else:
+        # NVMe names change across stop/start; the filesystem label the role writes does not
+        plan.mount_source = f"/dev/disk/by-label/{request.label}"
+    if plan.errors:
+        return plan
+    plan.state = "present" if all(d.ours for d in plan.disks) else "absent"
+    plan.actions = planned_actions(plan)
+    return plan
+
+
+def planned_actions(plan: StoragePlan) -> list[str]:
+    request = plan.request
+    actions: list[str] = []
+    if plan.state == "present":
+        return actions
+    for disk in plan.disks:
+        if disk.forced and not disk.blank and not disk.ours:
+            actions.append(f"wipefs --all {disk.path}")
+    paths = [d.path for d in plan.disks]
+    target = paths[0]
+    if plan.layout == "raid0":
+        target = f"/dev/md/{request.array_name}"
+        actions.append(
+            f"mdadm --create {target} --level=0 --raid-devices={len(paths)} --name={request.array_name} "
+            + " ".join(paths)
+        )
+    actions.append(f"mkfs.xfs -L {request.label} {target}")
+    actions.append(f"mount {target} at {request.mount_path} (noatime) via {plan.mount_unit}")
+    return actions
+
+
+def configured_fallback(config_path: str) -> str:
+    """The fallback data-root an earlier run recorded in the boot configuration ("" when none)."""
+    try:
+        with open(config_path, encoding="utf-8") as fh:
+            return str(json.load(fh).get("fallback_data_root") or "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
+def plan_docker_storage(
+    request: StorageRequest,
+    daemon_json: str = DAEMON_JSON,
+    client: Optional[EngineClient] = None,
+    move: bool = True,
+    config_path: str = CONFIG_PATH,
+) -> StoragePlan:
+    """The disks and the data-root move together: the plan the docker_storage role carries out."""
+    data_root = plan_data_root(request.mount_path, daemon_json, client, move=move)
+    if not request.fallback_data_root:
+        # the data-root Docker used before the move; once moved, the boot configuration remembers it
+        request.fallback_data_root = (
+            data_root.current if data_root.switch else configured_fallback(config_path) or DEFAULT_DATA_ROOT
+        )
+    plan = plan_storage(request)
+    plan.data_root = data_root
+    return plan

@@ -1,0 +1,118 @@
+"""The comfyui role on this machine, changing nothing: check mode, refused variables, and the
+extra_model_paths.yaml template read the way ComfyUI reads it. (The converged role is tested by
+molecule/comfyui.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pytest
+import yaml
+
+from tests.support.ansible import run_playbook
+from tests.support.comfyui_replay import IMAGE, build_image
+from tests.support.paths import REPO
+
+ROLE = REPO / "roles" / "comfyui"
+PLAYBOOK = """---
+- name: Deploy ComfyUI
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  roles:
+    - role: comfyui
+"""
+
+
+def playbook(tmp_path: Path, variables: dict[str, Any], *extra: str) -> tuple[int, str]:
+    run = run_playbook(tmp_path, PLAYBOOK, "-i", "localhost,", "-e", json.dumps(variables), *extra)
+    return run.returncode, run.output
+
+
+def comfyui_extra_paths(config: dict[str, Any]) -> dict[str, list[str]]:
+    """What ComfyUI makes of an extra_model_paths.yaml (utils/extra_config.py: base_path joined to
+    each non-empty line of each folder value)."""
+    found: dict[str, list[str]] = {}
+    for section in config.values():
+        section = dict(section)
+        base = section.pop("base_path", "")
+        section.pop("is_default", None)
+        for folder, value in section.items():
+            for line in str(value).split("\n"):
+                if line:
+                    found.setdefault(folder, []).append(os.path.join(base, line))
+    return found
+
+
+def test_extra_model_paths_template_is_comfyuis_format() -> None:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(ROLE / "templates")), trim_blocks=True)
+    env.filters["to_json"] = json.dumps
+    env.filters["bool"] = bool
+    rendered = env.get_template("extra_model_paths.yaml.j2").render(
+        ansible_managed="Ansible managed",
+        comfyui_extra_model_paths={
+            "shared": {"base_path": "/mnt/models", "is_default": True,
+                       "folders": {"checkpoints": "checkpoints", "loras": ["loras", "more/loras"]}},
+            "team b": {"base_path": "/mnt/team b: models", "folders": {"vae": ["vae"]}},
+        },
+    )
+    config = yaml.safe_load(rendered)
+    assert config["shared"]["is_default"] is True and "is_default" not in config["team b"]
+    assert comfyui_extra_paths(config) == {
+        "checkpoints": ["/mnt/models/checkpoints"],
+        "loras": ["/mnt/models/loras", "/mnt/models/more/loras"],
+        "vae": ["/mnt/team b: models/vae"],
+    }
+
+
+@pytest.mark.docker
+def test_check_mode_changes_nothing(tmp_path: Path, shared_dir: Path) -> None:
+    import docker
+    import docker.errors
+
+    build_image(shared_dir)
+    name, user, data = "gpuhost-comfyui-checkmode", "gpuhost-comfyui-check", tmp_path / "data"
+    rc, output = playbook(
+        tmp_path,
+        {
+            "comfyui_image": IMAGE,
+            "comfyui_image_source": "load",
+            "comfyui_image_archive": str(tmp_path / "absent.tar"),
+            "comfyui_container_name": name,
+            "comfyui_host_user": user,
+            "comfyui_data_dir": str(data),
+            "comfyui_require_gpu": False,
+            "comfyui_extra_model_paths": {"shared": {"base_path": "/mnt/models", "folders": {"vae": "vae"}}},
+        },
+        "--check",
+    )
+    assert rc == 0, output
+    assert re.search(r"Run the ComfyUI container\] \**\nchanged: \[localhost\]", output), output
+    assert re.search(r"Wait until ComfyUI really serves\] \**\nskipping: \[localhost\]", output), output
+    with pytest.raises(docker.errors.NotFound):
+        docker.from_env().containers.get(name)
+    assert not data.exists()
+    assert subprocess.run(["getent", "passwd", user], capture_output=True).returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"comfyui_image": "comfyui:latest"}, "pin the image by tag (not :latest) or digest"),
+        ({"comfyui_image": "mmartial/comfyui-nvidia-docker"}, "pin the image"),
+        ({"comfyui_bind_address": "0.0.0.0"}, "needs comfyui_expose: true"),
+        ({"comfyui_gpu_mode": "legacy"}, "value of comfyui_gpu_mode must be one of"),
+        ({"comfyui_image_source": "build"}, "build needs comfyui_build_path"),
+    ],
+)
+def test_bad_variables_stop_before_anything_changes(tmp_path: Path, variables: dict[str, Any], message: str) -> None:
+    rc, output = playbook(tmp_path, {"comfyui_container_name": "gpuhost-comfyui-refused", **variables})
+    assert rc == 2, output
+    assert message in output
+    assert "changed=0" in output

@@ -1,0 +1,286 @@
+"""The readiness state machine fed directly from the recorded captures: no container, no sleeping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gpuhost.comfyui.readiness import (
+    ContainerState,
+    LogLine,
+    Phase,
+    ProbeResult,
+    ReadinessMachine,
+    Tick,
+    TimedLog,
+    Verdict,
+    gui_address,
+    parse_timed_log,
+)
+from tests.support.comfyui_replay import CAPTURES
+
+URL = "http://127.0.0.1:8188/system_stats"
+
+
+def timed(shared_dir: Path, name: str) -> TimedLog:
+    return parse_timed_log((shared_dir / "fixtures" / "comfyui" / f"{name}.timed.log").read_text())
+
+
+def replay(log: TimedLog, host_network: bool = True, stall_timeout: float = 60.0, probe_200: bool = True) -> Verdict:
+    """Feed a capture as the live driver would: each line at its time, a probe 0.05 s after the
+    GUI line (the recorded first 200 came within the 0.1 s poll), the recorded exit."""
+    machine = ReadinessMachine(stall_timeout=stall_timeout, started_at=0.0, host_network=host_network)
+    for at, text in log.lines:
+        machine.feed(LogLine(at, text))
+        machine.feed(Tick(at))
+        if machine.gui_seen and probe_200 and not machine.decided:
+            machine.feed(ProbeResult(at + 0.05, URL, 200))
+    if log.exit_at is not None and log.container_exit_code not in (None, 143):
+        machine.feed(ContainerState(log.exit_at, "exited", log.container_exit_code))
+    return machine.verdict
+
+
+def test_every_capture_has_an_expected_verdict(shared_dir: Path) -> None:
+    recorded = {p.name[: -len(".timed.log")] for p in (shared_dir / "fixtures" / "comfyui").glob("*.timed.log")}
+    assert recorded == set(CAPTURES)
+
+
+@pytest.mark.parametrize("capture", sorted(CAPTURES))
+def test_capture_reaches_its_verdict(shared_dir: Path, capture: str) -> None:
+    expected = CAPTURES[capture]
+    verdict = replay(timed(shared_dir, capture))
+    assert (verdict.phase.value, verdict.reason) == (expected.phase, expected.reason)
+    assert verdict.failing_line.startswith(expected.line)
+    assert sorted(w.node for w in verdict.warnings) == sorted(expected.warnings)
+
+
+def test_healthy_start_with_tracebacks_is_ready_at_the_gui_line(shared_dir: Path) -> None:
+    log = timed(shared_dir, "startup-cpu")
+    texts = [text for _, text in log.lines]
+    # the healthy capture itself holds the alarming lines
+    assert any(t.startswith("Traceback") for t in texts)
+    assert any(t.startswith("ModuleNotFoundError") for t in texts)
+    assert any(t.startswith("IMPORT FAILED") for t in texts)
+    verdict = replay(log)
+    assert verdict.phase is Phase.READY
+    assert verdict.decided_at == pytest.approx(12.107 + 0.05)
+    assert verdict.gui_url == "http://127.0.0.1:8188"
+    assert verdict.comfyui_version == "0.3.64"
+    assert {w.kind for w in verdict.warnings} == {"comfy-extras"}
+    assert all(w.reason == "No module named 'torchaudio'" for w in verdict.warnings)
+    assert "torchaudio missing: audio nodes disabled" in verdict.notes
+    assert "first boot: user settings" in verdict.notes
+
+
+def test_broken_custom_node_is_a_warning_naming_it(shared_dir: Path) -> None:
+    verdict = replay(timed(shared_dir, "failure-custom-node-import"))
+    assert verdict.phase is Phase.READY
+    custom = [w for w in verdict.warnings if w.kind == "custom-node"]
+    assert len(custom) == 1
+    assert custom[0].node == "broken_node"
+    assert custom[0].path == "/opt/ComfyUI-root/ComfyUI/custom_nodes/broken_node"
+    assert custom[0].reason == "broken_node: deliberately broken custom node for a test fixture"
+    assert custom[0].line.strip() == "0.0 seconds (IMPORT FAILED): /opt/ComfyUI-root/ComfyUI/custom_nodes/broken_node"
+
+
+@pytest.mark.parametrize(
+    ("capture", "module", "importer", "at"),
+    [
+        ("failure-missing-module", "requests", "app/frontend_management.py:16", 10.582),
+        ("failure-missing-module-torchvision", "torchvision", "comfy/ldm/cascade/stage_c_coder.py:19", 2.965),
+    ],
+)
+def test_missing_module_fails_at_the_line_not_at_the_exit(
+    shared_dir: Path, capture: str, module: str, importer: str, at: float
+) -> None:
+    log = timed(shared_dir, capture)
+    verdict = replay(log)
+    assert verdict.reason == "missing-module"
+    assert verdict.decided_at == at < (log.exit_at or 0)
+    assert f"'{module}'" in verdict.message and importer in verdict.message
+    assert f"pip install {module}" in verdict.remedy
+    assert verdict.exit_code == 1  # the exit still gets recorded
+    assert verdict.comfyui_version == ""  # it died before printing its version
+
+
+def test_port_in_use_names_the_address_and_the_other_process(shared_dir: Path) -> None:
+    log = timed(shared_dir, "failure-port-in-use")
+    machine = ReadinessMachine(stall_timeout=60, started_at=0.0, host_network=True)
+    # the first instance answers 200 on the port during the whole startup of this one
+    for at, text in log.lines:
+        machine.feed(ProbeResult(at, URL, 200))
+        machine.feed(LogLine(at, text))
+    verdict = machine.verdict
+    assert verdict.phase is Phase.FAILED and verdict.reason == "port-in-use"
+    assert verdict.foreign_answer
+    assert "127.0.0.1:8188" in verdict.message and "Another process already answers" in verdict.message
+    assert verdict.decided_at == 11.99
+
+
+def test_a_200_before_the_gui_line_is_not_ready(shared_dir: Path) -> None:
+    log = timed(shared_dir, "startup-cpu")
+    machine = ReadinessMachine(started_at=0.0, host_network=True)
+    machine.feed(ProbeResult(1.0, URL, 200))
+    for at, text in log.lines[:-1]:  # everything but the GUI line
+        machine.feed(LogLine(at, text))
+    assert machine.verdict.phase is Phase.STARTING and machine.verdict.foreign_answer
+    gui_at, gui_line = log.lines[-1]
+    machine.feed(LogLine(gui_at, gui_line))
+    machine.feed(ProbeResult(gui_at - 0.5, URL, 200))  # asked before the line: still another process
+    assert machine.verdict.phase is Phase.STARTING
+    machine.feed(ProbeResult(gui_at + 0.01, URL, 200))
+    assert machine.verdict.phase is Phase.READY
+
+
+def test_gui_line_without_an_answer_times_out_with_the_probe_error(shared_dir: Path) -> None:
+    log = timed(shared_dir, "startup-cpu")
+    machine = ReadinessMachine(stall_timeout=5, started_at=0.0, host_network=True, deadline=60.0)
+    for at, text in log.lines:
+        machine.feed(LogLine(at, text))
+    for second in range(13, 60):
+        machine.feed(ProbeResult(float(second), URL, None, "connection refused"))
+        machine.feed(Tick(float(second)))
+    assert machine.verdict.phase is Phase.STARTING  # quiet after the GUI line is no stall
+    machine.feed(Tick(60.0))
+    verdict = machine.verdict
+    assert (verdict.phase, verdict.reason) == (Phase.FAILED, "timeout")
+    assert "never answered 200" in verdict.message and "connection refused" in verdict.message
+
+
+def test_no_new_line_is_stalled_with_the_last_line(shared_dir: Path) -> None:
+    log = timed(shared_dir, "startup-cpu")
+    machine = ReadinessMachine(stall_timeout=30.0, started_at=0.0)
+    for at, text in log.lines:
+        if at > 6.0:
+            break
+        machine.feed(LogLine(at, text))
+    machine.feed(Tick(35.0))
+    assert machine.verdict.phase is Phase.STARTING  # 29 s after the last line
+    machine.feed(Tick(36.2))
+    verdict = machine.verdict
+    assert (verdict.phase, verdict.reason) == (Phase.STALLED, "stalled")
+    assert verdict.last_line == "torchaudio missing, MMAudio VAE model will be broken"
+    assert verdict.failing_line == verdict.last_line
+    assert "no new log line for 31 s" in verdict.message
+
+
+def test_no_output_at_all_stalls_from_the_start() -> None:
+    machine = ReadinessMachine(stall_timeout=10.0, started_at=100.0)
+    machine.feed(Tick(109.0))
+    assert not machine.decided
+    machine.feed(Tick(110.0))
+    assert machine.verdict.reason == "stalled" and "(no output)" in machine.verdict.message
+
+
+@pytest.mark.parametrize(
+    ("state", "reason", "phrase"),
+    [
+        (ContainerState(5.0, "exited", 0), "exited", "exited with code 0"),
+        (ContainerState(5.0, "exited", 2), "exited", "exited with code 2"),
+        (ContainerState(5.0, "exited", 143), "stopped", "SIGTERM"),
+        (ContainerState(5.0, "exited", 137), "stopped", "SIGKILL"),
+        (ContainerState(5.0, "exited", 137, oom_killed=True), "exited", "OOM"),
+        (ContainerState(5.0, "restarting", None, restart_count=1), "restarted", "restart count 1"),
+        (ContainerState(5.0, "running", None, restart_count=3), "restarted", "restart count 3"),
+        (ContainerState(5.0, "paused"), "paused", "paused"),
+        (ContainerState(5.0, "removed"), "removed", "removed"),
+    ],
+)
+def test_container_state_ends_the_wait(shared_dir: Path, state: ContainerState, reason: str, phrase: str) -> None:
+    log = timed(shared_dir, "startup-cpu")
+    machine = ReadinessMachine(started_at=0.0)
+    for at, text in log.lines[:5]:
+        machine.feed(LogLine(at, text))
+    machine.feed(ContainerState(3.0, "running", None, restart_count=0))
+    assert not machine.decided
+    verdict = machine.feed(state)
+    assert (verdict.phase, verdict.reason) == (Phase.FAILED, reason)
+    assert phrase in verdict.message
+
+
+def test_restarts_before_the_wait_are_the_baseline() -> None:
+    machine = ReadinessMachine(started_at=0.0, restart_count=4)
+    machine.feed(ContainerState(1.0, "running", None, restart_count=4))
+    assert not machine.decided
+    machine.feed(ContainerState(2.0, "running", None, restart_count=5))
+    assert machine.verdict.reason == "restarted"
+
+
+def test_loopback_listen_in_a_bridge_container_fails_at_the_gui_line(shared_dir: Path) -> None:
+    verdict = replay(timed(shared_dir, "startup-cpu"), host_network=False, probe_200=False)
+    assert (verdict.phase, verdict.reason) == (Phase.FAILED, "listen-loopback")
+    assert "--listen 0.0.0.0" in verdict.remedy
+    # --listen 0.0.0.0 is reachable through a published port
+    assert replay(timed(shared_dir, "startup-cpu-listen-all"), host_network=False).phase is Phase.READY
+
+
+def test_port_not_published_fails_after_the_gui_line(shared_dir: Path) -> None:
+    machine = ReadinessMachine(started_at=0.0, host_network=False)
+    for at, text in timed(shared_dir, "startup-cpu-listen-all").lines:
+        machine.feed(LogLine(at, text))
+    machine.feed(ProbeResult(12.0, "", None, "container port 8188/tcp is not published", reachable=False))
+    assert machine.verdict.reason == "not-published"
+
+
+def test_unhandled_exception_from_main_is_a_crash_with_a_known_remedy() -> None:
+    lines = [
+        "Checkpoint files will always be loaded safely.",
+        "Traceback (most recent call last):",
+        '  File "/opt/ComfyUI/main.py", line 180, in <module>',
+        "    import comfy.model_management",
+        '  File "/opt/ComfyUI/comfy/model_management.py", line 230, in <module>',
+        "    total_vram = get_total_memory(get_torch_device()) / (1024 * 1024)",
+        "RuntimeError: Found no NVIDIA driver on your system.",
+    ]
+    machine = ReadinessMachine(started_at=0.0)
+    for number, text in enumerate(lines):
+        machine.feed(LogLine(float(number), text))
+    verdict = machine.verdict
+    assert (verdict.phase, verdict.reason) == (Phase.FAILED, "crashed")
+    assert verdict.failing_line == lines[-1]
+    assert "nvidia runtime" in verdict.remedy
+
+
+def test_logged_exception_during_a_prompt_is_not_fatal(shared_dir: Path) -> None:
+    """The corrupt-model run's traceback comes from the executor, after startup: not a failure."""
+    machine = ReadinessMachine(started_at=0.0, host_network=True)
+    for at, text in timed(shared_dir, "startup-cpu").lines:
+        machine.feed(LogLine(at, text))
+    for number, text in enumerate((shared_dir / "fixtures/comfyui/prompt-corrupt-model.log").read_text().splitlines()):
+        machine.feed(LogLine(12.2 + number / 100, text))
+    assert not machine.decided
+    machine.feed(ProbeResult(13.0, URL, 200))
+    assert machine.verdict.phase is Phase.READY
+
+
+def test_tail_keeps_the_last_30_lines(shared_dir: Path) -> None:
+    log = timed(shared_dir, "failure-port-in-use")
+    verdict = replay(log)
+    assert len(verdict.tail) == 30
+    assert verdict.tail[-1].startswith("OSError: [Errno 98]")
+    assert verdict.tail == [text for _, text in log.lines][-30:]
+
+
+def test_gui_address_forms() -> None:
+    assert gui_address("To see the GUI go to: http://0.0.0.0:8188") == ("http://0.0.0.0:8188", "0.0.0.0", 8188)
+    assert gui_address("To see the GUI go to: http://[::]:8189") == ("http://[::]:8189", "::", 8189)
+    assert gui_address("To see the GUI go to: https://127.0.0.1:443")[1:] == ("127.0.0.1", 443)  # type: ignore[index]
+    assert gui_address("Starting server") is None
+
+
+def test_timed_log_parsing(shared_dir: Path) -> None:
+    log = timed(shared_dir, "startup-cpu")
+    assert log.lines[0] == (2.512, "Checkpoint files will always be loaded safely.")
+    assert (log.exit_at, log.returncode, log.container_exit_code) == (17.396, -15, 143)
+    assert timed(shared_dir, "failure-missing-module").container_exit_code == 1
+    with pytest.raises(ValueError, match="line 1"):
+        parse_timed_log("no tab here")
+
+
+def test_which_containers_are_comfyui() -> None:
+    from gpuhost.comfyui.container import looks_like_comfyui
+
+    assert looks_like_comfyui("mmartial/comfyui-nvidia-docker:ubuntu24_cuda12.8-20260605", {})
+    assert looks_like_comfyui("registry.local/sd:1", {"gpuhost.comfyui": "1"})
+    assert not looks_like_comfyui("nginx:1.27", {})  # even when the container is named comfyui-proxy

@@ -1,0 +1,298 @@
+"""Disk selection and refusal on sysfs trees shaped like real g6e instances (EBS root + instance store).
+
+tests/fixtures/hosts/g6e-xlarge: Ubuntu 24.04 AMI on a 100 GiB gp3 root volume (nvme0n1, partitions
+p1 /, p14, p15 /boot/efi, p16 /boot) and one 250 GB instance-store disk (nvme1n1).
+tests/fixtures/hosts/g6e-12xlarge: two 1900 GB instance-store disks (nvme0n1, nvme2n1) with the root
+volume enumerated between them (nvme1n1): device numbering says nothing about the device's kind.
+The signatures each test gives a disk are what blkid/wipefs/the byte checks report for it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from gpuhost.facts.signatures import Signature, SignatureReport
+from gpuhost.facts.storage import read_mounts
+from gpuhost.model import UsageError
+from gpuhost.storage.plan import (
+    StorageRequest,
+    mount_unit_name,
+    plan_storage,
+    root_disks,
+    systemd_escape_path,
+)
+from tests.support.paths import FIXTURES
+
+XLARGE = FIXTURES / "hosts" / "g6e-xlarge"
+TWELVE = FIXTURES / "hosts" / "g6e-12xlarge"
+XFS_USERDATA = Signature("xfs", "filesystem", ["blkid", "wipefs", "bytes"], "userdata", "0b5c…", 0)
+XFS_OURS = Signature("xfs", "filesystem", ["blkid", "wipefs", "bytes"], "gh-docker", "7d1e…", 0)
+
+
+def probe_with(signatures: dict[str, list[Signature]] | None = None, errors: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    """The signature reader for a captured tree: nothing found unless a test says otherwise."""
+    calls: list[str] = []
+
+    def probe(name: str) -> SignatureReport:
+        calls.append(name)
+        report = SignatureReport(device=name, signatures=list((signatures or {}).get(name, [])))
+        if errors and name in errors:
+            report.errors.append(errors[name])
+        return report
+
+    probe.calls = calls  # type: ignore[attr-defined]
+    return probe
+
+
+def copy_tree(source: Path, tmp_path: Path) -> Path:
+    root = tmp_path / source.name
+    shutil.copytree(source, root, symlinks=True)
+    return root
+
+
+def test_the_root_disk_is_found_through_its_partition() -> None:
+    assert root_disks(read_mounts(str(XLARGE)), str(XLARGE)) == {"nvme0n1"}
+    assert root_disks(read_mounts(str(TWELVE)), str(TWELVE)) == {"nvme1n1"}
+
+
+def test_g6e_xlarge_picks_its_instance_store_disk_and_never_the_root_ebs_volume() -> None:
+    probe = probe_with()
+    plan = plan_storage(StorageRequest(), str(XLARGE), probe)
+    assert plan.ok, plan.errors
+    assert plan.selection == "instance-store"
+    assert [d.name for d in plan.disks] == ["nvme1n1"]
+    disk = plan.disks[0]
+    assert disk.model == "Amazon EC2 NVMe Instance Storage"
+    assert disk.serial == "AWS22D85D10F8CBA2B2C"
+    assert disk.size_bytes == 250_000_000_000
+    assert plan.layout == "single"
+    assert plan.state == "absent"
+    # NVMe names change across stop/start: the boot mount goes by the label the role writes
+    assert plan.mount_source == "/dev/disk/by-label/gh-docker"
+    assert plan.mount_unit == "mnt-docker.mount"
+    assert plan.actions == [
+        "mkfs.xfs -L gh-docker /dev/nvme1n1",
+        "mount /dev/nvme1n1 at /mnt/docker (noatime) via mnt-docker.mount",
+    ]
+    assert probe.calls == ["nvme1n1"]  # the EBS volume is not even probed
+    config = plan.config()
+    assert config["selection"] == "instance-store" and config["expected_disks"] == 1
+    assert "force" not in config
+
+
+def test_g6e_12xlarge_stripes_both_instance_store_disks() -> None:
+    plan = plan_storage(StorageRequest(), str(TWELVE), probe_with())
+    assert plan.ok, plan.errors
+    assert sorted(d.name for d in plan.disks) == ["nvme0n1", "nvme2n1"]
+    assert plan.layout == "raid0"
+    assert plan.mount_source == "/dev/md/gh-docker"
+    assert any(a.startswith("mdadm --create /dev/md/gh-docker --level=0 --raid-devices=2") for a in plan.actions)
+    assert "mkfs.xfs -L gh-docker /dev/md/gh-docker" in plan.actions
+
+
+def test_the_root_ebs_volume_is_refused_even_when_forced() -> None:
+    request = StorageRequest(devices=["/dev/nvme0n1"], force=["/dev/nvme0n1"])
+    plan = plan_storage(request, str(XLARGE), probe_with({"nvme0n1": [Signature("gpt", "partition-table", ["blkid"])]}))
+    assert not plan.ok
+    disk = plan.disks[0]
+    codes = {r.code: r for r in disk.refusals}
+    assert {"root-disk", "mounted", "ebs", "partitions", "signature"} <= set(codes)
+    assert not codes["root-disk"].forceable and not codes["mounted"].forceable
+    assert codes["ebs"].forceable
+    assert "vol-0a1b2c3d4e5f60718" in codes["ebs"].message
+    assert "/, /boot, /boot/efi" in codes["mounted"].message
+    assert not disk.accepted
+    assert plan.actions == []
+    assert any("/dev/nvme0n1: holds the root filesystem" in e for e in plan.errors)
+
+
+def test_a_partition_is_refused_with_the_reason() -> None:
+    plan = plan_storage(StorageRequest(devices=["/dev/nvme0n1p15"]), str(XLARGE), probe_with())
+    assert not plan.ok
+    assert plan.disks[0].refusals[0].code == "partition"
+    assert "name the whole disk" in plan.errors[0]
+
+
+def test_an_ebs_data_volume_needs_force() -> None:
+    root_tree = XLARGE
+    plan = plan_storage(StorageRequest(devices=["/dev/nvme1n1"]), str(root_tree), probe_with())
+    assert plan.ok  # nvme1n1 of the xlarge is instance store: accepted as named
+    twelve = plan_storage(StorageRequest(devices=["/dev/nvme1n1"]), str(TWELVE), probe_with())
+    assert not twelve.ok  # nvme1n1 of the 12xlarge is its root EBS volume
+
+
+def test_a_disk_with_a_filesystem_is_refused_unless_forced_by_name() -> None:
+    signatures = {"nvme1n1": [XFS_USERDATA]}
+    plan = plan_storage(StorageRequest(devices=["/dev/nvme1n1"]), str(XLARGE), probe_with(signatures))
+    assert not plan.ok
+    assert plan.errors == ["/dev/nvme1n1: holds xfs labelled 'userdata' (filesystem)"]
+    assert plan.actions == []
+
+    forced = plan_storage(
+        StorageRequest(devices=["/dev/nvme1n1"], force=["/dev/nvme1n1"]), str(XLARGE), probe_with(signatures)
+    )
+    assert forced.ok
+    assert forced.disks[0].forced and forced.disks[0].accepted
+    assert forced.actions[0] == "wipefs --all /dev/nvme1n1"
+
+
+@pytest.mark.parametrize(
+    ("signature", "words"),
+    [
+        (Signature("gpt", "partition-table", ["blkid", "wipefs"]), "gpt (partition-table)"),
+        (Signature("dos", "partition-table", ["bytes"]), "dos (partition-table)"),
+        (Signature("linux_raid_member", "raid", ["blkid"], "ip-10-0-0-12:data"), "linux_raid_member"),
+        (Signature("LVM2_member", "lvm", ["blkid"]), "LVM2_member (lvm)"),
+        (Signature("swap", "swap", ["wipefs"]), "swap (swap)"),
+        (Signature("crypto_LUKS", "crypto", ["bytes"]), "crypto_LUKS (crypto)"),
+        (Signature("ext4", "filesystem", ["bytes"], "cloudimg-rootfs"), "ext4 labelled 'cloudimg-rootfs'"),
+        (Signature("btrfs", "filesystem", ["blkid"]), "btrfs (filesystem)"),
+    ],
+)
+def test_every_kind_of_signature_is_refused(signature: Signature, words: str) -> None:
+    plan = plan_storage(StorageRequest(devices=["/dev/nvme1n1"]), str(XLARGE), probe_with({"nvme1n1": [signature]}))
+    assert not plan.ok
+    assert words in plan.errors[0]
+
+
+def test_an_unreadable_disk_is_refused_not_taken_for_blank() -> None:
+    plan = plan_storage(StorageRequest(), str(XLARGE), probe_with(errors={"nvme1n1": "blkid -p: Permission denied"}))
+    assert not plan.ok
+    assert plan.disks[0].refusals[0].code == "unreadable"
+    assert not plan.disks[0].refusals[0].forceable
+
+
+def test_the_roles_own_filesystem_is_present_on_a_second_run(tmp_path: Path) -> None:
+    root = copy_tree(XLARGE, tmp_path)
+    with open(root / "proc/self/mountinfo", "a") as fh:
+        fh.write("90 29 259:5 / /mnt/docker rw,noatime shared:40 - xfs /dev/nvme1n1 rw,attr2,inode64,noquota\n")
+    plan = plan_storage(StorageRequest(), str(root), probe_with({"nvme1n1": [XFS_OURS]}))
+    assert plan.ok, plan.errors
+    assert plan.state == "present"
+    assert plan.actions == []
+    assert plan.disks[0].ours and plan.disks[0].mountpoints == ["/mnt/docker"]
+
+
+def test_the_roles_label_mounted_elsewhere_is_refused(tmp_path: Path) -> None:
+    root = copy_tree(XLARGE, tmp_path)
+    with open(root / "proc/self/mountinfo", "a") as fh:
+        fh.write("90 29 259:5 / /data rw,noatime shared:40 - xfs /dev/nvme1n1 rw,attr2,inode64,noquota\n")
+    plan = plan_storage(StorageRequest(), str(root), probe_with({"nvme1n1": [XFS_OURS]}))
+    assert not plan.ok
+    assert "is mounted at /data" in plan.errors[0]
+
+
+def test_a_cloud_init_ephemeral_mount_is_refused_even_when_forced(tmp_path: Path) -> None:
+    root = copy_tree(XLARGE, tmp_path)
+    with open(root / "proc/self/mountinfo", "a") as fh:
+        fh.write("90 29 259:5 / /mnt rw,relatime shared:40 - ext4 /dev/nvme1n1 rw\n")
+    ext4 = Signature("ext4", "filesystem", ["blkid"], "ephemeral0")
+    request = StorageRequest(force=["/dev/nvme1n1"])
+    plan = plan_storage(request, str(root), probe_with({"nvme1n1": [ext4]}))
+    assert not plan.ok
+    codes = {r.code for r in plan.disks[0].refusals}
+    assert codes == {"mounted", "signature"}
+    assert not plan.disks[0].accepted
+
+
+def test_swap_and_holders_are_refused(tmp_path: Path) -> None:
+    root = copy_tree(TWELVE, tmp_path)
+    with open(root / "proc/swaps", "a") as fh:
+        fh.write("/dev/nvme0n1                            partition\t8388604\t\t0\t\t-2\n")
+    holders = root / "sys/block/nvme2n1/holders"
+    (holders / "md0").mkdir()
+    plan = plan_storage(StorageRequest(), str(root), probe_with())
+    refusals = {d.name: {r.code for r in d.refusals} for d in plan.disks}
+    assert refusals == {"nvme0n1": {"swap"}, "nvme2n1": {"holders"}}
+    assert any("held by md0" in e for e in plan.errors)
+
+
+def test_a_partition_held_by_lvm_makes_the_disk_unforceable(tmp_path: Path) -> None:
+    root = copy_tree(XLARGE, tmp_path)
+    disk = root / "sys/block/nvme1n1"
+    (disk / "nvme1n1p1/holders").mkdir(parents=True)
+    (disk / "nvme1n1p1/holders/dm-0").mkdir()
+    (disk / "nvme1n1p1/partition").write_text("1\n")
+    (disk / "nvme1n1p1/size").write_text("488279202\n")
+    os.symlink("../../block/nvme1n1/nvme1n1p1", root / "sys/class/block/nvme1n1p1")
+    lvm = Signature("LVM2_member", "lvm", ["blkid"])
+    request = StorageRequest(devices=["/dev/nvme1n1"], force=["/dev/nvme1n1"])
+    plan = plan_storage(request, str(root), probe_with({"nvme1n1": [Signature("gpt", "partition-table", ["blkid"])],
+                                                         "nvme1n1p1": [lvm]}))
+    refusals = {r.code: r.forceable for r in plan.disks[0].refusals}
+    assert refusals == {"holders": False, "partitions": True, "signature": True}
+    assert not plan.ok
+
+
+def test_the_roles_own_array_is_present(tmp_path: Path) -> None:
+    root = copy_tree(TWELVE, tmp_path)
+    for member in ("nvme0n1", "nvme2n1"):
+        (root / f"sys/block/{member}/holders/md127").mkdir()
+    (root / "sys/block/md127/slaves").mkdir(parents=True)
+    os.symlink("../../block/md127", root / "sys/class/block/md127")
+    os.symlink("../../block/md127", root / "sys/dev/block/9:127")
+    (root / "sys/block/md127/size").write_text("14843750000\n")
+    with open(root / "proc/self/mountinfo", "a") as fh:
+        fh.write("90 29 9:127 / /mnt/docker rw,noatime shared:40 - xfs /dev/md127 rw,attr2,inode64,noquota\n")
+    member = Signature("linux_raid_member", "raid", ["blkid"], "ip-172-31-5-20:gh-docker")
+    plan = plan_storage(StorageRequest(), str(root), probe_with({"nvme0n1": [member], "nvme2n1": [member]}))
+    assert plan.ok, plan.errors
+    assert plan.state == "present"
+
+    foreign = Signature("linux_raid_member", "raid", ["blkid"], "ip-172-31-5-20:scratch")
+    plan = plan_storage(StorageRequest(), str(root), probe_with({"nvme0n1": [foreign], "nvme2n1": [foreign]}))
+    assert not plan.ok
+    assert {r.code for r in plan.disks[0].refusals} == {"holders", "mounted", "signature"}
+
+
+def test_one_labelled_disk_is_not_the_roles_own_in_an_array() -> None:
+    request = StorageRequest(devices=["/dev/nvme0n1", "/dev/nvme2n1"])
+    plan = plan_storage(request, str(TWELVE), probe_with({"nvme0n1": [XFS_OURS]}))
+    assert not plan.ok
+    assert "gh-docker" in plan.errors[0]
+
+
+@pytest.mark.parametrize(
+    ("request_args", "message"),
+    [
+        ({"label": "a-label-that-is-too-long"}, "XFS limit"),
+        ({"label": "bad label"}, "XFS limit"),
+        ({"mount_path": "relative/path"}, "absolute path"),
+        ({"mount_path": "/"}, "absolute path other than /"),
+        ({"mount_path": "/usr"}, "system directory"),
+        ({"missing_disk_policy": "hope"}, "wait, fail, fallback"),
+        ({"devices": ["/dev/nvme1n1"], "force": ["/dev/nvme9n1"]}, "not among the devices"),
+        ({"devices": ["/dev/nvme1n1", "/dev/nvme1n1"]}, "listed twice"),
+        ({"device_timeout_s": -1}, "zero or more"),
+    ],
+)
+def test_bad_requests_are_usage_errors(request_args: dict[str, object], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        plan_storage(StorageRequest(**request_args), str(XLARGE), probe_with())  # type: ignore[arg-type]
+
+
+def test_unknown_devices_and_stray_force_are_errors_not_tracebacks() -> None:
+    plan = plan_storage(StorageRequest(devices=["/dev/sdz"]), str(XLARGE), probe_with())
+    assert plan.errors == ["/dev/sdz: no such device"]
+    auto = plan_storage(StorageRequest(force=["/dev/nvme0n1"]), str(XLARGE), probe_with())
+    assert "not an instance-store disk" in auto.errors[0]
+
+
+def test_systemd_escaping_matches_systemd_escape() -> None:
+    assert systemd_escape_path("/mnt/docker") == "mnt-docker"
+    assert systemd_escape_path("/mnt/docker/") == "mnt-docker"
+    assert systemd_escape_path("/data/fast-disk") == "data-fast\\x2ddisk"
+    assert systemd_escape_path("/srv/my disk") == "srv-my\\x20disk"
+    assert mount_unit_name("/var/lib/docker") == "var-lib-docker.mount"
+    if shutil.which("systemd-escape"):
+        import subprocess
+
+        for path in ("/mnt/docker", "/data/fast-disk", "/srv/my disk", "/x/.hidden"):
+            expected = subprocess.run(
+                ["systemd-escape", "--path", path], capture_output=True, text=True, check=True
+            ).stdout.strip()
+            assert systemd_escape_path(path) == expected

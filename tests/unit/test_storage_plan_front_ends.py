@@ -1,0 +1,81 @@
+"""`gpuhost storage plan --json` and `gpuhost-agent storage-plan` print the same plan for the same options:
+the JSON a person reads is the JSON the docker_storage role reads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gpuhost.agent import main as agent_main
+from gpuhost.cli import app
+
+NO_DOCKER = ["--docker-host", "unix:///nonexistent/docker.sock"]
+
+
+def both(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[tuple[int, dict], tuple[int, dict]]:  # type: ignore[type-arg]
+    cli = CliRunner().invoke(app, ["storage", "plan", *args, "--json"])
+    code = agent_main(["storage-plan", *args])
+    agent_out = capsys.readouterr().out
+    return (cli.exit_code, json.loads(cli.stdout)), (code, json.loads(agent_out))
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, str]:
+    daemon_json = tmp_path / "daemon.json"
+    daemon_json.write_text(json.dumps({"data-root": "/srv/docker-old", "log-driver": "local"}))
+    config = tmp_path / "docker-storage.json"
+    config.write_text(json.dumps({"fallback_data_root": "/srv/recorded"}))
+    return {"daemon_json": str(daemon_json), "config": str(config), "tmp": str(tmp_path)}
+
+
+OPTIONS = [
+    [],
+    ["--label", "fastdisk"],
+    ["--label", "fastdisk", "--array-name", "md-fast"],
+    ["--mount-path", "/mnt/fast//docker/"],
+    ["--missing-disk-policy", "wait"],
+    ["--missing-disk-policy", "fallback", "--fallback-data-root", "/srv/fallback"],
+    ["--device-timeout", "5"],
+    ["--no-move"],
+    ["--device", "/dev/gpuhost-no-such-disk"],
+    ["--device", "/dev/gpuhost-no-such-disk", "--force", "/dev/gpuhost-no-such-disk"],
+]
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: " ".join(o) or "defaults")
+@pytest.mark.parametrize("with_files", [False, True], ids=["no-daemon-json", "daemon-json-and-config"])
+def test_cli_and_agent_print_the_same_plan(
+    options: list[str], with_files: bool, files: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    extra = (
+        ["--daemon-json", files["daemon_json"], "--config", files["config"]]
+        if with_files
+        else ["--daemon-json", str(Path(files["tmp"]) / "absent.json"), "--config", str(Path(files["tmp"]) / "absent")]
+    )
+    (cli_code, cli_json), (agent_code, agent_json) = both([*options, *extra, *NO_DOCKER], capsys)
+    assert cli_json == agent_json
+    assert cli_code == agent_code
+    assert cli_json["config"]["array_name"] == (
+        "md-fast"
+        if "--array-name" in options
+        else options[options.index("--label") + 1]
+        if "--label" in options
+        else "gh-docker"
+    )
+    assert cli_json["data_root"] is not None
+    if with_files:
+        assert cli_json["data_root"]["current"] == "/srv/docker-old"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [["--label", "far-too-long-a-label"], ["--mount-path", "relative"], ["--missing-disk-policy", "never"]],
+)
+def test_refused_requests_are_the_same_usage_error(options: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    (cli_code, cli_json), (agent_code, agent_json) = both([*options, *NO_DOCKER], capsys)
+    assert cli_code == agent_code == 2
+    assert cli_json == agent_json
+    assert cli_json["exit_code"] == 2 and cli_json["error"]
