@@ -1,19 +1,16 @@
-"""`gpuhost check` (this host, or a fleet over SSH) and `gpuhost zipapp`: options in, report out."""
+"""`gpuhost check` (this host, or a fleet over SSH): options in, report out."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from gpuhost.check import CheckOptions, add_findings, run_check
-from gpuhost.cli.comfyui import print_workflow
 from gpuhost.cli.common import EXIT_CODES_HELP, docker_host_option, docs_epilog, emit_json, errors_to_exit
 from gpuhost.comfyui.facts import ready_comfyui_url
 from gpuhost.comfyui.workflow import check_workflow, load_workflow, workflow_findings
 from gpuhost.model import Finding, Severity, UsageError
-from gpuhost.ship import build_zipapp
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -21,6 +18,7 @@ if TYPE_CHECKING:
     from rich.text import Text
 
     from gpuhost.check import CheckReport
+    from gpuhost.comfyui.workflow import WorkflowReport
     from gpuhost.fleet import FleetReport
 
 STYLE = {Severity.OK: "green", Severity.WARN: "yellow", Severity.FAIL: "bold red"}
@@ -168,34 +166,8 @@ def check(
     raise typer.Exit(int(report.exit_code))
 
 
-def zipapp(
-    output: str = typer.Option("dist/gpuhost-agent.pyz", "--output", "-o", help="Where to write the agent."),
-    as_json: bool = typer.Option(False, "--json", help="Print path and sha256 as JSON."),
-) -> None:
-    """Build the gpuhost agent: one file that runs `check`, `facts` and the host-side commands on a
-    managed host with its own python3 (>= 3.9), nothing installed. Reproducible: the same sources give
-    the same bytes.
-
-    Example:
-
-      gpuhost zipapp -o /tmp/gpuhost-agent.pyz
-
-      scp /tmp/gpuhost-agent.pyz host: && ssh host python3 gpuhost-agent.pyz check
-    """
-    with errors_to_exit(as_json):
-        try:
-            path, digest = build_zipapp(Path(output))
-        except (OSError, RuntimeError) as exc:
-            raise UsageError(str(exc), "Check that the output directory is writable.") from exc
-    if as_json:
-        emit_json({"path": str(path), "sha256": digest, "size": path.stat().st_size})
-    else:
-        typer.echo(f"{path} ({path.stat().st_size} bytes, sha256 {digest})")
-
-
 def register(app: typer.Typer) -> None:
     app.command(epilog=docs_epilog("check", EXIT_CODES_HELP))(check)
-    app.command(epilog=docs_epilog("zipapp", EXIT_CODES_HELP))(zipapp)
 
 
 # --- rendering ---------------------------------------------------------------------------------
@@ -307,3 +279,26 @@ def print_fleet(report: FleetReport, console: Console | None = None) -> None:
     summary.append(f"{counts['fail']} fail", style=STYLE[Severity.FAIL])
     summary.append(f" ({counts['unreached']} not checked); {report.duration_ms / 1000:.1f} s, forks {report.forks}")
     console.print(summary)
+
+
+def print_workflow(report: WorkflowReport, console: Console | None = None) -> None:
+    import json
+
+    from rich.console import Console
+    from rich.text import Text
+
+    console = console or Console(soft_wrap=True)
+    title = f"workflow {report.path} against {report.server}/object_info (nothing queued)"
+    if report.valid:
+        console.print(Text(f"{title}: VALID, {report.nodes} nodes, outputs {', '.join(report.outputs)}", style="green"))
+        return
+    console.print(Text(f"{title}: {len(report.problems)} problem(s)", style="bold red"))
+    for problem in report.problems:
+        console.print(f"  node {problem.node_id or '-'} {problem.class_type}".rstrip(), highlight=False)
+        console.print(f"    gpuhost says: {problem.sentence()}", highlight=False)
+        console.print(
+            f"    ComfyUI would answer POST /prompt: {problem.type}: {problem.details or problem.message}",
+            highlight=False,
+        )
+    console.print(f"POST /prompt would answer HTTP {report.comfyui_status}:", highlight=False)
+    console.print(json.dumps(report.comfyui_response), highlight=False, markup=False)

@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 
     from gpuhost.comfyui.layers import LayersReport
     from gpuhost.comfyui.wait import Progress, WaitResult
-    from gpuhost.comfyui.workflow import WorkflowReport
 
 WAIT_READY_EXIT_CODES = (
     "Exit codes: 0 ComfyUI is ready (the GUI line in this container's log and HTTP 200 from its /system_stats); "
@@ -247,29 +246,6 @@ def print_wait(result: WaitResult, console: Console | None = None) -> None:
         console.print(f"  last {len(verdict.tail)} log lines:")
         for line in verdict.tail:
             console.print(Text(f"    {line}"), highlight=False, soft_wrap=True)
-
-
-def print_workflow(report: WorkflowReport, console: Console | None = None) -> None:
-    import json
-
-    from rich.console import Console
-    from rich.text import Text
-
-    console = console or Console(soft_wrap=True)
-    title = f"workflow {report.path} against {report.server}/object_info (nothing queued)"
-    if report.valid:
-        console.print(Text(f"{title}: VALID, {report.nodes} nodes, outputs {', '.join(report.outputs)}", style="green"))
-        return
-    console.print(Text(f"{title}: {len(report.problems)} problem(s)", style="bold red"))
-    for problem in report.problems:
-        console.print(f"  node {problem.node_id or '-'} {problem.class_type}".rstrip(), highlight=False)
-        console.print(f"    gpuhost says: {problem.sentence()}", highlight=False)
-        console.print(
-            f"    ComfyUI would answer POST /prompt: {problem.type}: {problem.details or problem.message}",
-            highlight=False,
-        )
-    console.print(f"POST /prompt would answer HTTP {report.comfyui_status}:", highlight=False)
-    console.print(json.dumps(report.comfyui_response), highlight=False, markup=False)
 
 
 def print_layers(report: LayersReport, console: Console | None = None) -> None:

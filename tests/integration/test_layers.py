@@ -23,11 +23,9 @@ from gpuhost.comfyui.layers import (
     analyze,
     classify,
     image_layers,
-    load_manifest,
-    manifest_from_data,
-    parse_bytes,
     split_created_by,
 )
+from gpuhost.comfyui.manifest import load_manifest, manifest_from_data, parse_bytes
 from gpuhost.engine import EngineClient
 from gpuhost.model import Severity, UsageError
 from gpuhost.unpack import default_write_mibs, predict_unpack_seconds

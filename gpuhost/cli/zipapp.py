@@ -1,0 +1,40 @@
+"""`gpuhost zipapp`: build the agent that roles and fleet checks run on managed hosts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from gpuhost.cli.common import EXIT_CODES_HELP, docs_epilog, emit_json, errors_to_exit
+from gpuhost.model import UsageError
+from gpuhost.ship import build_zipapp
+
+
+def zipapp(
+    output: str = typer.Option("dist/gpuhost-agent.pyz", "--output", "-o", help="Where to write the agent."),
+    as_json: bool = typer.Option(False, "--json", help="Print path and sha256 as JSON."),
+) -> None:
+    """Build the gpuhost agent: one file that runs `check`, `facts` and the host-side commands on a
+    managed host with its own python3 (>= 3.9), nothing installed. Reproducible: the same sources give
+    the same bytes.
+
+    Example:
+
+      gpuhost zipapp -o /tmp/gpuhost-agent.pyz
+
+      scp /tmp/gpuhost-agent.pyz host: && ssh host python3 gpuhost-agent.pyz check
+    """
+    with errors_to_exit(as_json):
+        try:
+            path, digest = build_zipapp(Path(output))
+        except (OSError, RuntimeError) as exc:
+            raise UsageError(str(exc), "Check that the output directory is writable.") from exc
+    if as_json:
+        emit_json({"path": str(path), "sha256": digest, "size": path.stat().st_size})
+    else:
+        typer.echo(f"{path} ({path.stat().st_size} bytes, sha256 {digest})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command(epilog=docs_epilog("zipapp", EXIT_CODES_HELP))(zipapp)

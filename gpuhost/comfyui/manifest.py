@@ -1,0 +1,131 @@
+"""The models manifest: which model files an image (or a models directory) must hold, and how big.
+
+Manifest (YAML or JSON, `models.manifest.yaml` beside the Dockerfile; format in docs/layers.md):
+
+    min_model_bytes: 1MiB          # optional: the threshold for every model layer
+    tolerance: 0.0                 # optional: fraction a layer may fall short of its expectation
+    models:
+      - path: /opt/ComfyUI/models/checkpoints/v1-5-pruned-emaonly.safetensors
+        size: 4265380512           # bytes, or with a unit: 4.27GB, 3.97GiB
+      - match: "*flux1-dev*"        # a glob on the layer's command
+        size: 23.8GB
+
+`models` may also be a mapping {path or glob: size}.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from gpuhost.model import UsageError
+from gpuhost.units import parse_size
+
+MANIFEST_NAMES = ("models.manifest.yaml", "models.manifest.yml", "models.manifest.json")
+
+
+def parse_bytes(value: Any, what: str = "size") -> int:
+    """A size from a manifest or an option: zero allowed (an empty file is a size too)."""
+    return parse_size(value, what, allow_zero=True)
+
+
+@dataclass
+class ManifestEntry:
+    key: str  # the path or glob as written
+    expected_bytes: int
+    glob: bool = False
+    matched_layers: list[int] = field(default_factory=list)
+
+    def matches(self, command: str) -> bool:
+        if self.glob:
+            return fnmatch.fnmatchcase(command, self.key if self.key.startswith("*") else f"*{self.key}*")
+        return self.key in command
+
+
+@dataclass
+class Manifest:
+    path: str
+    entries: list[ManifestEntry]
+    min_model_bytes: Optional[int] = None
+    tolerance: float = 0.0
+
+
+def find_manifest(path: str) -> str:
+    """A manifest file, or the models.manifest.* inside a directory (the build context)."""
+    if os.path.isdir(path):
+        for name in MANIFEST_NAMES:
+            candidate = os.path.join(path, name)
+            if os.path.isfile(candidate):
+                return candidate
+        raise UsageError(f"no {' / '.join(MANIFEST_NAMES)} in {path}", "Pass the manifest file itself with --manifest.")
+    if not os.path.isfile(path):
+        raise UsageError(f"manifest not found: {path}")
+    return path
+
+
+def load_manifest(path: str) -> Manifest:
+    path = find_manifest(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read manifest {path}: {exc.strerror}") from exc
+    if path.endswith(".json"):
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"manifest {path} is not valid JSON: {exc}") from exc
+    else:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise UsageError(f"manifest {path} is not valid YAML: {exc}") from exc
+    return manifest_from_data(data, path)
+
+
+def manifest_from_data(data: Any, path: str = "manifest") -> Manifest:
+    if not isinstance(data, dict) or "models" not in data:
+        raise UsageError(
+            f"{path}: expected a mapping with a `models` key", "The format is in docs/layers.md."
+        )
+    unknown = sorted(set(data) - {"models", "min_model_bytes", "tolerance", "version"})
+    if unknown:
+        raise UsageError(f"{path}: unknown keys {', '.join(unknown)}")
+    models = data["models"]
+    pairs: list[tuple[str, Any]] = []
+    if isinstance(models, dict):
+        pairs = [(str(k), v) for k, v in models.items()]
+    elif isinstance(models, list):
+        for number, item in enumerate(models, start=1):
+            if not isinstance(item, dict) or not (("path" in item) ^ ("match" in item)) or "size" not in item:
+                raise UsageError(f"{path}: models entry {number} needs `size` and one of `path` or `match`")
+            pairs.append((str(item.get("path") or item.get("match")), item["size"]))
+            if "match" in item:
+                pairs[-1] = ("glob:" + pairs[-1][0], pairs[-1][1])
+    else:
+        raise UsageError(f"{path}: `models` must be a list or a mapping")
+    entries = []
+    for key, size in pairs:
+        glob = key.startswith("glob:") or any(c in key for c in "*?[")
+        key = key[5:] if key.startswith("glob:") else key
+        if not key:
+            raise UsageError(f"{path}: an empty path or pattern")
+        expected = parse_bytes(size, f"{path}: {key}")
+        if expected <= 0:
+            raise UsageError(f"{path}: {key}: the expected size must be positive")
+        entries.append(ManifestEntry(key=key, expected_bytes=expected, glob=glob))
+    tolerance = data.get("tolerance", 0.0)
+    if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not 0 <= tolerance < 1:
+        raise UsageError(f"{path}: tolerance must be a fraction in [0, 1), got {tolerance!r}")
+    minimum = data.get("min_model_bytes")
+    return Manifest(
+        path=path,
+        entries=entries,
+        min_model_bytes=parse_bytes(minimum, f"{path}: min_model_bytes") if minimum is not None else None,
+        tolerance=float(tolerance),
+    )
