@@ -9,13 +9,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.support.paths import SHARED, nvidia_gpu_present
 
 pytest_plugins = ["tests.support.aws_fixtures"]
 
 KINDS = ("unit", "integration", "roles")
+
+# Property tests: a quick profile for the edit loop, a deeper one that scripts/test selects
+# (GPUHOST_HYPOTHESIS_PROFILE=deep). Both are derandomized so a failure reproduces.
+settings.register_profile(
+    "quick", max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "deep", max_examples=600, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("GPUHOST_HYPOTHESIS_PROFILE", "quick"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
