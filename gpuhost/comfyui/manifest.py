@@ -7,6 +7,9 @@ Manifest (YAML or JSON, `models.manifest.yaml` beside the Dockerfile; format in 
     models:
       - path: /opt/ComfyUI/models/checkpoints/v1-5-pruned-emaonly.safetensors
         size: 4265380512           # bytes, or with a unit: 4.27GB, 3.97GiB
+        folder: checkpoints        # optional: the ComfyUI folder (`gpuhost models`; format in docs/models.md)
+        sha256: 6ce0161689b3853acaa03779ec93eafe75a02f4ced659bee03f50797806fa2fa   # optional
+        source: sd15/v1-5-pruned-emaonly.safetensors  # optional: where under the models source it is
       - match: "*flux1-dev*"        # a glob on the layer's command
         size: 23.8GB
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -38,6 +42,10 @@ class ManifestEntry:
     expected_bytes: int
     glob: bool = False
     matched_layers: list[int] = field(default_factory=list)
+    # read by `gpuhost models` (gpuhost.comfyui.models checks folder names against ComfyUI's)
+    folder: Optional[str] = None
+    sha256: Optional[str] = None
+    source: Optional[str] = None
 
     def matches(self, command: str) -> bool:
         if self.glob:
@@ -98,6 +106,7 @@ def manifest_from_data(data: Any, path: str = "manifest") -> Manifest:
         raise UsageError(f"{path}: unknown keys {', '.join(unknown)}")
     models = data["models"]
     pairs: list[tuple[str, Any]] = []
+    extras: list[dict[str, Optional[str]]] = []
     if isinstance(models, dict):
         pairs = [(str(k), v) for k, v in models.items()]
     elif isinstance(models, list):
@@ -105,12 +114,13 @@ def manifest_from_data(data: Any, path: str = "manifest") -> Manifest:
             if not isinstance(item, dict) or not (("path" in item) ^ ("match" in item)) or "size" not in item:
                 raise UsageError(f"{path}: models entry {number} needs `size` and one of `path` or `match`")
             pairs.append((str(item.get("path") or item.get("match")), item["size"]))
+            extras.append(_entry_extras(item, f"{path}: models entry {number}"))
             if "match" in item:
                 pairs[-1] = ("glob:" + pairs[-1][0], pairs[-1][1])
     else:
         raise UsageError(f"{path}: `models` must be a list or a mapping")
     entries = []
-    for key, size in pairs:
+    for number, (key, size) in enumerate(pairs):
         glob = key.startswith("glob:") or any(c in key for c in "*?[")
         key = key[5:] if key.startswith("glob:") else key
         if not key:
@@ -118,7 +128,9 @@ def manifest_from_data(data: Any, path: str = "manifest") -> Manifest:
         expected = parse_bytes(size, f"{path}: {key}")
         if expected <= 0:
             raise UsageError(f"{path}: {key}: the expected size must be positive")
-        entries.append(ManifestEntry(key=key, expected_bytes=expected, glob=glob))
+        extra = extras[number] if number < len(extras) else {}
+        entries.append(ManifestEntry(key=key, expected_bytes=expected, glob=glob, folder=extra.get("folder"),
+                                     sha256=extra.get("sha256"), source=extra.get("source")))
     tolerance = data.get("tolerance", 0.0)
     if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not 0 <= tolerance < 1:
         raise UsageError(f"{path}: tolerance must be a fraction in [0, 1), got {tolerance!r}")
@@ -129,3 +141,24 @@ def manifest_from_data(data: Any, path: str = "manifest") -> Manifest:
         min_model_bytes=parse_bytes(minimum, f"{path}: min_model_bytes") if minimum is not None else None,
         tolerance=float(tolerance),
     )
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _entry_extras(item: dict[Any, Any], where: str) -> dict[str, Optional[str]]:
+    """The optional `folder`, `sha256` and `source` of a list entry, checked for form only."""
+    found: dict[str, Optional[str]] = {}
+    for name in ("folder", "sha256", "source"):
+        value = item.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value or value != value.strip():
+            raise UsageError(f"{where}: `{name}` must be a non-empty string without spaces around it, got {value!r}")
+        found[name] = value
+    sha256 = found.get("sha256")
+    if sha256 is not None:
+        found["sha256"] = sha256.lower()
+        if not _SHA256.fullmatch(found["sha256"] or ""):
+            raise UsageError(f"{where}: `sha256` must be 64 hexadecimal digits, got {sha256!r}")
+    return found
