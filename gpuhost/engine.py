@@ -75,6 +75,8 @@ def check_address(host: str) -> tuple[str | None, str]:
             port = parsed.port
         except ValueError:
             raise ValueError(f"Docker address {host!r}: the port is not a number from 1 to 65535") from None
+        if port == 0:
+            raise ValueError(f"Docker address {host!r}: the port is not a number from 1 to 65535")
         if not parsed.hostname or port is None or parsed.path not in ("", "/"):
             raise ValueError(f"Docker address {host!r}: write tcp://HOST:PORT")
         return None, parsed.netloc
