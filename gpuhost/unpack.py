@@ -3,11 +3,22 @@
 One model for every command that predicts (tune-ebs, layers, check, the storage role's
 findings): unpacking is bound by the data-root device's sustained write throughput. The seed
 figure it must reproduce: 140 GB at gp3's 125 MB/s baseline is about 18-19 minutes.
+
+On a fast disk Docker's own processing (decompressing, hashing, extracting: CPU) sets the time,
+not the disk: `gpuhost storage probe --unpack` measures it per layer compression, and
+predict_pull() splits a pull into download, decompression and write.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from statistics import median
+
 from gpuhost.units import MIB
+
+# Layer compressions Docker meets in a registry (the media type's suffix), and "none" for
+# uncompressed layers (`docker load` archives, `application/vnd.docker.image.rootfs.diff.tar`).
+COMPRESSIONS = ("none", "gzip", "zstd")
 
 # Sustained write throughput by device class when nothing was measured, in MiB/s.
 # ebs: the gp3 baseline (125 MiB/s), the class's floor; a tuned volume passes its own figure.
@@ -42,3 +53,93 @@ def predict_unpack_seconds(image_bytes: int, write_mib_s: float, unpack_mib_s: f
             raise ValueError("unpack throughput must be positive")
         seconds += image_bytes / (unpack_mib_s * MIB)
     return seconds
+
+
+def compression_of(media_type: str) -> str:
+    """`gzip`, `zstd`, `none` or `unknown` for a layer's media type."""
+    kind = media_type.lower()
+    if kind.endswith(("+gzip", ".tar.gzip", ".gzip")):
+        return "gzip"
+    if kind.endswith(("+zstd", ".zstd")):
+        return "zstd"
+    if kind.endswith((".tar", "diff.tar", "layer.v1.tar")):
+        return "none"
+    return "unknown"
+
+
+def median_rate(rates: list[float]) -> float:
+    """The median of several probe rounds: one slow or fast round cannot move it."""
+    positive = [r for r in rates if r > 0]
+    if not positive:
+        raise ValueError("no positive rate among the probe rounds")
+    return float(median(positive))
+
+
+@dataclass(frozen=True)
+class PullLayer:
+    compression: str
+    compressed_bytes: int  # what crosses the network
+    size_bytes: int  # what lands in data-root
+
+
+@dataclass(frozen=True)
+class PullPrediction:
+    download_s: float
+    decompress_s: float
+    write_s: float
+    # which measured rate each layer's decompression used ("none" when its own was not measured)
+    rates_used: dict[str, float]
+
+    @property
+    def total_s(self) -> float:
+        return self.download_s + self.decompress_s + self.write_s
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "download_s": round(self.download_s, 1),
+            "decompress_s": round(self.decompress_s, 1),
+            "write_s": round(self.write_s, 1),
+            "total_s": round(self.total_s, 1),
+            "decompress_mib_s": {k: round(v, 1) for k, v in self.rates_used.items()},
+        }
+
+
+def predict_pull(
+    layers: list[PullLayer],
+    write_mib_s: float,
+    decompress_mib_s: dict[str, float] | None = None,
+    download_mib_s: float | None = None,
+) -> PullPrediction:
+    """Seconds until a pull of `layers` is on a device that writes `write_mib_s`, in three parts.
+
+    download: the compressed bytes at `download_mib_s` (left out: 0, a local registry or a
+    cache). Docker fetches layers in parallel but decompresses and extracts them one after the
+    other, so only the first layer's download does not overlap the decompression of others.
+    decompress: each layer's unpacked bytes at the rate `gpuhost storage probe --unpack`
+    measured for its compression (Docker's reading, decompressing, hashing and extracting);
+    a compression it did not measure uses the uncompressed rate, a floor.
+    write: the unpacked bytes at the device's rate, as predict_unpack_seconds.
+    """
+    if write_mib_s <= 0:
+        raise ValueError("write throughput must be positive")
+    rates = {k: v for k, v in (decompress_mib_s or {}).items() if v and v > 0}
+    size = sum(layer.size_bytes for layer in layers)
+    write_s = size / (write_mib_s * MIB)
+    decompress_s = 0.0
+    used: dict[str, float] = {}
+    for layer in layers:
+        rate = rates.get(layer.compression) or rates.get("none")
+        if rate is None:
+            continue
+        used[layer.compression if layer.compression in rates else "none"] = rate
+        decompress_s += layer.size_bytes / (rate * MIB)
+    download_s = 0.0
+    if download_mib_s is not None:
+        if download_mib_s <= 0:
+            raise ValueError("download throughput must be positive")
+        compressed = [layer.compressed_bytes for layer in layers]
+        total_download = sum(compressed) / (download_mib_s * MIB)
+        # downloads overlap the decompression of earlier layers; what does not overlap counts
+        first = (max(compressed) if compressed else 0) / (download_mib_s * MIB)
+        download_s = max(first, total_download - decompress_s)
+    return PullPrediction(download_s=download_s, decompress_s=decompress_s, write_s=write_s, rates_used=used)

@@ -120,7 +120,9 @@ def add_commands(sub: Any, handlers: Handlers) -> None:
     probe = sub.add_parser("storage-probe", help="measure write throughput where data-root lives; predict unpack time")
     probe.add_argument("--path", default="", help="a directory on the filesystem to measure (default: data-root)")
     probe.add_argument("--size-mib", type=int, default=512)
-    probe.add_argument("--unpack", action="store_true", help="also time `docker load` of a small image (Docker's rate)")
+    probe.add_argument(
+        "--unpack", action="store_true", help="also time `docker load` of a small image per layer compression, 3 rounds"
+    )
     probe.add_argument("--image-bytes", type=int, default=0, help="predict for this size (default: largest image)")
     probe.add_argument("--record", default="", help="also write the result to this JSON file")
     add_docker_host(probe)

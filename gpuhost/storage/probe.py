@@ -13,9 +13,10 @@ import errno
 import json
 import mmap
 import os
+import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gpuhost.engine import EngineError, EnginePermissionDenied, EngineUnavailable
@@ -23,7 +24,7 @@ from gpuhost.facts.docker import image_sizes
 from gpuhost.facts.storage import locate
 from gpuhost.model import UsageError, to_jsonable
 from gpuhost.units import MIB, format_duration
-from gpuhost.unpack import default_write_mibs, predict_unpack_seconds
+from gpuhost.unpack import COMPRESSIONS, default_write_mibs, median_rate, predict_unpack_seconds
 
 if TYPE_CHECKING:
     from gpuhost.engine import EngineClient
@@ -116,21 +117,80 @@ def measure_write(
 class UnpackProbeResult:
     image_bytes: int
     seconds: float
-    unpack_mib_s: float
+    unpack_mib_s: float  # uncompressed layers: Docker's own processing rate (the median round)
+    rounds: int = 1
+    # per layer compression: the median rate over the rounds, every round's rate, and why a
+    # compression could not be measured (no compressor here, or a daemon that refuses it)
+    rates_mib_s: dict[str, float] = field(default_factory=dict)
+    round_rates_mib_s: dict[str, list[float]] = field(default_factory=dict)
+    unsupported: dict[str, str] = field(default_factory=dict)
 
 
-def probe_image_archive(path: str, image_bytes: int, tag: str, layer_bytes: int = 128 * MIB) -> int:
-    """Write a `docker save` archive of an image of incompressible 64 MiB files in layers of
-    `layer_bytes` (as a model image's layers are); returns the layers' total size. Standard
-    library only: it runs inside the agent zipapp too."""
+# A model image is mostly weights (incompressible) with a Python environment beside them: the
+# probe's layers hold the same mix, so gzip's cost per byte is the one such an image pays.
+COMPRESSIBLE_FRACTION = 0.25
+
+
+def _compressible_bytes(size: int) -> bytes:
+    """`size` bytes of real files (this interpreter's standard library), text and bytecode."""
+    import sysconfig
+
+    parts: list[bytes] = []
+    total = 0
+    for directory, _, names in os.walk(sysconfig.get_paths()["stdlib"]):
+        for name in sorted(names):
+            try:
+                with open(os.path.join(directory, name), "rb") as fh:
+                    data = fh.read(size - total)
+            except OSError:
+                continue
+            parts.append(data)
+            total += len(data)
+            if total >= size:
+                return b"".join(parts)
+    data = b"".join(parts) or b"gpuhost storage probe\n"
+    return (data * (size // len(data) + 1))[:size]
+
+
+def _compress_layer(layer_path: str, compression: str) -> str:
+    """The layer file compressed as a registry would hold it; returns the path to archive."""
+    if compression == "none":
+        return layer_path
+    if compression == "gzip":
+        import gzip
+        import shutil
+
+        with open(layer_path, "rb") as source, gzip.open(layer_path + ".gz", "wb", compresslevel=6) as target:
+            shutil.copyfileobj(source, target, 4 * MIB)
+        return layer_path + ".gz"
+    if compression == "zstd":
+        import shutil
+        import subprocess
+
+        zstd = shutil.which("zstd")
+        if zstd is None:
+            raise FileNotFoundError("zstd is not installed")
+        subprocess.run([zstd, "-q", "-3", "-T0", "-f", layer_path, "-o", layer_path + ".zst"], check=True)
+        return layer_path + ".zst"
+    raise ValueError(f"unknown compression {compression!r}")
+
+
+def probe_image_archive(
+    path: str, image_bytes: int, tag: str, layer_bytes: int = 128 * MIB, compression: str = "none"
+) -> int:
+    """Write a `docker save` archive of an image whose layers of `layer_bytes` hold incompressible
+    64 MiB files and real files (COMPRESSIBLE_FRACTION of them), compressed with `compression`;
+    returns the layers' unpacked size. Standard library (and the zstd tool for zstd) only: it
+    runs inside the agent zipapp too."""
     import hashlib
     import io
-    import json
     import tarfile
 
     layers = max(1, image_bytes // layer_bytes)
     per_layer = image_bytes // layers
-    files = max(1, per_layer // (64 * MIB))
+    compressible = int(per_layer * COMPRESSIBLE_FRACTION)
+    files = max(1, (per_layer - compressible) // (64 * MIB))
+    text = _compressible_bytes(compressible) if compressible else b""
     diff_ids: list[str] = []
     total = 0
     with tarfile.open(path, "w") as archive:
@@ -139,23 +199,33 @@ def probe_image_archive(path: str, image_bytes: int, tag: str, layer_bytes: int 
             with tarfile.open(layer_path, "w") as layer:
                 for number in range(files):
                     info = tarfile.TarInfo(f"gpuhost-probe/{index:03d}-{number:03d}.bin")
-                    info.size, info.mode, info.mtime = per_layer // files, 0o644, int(time.time())
+                    info.size, info.mode, info.mtime = (per_layer - compressible) // files, 0o644, int(time.time())
                     layer.addfile(info, io.BytesIO(os.urandom(info.size)))
+                if text:
+                    info = tarfile.TarInfo(f"gpuhost-probe/{index:03d}-env.py")
+                    info.size, info.mode, info.mtime = len(text), 0o644, int(time.time())
+                    layer.addfile(info, io.BytesIO(text))
             digest = hashlib.sha256()
             with open(layer_path, "rb") as fh:
                 for chunk in iter(lambda: fh.read(4 * MIB), b""):
                     digest.update(chunk)
             diff_ids.append("sha256:" + digest.hexdigest())
             total += os.path.getsize(layer_path)
-            archive.add(layer_path, arcname=f"layer{index}/layer.tar")
-            os.unlink(layer_path)
+            stored = layer_path
+            try:
+                stored = _compress_layer(layer_path, compression)
+                archive.add(stored, arcname=f"layer{index}/layer.tar")
+            finally:
+                for leftover in {layer_path, stored}:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(leftover)
         config = json.dumps(
             {
                 "architecture": "amd64",
                 "os": "linux",
                 "config": {},
                 "rootfs": {"type": "layers", "diff_ids": diff_ids},
-                "history": [{"created_by": "gpuhost storage probe: incompressible data"} for _ in diff_ids],
+                "history": [{"created_by": "gpuhost storage probe: weights and files"} for _ in diff_ids],
             }
         ).encode()
         config_name = hashlib.sha256(config).hexdigest() + ".json"
@@ -171,42 +241,81 @@ def probe_image_archive(path: str, image_bytes: int, tag: str, layer_bytes: int 
 
 PROBE_IMAGE_REPO = "gpuhost-storage-probe"
 DEFAULT_UNPACK_PROBE_BYTES = 256 * MIB
+DEFAULT_UNPACK_ROUNDS = 3
+
+
+def _load_archive(client: EngineClient, archive: str, tag: str) -> float:
+    """Seconds `docker load` of `archive` took; the image is removed again."""
+    try:
+        with open(archive, "rb") as fh:
+            start = time.perf_counter()
+            body = client.upload("/images/load", fh, os.path.getsize(archive), params={"quiet": True}, timeout=600.0)
+            seconds = time.perf_counter() - start
+        if b"errorDetail" in body:
+            raise EngineError(500, f"docker load of the probe image failed: {body[-300:]!r}")
+        return seconds
+    finally:
+        with contextlib.suppress(EngineError):
+            client.request("DELETE", f"/images/{tag}", params={"force": True})
 
 
 def measure_unpack(
-    client: EngineClient, work_dir: str, size_bytes: int = DEFAULT_UNPACK_PROBE_BYTES
+    client: EngineClient,
+    work_dir: str,
+    size_bytes: int = DEFAULT_UNPACK_PROBE_BYTES,
+    rounds: int = DEFAULT_UNPACK_ROUNDS,
+    compressions: tuple[str, ...] = COMPRESSIONS,
 ) -> UnpackProbeResult:
-    """Time `docker load` of a small image of incompressible data into the daemon's data-root,
-    then remove it: Docker's own per-byte cost (reading, hashing, extracting) on this host.
+    """Time `docker load` of a small image into the daemon's data-root, `rounds` times for each
+    layer compression, then remove it: Docker's own per-byte cost (reading, decompressing,
+    hashing, extracting) on this host, the median round per compression.
 
     The probe is small enough to stay in the page cache, so it measures the processing side of
-    unpacking; measure_write() measures the device side. gpuhost.unpack combines the two.
+    unpacking; measure_write() measures the device side. gpuhost.unpack combines the two. A
+    compression this host cannot make (no zstd tool) or the daemon refuses (Docker before 23
+    cannot extract zstd layers) is listed in `unsupported`.
     """
-
-    seconds = 0.0
-    layer_bytes = 0
+    if rounds < 1:
+        raise ValueError("the unpack probe needs at least one round")
+    result = UnpackProbeResult(image_bytes=0, seconds=0.0, unpack_mib_s=0.0, rounds=rounds)
     # the first load into a daemon pays one-time setup; a small untimed load takes it
-    for size, timed in ((8 * MIB, False), (size_bytes, True)):
-        tag = f"{PROBE_IMAGE_REPO}:{os.getpid()}-{int(time.time() * 1000)}"
+    warm_up = [("none", 8 * MIB, 1, False)]
+    plan = warm_up + [(compression, size_bytes, rounds, True) for compression in compressions]
+    for compression, size, count, timed in plan:
+        tag = f"{PROBE_IMAGE_REPO}:{os.getpid()}-{int(time.time() * 1000)}-{compression}"
         fd, archive = tempfile.mkstemp(prefix=".gpuhost-probe-", suffix=".tar", dir=work_dir)
         os.close(fd)
         try:
-            layer_bytes = probe_image_archive(archive, size, tag, layer_bytes=min(size, 128 * MIB))
-            length = os.path.getsize(archive)
-            with open(archive, "rb") as fh:
-                start = time.perf_counter()
-                body = client.upload("/images/load", fh, length, params={"quiet": True}, timeout=600.0)
-                if timed:
-                    seconds = time.perf_counter() - start
-            if b"errorDetail" in body:
-                raise EngineError(500, f"docker load of the probe image failed: {body[-300:]!r}")
+            try:
+                layer_bytes = probe_image_archive(
+                    archive, size, tag, layer_bytes=min(size, 128 * MIB), compression=compression
+                )
+            except (OSError, ValueError) as exc:
+                if compression == "none":
+                    raise
+                result.unsupported[compression] = f"no probe archive: {exc}"
+                continue
+            seconds: list[float] = []
+            for _ in range(count):
+                try:
+                    seconds.append(_load_archive(client, archive, tag))
+                except EngineError as exc:
+                    if compression == "none":
+                        raise
+                    result.unsupported[compression] = f"Docker could not load {compression} layers: {exc}"
+                    break
         finally:
             os.unlink(archive)
-            with contextlib.suppress(EngineError):
-                client.request("DELETE", f"/images/{tag}", params={"force": True})
-    return UnpackProbeResult(
-        image_bytes=layer_bytes, seconds=round(seconds, 4), unpack_mib_s=round(layer_bytes / MIB / seconds, 1)
-    )
+        if not timed or compression in result.unsupported:
+            continue
+        rates = [round(layer_bytes / MIB / s, 1) for s in seconds]
+        result.round_rates_mib_s[compression] = rates
+        result.rates_mib_s[compression] = round(median_rate(rates), 1)
+        if compression == "none":
+            result.image_bytes = layer_bytes
+            result.seconds = round(statistics.median(seconds), 4)
+            result.unpack_mib_s = result.rates_mib_s["none"]
+    return result
 
 
 PROBE_SCHEMA = "gpuhost.storage-probe/v1"

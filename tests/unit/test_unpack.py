@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from gpuhost.units import GB, MIB, format_duration
-from gpuhost.unpack import default_write_mibs, predict_unpack_seconds
+from gpuhost.unpack import (
+    PullLayer,
+    compression_of,
+    default_write_mibs,
+    median_rate,
+    predict_pull,
+    predict_unpack_seconds,
+)
 
 
 def test_the_seed_figure_140_gb_at_the_gp3_baseline() -> None:
@@ -31,3 +38,56 @@ def test_non_positive_rates_are_refused(write: float, unpack: float | None) -> N
 def test_defaults_per_device_class() -> None:
     assert default_write_mibs("instance-store") > default_write_mibs("ebs")
     assert default_write_mibs("something-new") == default_write_mibs("other")
+
+
+@pytest.mark.parametrize(
+    ("media_type", "compression"),
+    [
+        ("application/vnd.docker.image.rootfs.diff.tar.gzip", "gzip"),
+        ("application/vnd.oci.image.layer.v1.tar+gzip", "gzip"),
+        ("application/vnd.oci.image.layer.v1.tar+zstd", "zstd"),
+        ("application/vnd.docker.image.rootfs.diff.tar", "none"),
+        ("application/vnd.oci.image.layer.v1.tar", "none"),
+        ("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", "gzip"),
+        ("application/octet-stream", "unknown"),
+    ],
+)
+def test_layer_compression_from_its_media_type(media_type: str, compression: str) -> None:
+    assert compression_of(media_type) == compression
+
+
+def test_one_noisy_probe_round_does_not_move_the_rate() -> None:
+    # the rounds of the probe: 85 and 125 MiB/s for two loads that took the same time
+    assert median_rate([85.0, 125.0, 90.0]) == 90.0
+    assert median_rate([90.0, 0.0, 91.0, 400.0]) == 91.0
+    with pytest.raises(ValueError, match="no positive rate"):
+        median_rate([0.0])
+
+
+def test_a_pull_splits_into_download_decompression_and_write() -> None:
+    layers = [PullLayer("gzip", 512 * MIB, 1024 * MIB), PullLayer("none", 1024 * MIB, 1024 * MIB)]
+    prediction = predict_pull(layers, write_mib_s=1024.0, decompress_mib_s={"none": 128.0, "gzip": 64.0})
+    assert prediction.write_s == pytest.approx(2.0)
+    assert prediction.decompress_s == pytest.approx(16.0 + 8.0)
+    assert prediction.download_s == 0.0
+    assert prediction.total_s == pytest.approx(26.0)
+    assert prediction.to_dict()["decompress_mib_s"] == {"gzip": 64.0, "none": 128.0}
+
+
+def test_a_compression_not_measured_falls_back_to_the_uncompressed_rate() -> None:
+    layers = [PullLayer("zstd", 512 * MIB, 1024 * MIB)]
+    prediction = predict_pull(layers, write_mib_s=1024.0, decompress_mib_s={"none": 128.0, "gzip": 64.0})
+    assert prediction.decompress_s == pytest.approx(8.0)
+    assert prediction.rates_used == {"none": 128.0}
+
+
+def test_a_slow_download_is_what_does_not_overlap_the_decompression() -> None:
+    layers = [PullLayer("gzip", 1024 * MIB, 2048 * MIB) for _ in range(4)]
+    slow = predict_pull(layers, write_mib_s=2048.0, decompress_mib_s={"gzip": 256.0}, download_mib_s=64.0)
+    # 64 s of download, 32 s of decompression overlapping it: 32 s remain
+    assert slow.download_s == pytest.approx(64.0 - 32.0)
+    fast = predict_pull(layers, write_mib_s=2048.0, decompress_mib_s={"gzip": 256.0}, download_mib_s=1024.0)
+    # a fast download still waits for the first layer
+    assert fast.download_s == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="must be positive"):
+        predict_pull(layers, write_mib_s=2048.0, download_mib_s=0.0)
