@@ -6,11 +6,13 @@ to import and does not travel in the agent zipapp (the host's distribution packa
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from gpuhost.ebs.volume import Modification, Performance, Volume, modification_from_api, volume_from_api
-from gpuhost.model import ExitCode
+from gpuhost.model import ExitCode, UsageError
 
 IAM_ACTIONS = "ec2:DescribeVolumes, ec2:DescribeVolumesModifications, ec2:ModifyVolume, ec2:DescribeInstances"
 
@@ -71,18 +73,46 @@ def _session(profile: str | None = None, region: str | None = None) -> Any:
     return boto3.session.Session(botocore_session=core, profile_name=profile, region_name=region)
 
 
+# the AWS CLI v2 reads AWS_REGION first; botocore itself reads only AWS_DEFAULT_REGION
+REGION_VARIABLES = ("AWS_REGION", "AWS_DEFAULT_REGION")
+_MAX_ATTEMPTS = re.compile(r"[1-9][0-9]{0,2}")
+
+
+def check_environment() -> None:
+    """The AWS variables boto3 would choke on later, refused before any call (UsageError)."""
+    raw = os.environ.get("AWS_MAX_ATTEMPTS")
+    if raw is not None and not _MAX_ATTEMPTS.fullmatch(raw):
+        raise UsageError(
+            f"AWS_MAX_ATTEMPTS={raw[:40]!r} is not a whole number of attempts from 1 to 999",
+            "Unset AWS_MAX_ATTEMPTS or set it to a number, e.g. AWS_MAX_ATTEMPTS=5.",
+        )
+
+
+def environment_region() -> str | None:
+    for name in REGION_VARIABLES:
+        if os.environ.get(name):
+            return os.environ[name]
+    return None
+
+
+def _profile_not_found(profile: str | None) -> AwsError:
+    name = profile or os.environ.get("AWS_PROFILE") or os.environ.get("AWS_DEFAULT_PROFILE") or ""
+    where = "--profile" if profile else "AWS_PROFILE"
+    return AwsError(
+        f"AWS profile {name!r} is not configured",
+        f"List profiles with `aws configure list-profiles`, or leave out {where}.",
+        ExitCode.USAGE,
+    )
+
+
 def configured_region(profile: str | None) -> str | None:
-    """The region boto3 would use from the environment or the profile (no network)."""
+    """The region from AWS_REGION, AWS_DEFAULT_REGION, then the profile (no network)."""
     from botocore.exceptions import ProfileNotFound
 
     try:
-        return _session(profile).region_name  # type: ignore[no-any-return]
+        return environment_region() or _session(profile).region_name
     except ProfileNotFound as exc:
-        raise AwsError(
-            f"AWS profile {profile!r} is not configured",
-            "List profiles with `aws configure list-profiles`, or leave out --profile.",
-            ExitCode.USAGE,
-        ) from exc
+        raise _profile_not_found(profile) from exc
 
 
 def ec2_client(options: AwsOptions) -> Any:
@@ -100,14 +130,10 @@ def ec2_client(options: AwsOptions) -> Any:
         user_agent_extra="gpuhost-tune-ebs",
     )
     try:
-        session = _session(options.profile, options.region)
+        session = _session(options.profile, options.region or environment_region())
         return session.client("ec2", config=config, endpoint_url=options.endpoint_url)
     except ProfileNotFound as exc:
-        raise AwsError(
-            f"AWS profile {options.profile!r} is not configured",
-            "List profiles with `aws configure list-profiles`, or leave out --profile.",
-            ExitCode.USAGE,
-        ) from exc
+        raise _profile_not_found(options.profile) from exc
     except BotoCoreError as exc:
         raise translate(exc, "client") from exc
 
@@ -247,12 +273,19 @@ def translate(exc: Exception, operation: str) -> AwsError:
 def call(client: Any, operation: str, **params: Any) -> dict[str, Any]:
     """Call one EC2 operation by its API name (e.g. DescribeVolumes); AWS errors become AwsError."""
     from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.parsers import ResponseParserError
 
     method = getattr(client, _snake(operation))
     try:
         return dict(method(**params))
     except (ClientError, BotoCoreError) as exc:
         raise translate(exc, operation) from exc
+    except ResponseParserError as exc:
+        raise AwsError(
+            f"EC2 {operation}: the endpoint's answer is not an EC2 API response: {_first_line(str(exc))[:200]}",
+            "Check --endpoint-url (or AWS_ENDPOINT_URL_EC2): it must be an EC2 API endpoint.",
+            ExitCode.SOURCE_UNREADABLE,
+        ) from exc
 
 
 def _snake(name: str) -> str:

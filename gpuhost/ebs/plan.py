@@ -10,6 +10,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from gpuhost.ebs import limits
 from gpuhost.ebs.volume import Modification, Performance, Volume
@@ -20,13 +21,15 @@ from gpuhost.unpack import predict_unpack_seconds
 # The image size predictions use when none is given: the seed report's 140 GB image.
 REFERENCE_IMAGE_BYTES = 140 * GB
 
-_VOLUME_ID = re.compile(r"^vol-[0-9a-f]{8}([0-9a-f]{9})?$")
-_INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8}([0-9a-f]{9})?$")
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+# fullmatch, never `$`: a trailing newline must not pass
+_VOLUME_ID = re.compile(r"vol-[0-9a-f]{8}(?:[0-9a-f]{9})?")
+_INSTANCE_ID = re.compile(r"i-[0-9a-f]{8}(?:[0-9a-f]{9})?")
+_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,3}")
+ENDPOINT_EXAMPLE = "Example: --endpoint-url https://ec2.us-east-1.amazonaws.com"
 
 
 def check_volume_id(volume_id: str) -> None:
-    if not _VOLUME_ID.match(volume_id):
+    if not _VOLUME_ID.fullmatch(volume_id):
         raise UsageError(
             f"{volume_id!r} is not an EBS volume id",
             "Volume ids look like vol-0123456789abcdef0 (aws ec2 describe-volumes lists them).",
@@ -34,13 +37,30 @@ def check_volume_id(volume_id: str) -> None:
 
 
 def check_instance_id(instance_id: str) -> None:
-    if not _INSTANCE_ID.match(instance_id):
+    if not _INSTANCE_ID.fullmatch(instance_id):
         raise UsageError(f"{instance_id!r} is not an EC2 instance id", "Instance ids look like i-0123456789abcdef0.")
 
 
 def check_region(region: str) -> None:
-    if not _REGION.match(region):
-        raise UsageError(f"{region!r} is not an AWS region name", "Regions look like us-east-1 or eu-central-1.")
+    if not _REGION.fullmatch(region):
+        raise UsageError(f"{region[:80]!r} is not an AWS region name", "Regions look like us-east-1 or eu-central-1.")
+
+
+def check_endpoint_url(url: str) -> None:
+    """An http(s) URL with a host and, if any, a port from 1 to 65535; nothing around it."""
+    if url != url.strip() or not url.isprintable() or any(c.isspace() for c in url):
+        raise UsageError(f"--endpoint-url {url[:200]!r} has spaces or control characters in it", ENDPOINT_EXAMPLE)
+    try:
+        parsed = urlsplit(url)
+        port = parsed.port
+    except ValueError as exc:
+        raise UsageError(f"--endpoint-url {url[:200]!r} is not a URL: {exc}", ENDPOINT_EXAMPLE) from None
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise UsageError(
+            f"--endpoint-url {url[:200]!r} is not an http:// or https:// URL with a host", ENDPOINT_EXAMPLE
+        )
+    if port == 0:
+        raise UsageError(f"--endpoint-url {url[:200]!r}: the port is not a number from 1 to 65535", ENDPOINT_EXAMPLE)
 
 
 @dataclass

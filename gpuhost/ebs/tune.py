@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from gpuhost.ebs import aws, imds
-from gpuhost.ebs.plan import Plan, Settings, check_instance_id, check_region, check_volume_id, make_plan
+from gpuhost.ebs.plan import (
+    Plan,
+    Settings,
+    check_endpoint_url,
+    check_instance_id,
+    check_region,
+    check_volume_id,
+    make_plan,
+)
 from gpuhost.ebs.plan import validate_settings as _validate_settings
 from gpuhost.ebs.target import (
     TARGETS,
@@ -24,10 +32,11 @@ from gpuhost.ebs.target import (
     local_disk,
     root_volume,
 )
-from gpuhost.ebs.volume import Modification, latest
+from gpuhost.ebs.volume import Modification, Volume, latest
 from gpuhost.ebs.wait import WAIT_UNTIL, Progress, WaitOutcome, wait_for_modification
 from gpuhost.engine import EngineClient, EngineError, EnginePermissionDenied, EngineUnavailable, quote_ref
 from gpuhost.model import ExitCode, UsageError
+from gpuhost.refs import check_image_reference
 from gpuhost.units import parse_duration, parse_size, positive_number
 
 SCHEMA = "gpuhost.tune-ebs/v1"
@@ -153,11 +162,11 @@ def validate(options: TuneOptions) -> None:
         raise UsageError(f"unknown --wait-until {options.wait_until!r}", f"Choose {' or '.join(WAIT_UNTIL)}.")
     if options.timeout_s <= 0 or options.poll_s <= 0:
         raise UsageError("--timeout and --poll-interval must be positive", "Example: --timeout 30m --poll-interval 15")
-    if options.aws.endpoint_url is not None and not options.aws.endpoint_url.startswith(("http://", "https://")):
-        raise UsageError(
-            f"--endpoint-url {options.aws.endpoint_url!r} is not a URL",
-            "Example: --endpoint-url https://ec2.us-east-1.amazonaws.com",
-        )
+    if options.aws.endpoint_url is not None:
+        check_endpoint_url(options.aws.endpoint_url)
+    if options.when_image_present is not None:
+        check_image_reference(options.when_image_present, "--when-image-present")
+    aws.check_environment()
 
 
 def _describe_change(plan: Plan) -> str:
@@ -238,7 +247,7 @@ def run(
         )
     check_region(region)
 
-    if options.when_image_present:
+    if options.when_image_present is not None:
         present, why_not = image_present(options.when_image_present, options.docker_host)
         if not present:
             return TuneResult("waiting", ExitCode.FAILING, f"{why_not}: nothing changed", options.dry_run)
@@ -250,10 +259,10 @@ def run(
             selection = data_root_by_device(devices, local)
         else:
             selection = root_volume(devices, local)
-    elif instance_id and not selection.instance_id:
-        selection.instance_id = instance_id
 
     volume = aws.describe_volume(client, selection.volume_id)
+    if selection.by == "volume-id":
+        selection.instance_id = _attached_instance(volume, options.instance_id)
     modifications = aws.describe_modifications(client, [volume.volume_id])
     plan = make_plan(options.settings, volume, modifications, region, clock())
 
@@ -318,6 +327,18 @@ def run(
     if options.wait:
         _finish_wait(result, follow())
     return result
+
+
+def _attached_instance(volume: Volume, instance_id: str | None) -> str:
+    """The instance a volume named by id is attached to, as EC2 says; never assumed."""
+    attached = [a["instance_id"] for a in volume.attachments if a.get("instance_id")]
+    if instance_id and instance_id not in attached:
+        where = f"attached to {', '.join(attached)}" if attached else "not attached to any instance"
+        raise UsageError(
+            f"{volume.volume_id} is not attached to {instance_id} ({where})",
+            "Give --volume-id alone, or --instance-id alone to tune that instance's root volume.",
+        )
+    return instance_id or (attached[0] if len(attached) == 1 else "")
 
 
 def _performance_text(plan: Plan) -> str:

@@ -5,9 +5,11 @@ The server's own log of EC2 actions proves which calls were made (and which were
 
 from __future__ import annotations
 
+import http.server
 import json
 import subprocess
 import sys
+import threading
 from typing import Any
 
 import pytest
@@ -506,3 +508,114 @@ def test_when_image_present_waits_for_the_image(aws_env: dict[str, str], ec2_ser
     present = tune(*args, "--when-image-present", "local/debian-systemd:bookworm")
     assert present.exit_code == 0, present.stdout
     assert present.json["action"] == "modified"
+
+
+def test_region_from_aws_region_before_aws_default_region(
+    aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, ec2_server: Ec2Server
+) -> None:
+    volume_id = make_volume(ec2_server.client(), size_gib=100)
+    monkeypatch.delenv("AWS_EC2_METADATA_SERVICE_ENDPOINT")  # off EC2: the region can only come from the environment
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")  # moto's volumes are regional: this one would not find it
+    run = tune("--volume-id", volume_id, "--preset", "pull", "--dry-run", "--json")
+    assert run.exit_code == 0, run.stdout
+    assert run.json["plan"]["region"] == REGION
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    assert tune("--volume-id", volume_id, "--preset", "pull", "--dry-run", "--json").json["plan"]["region"] == REGION
+
+
+def test_an_unknown_profile_in_aws_profile_is_named(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_PROFILE", "nosuch")
+    run = tune("--volume-id", "vol-0123456789abcdef0", "--preset", "pull", "--json")
+    assert run.exit_code == 2
+    assert "profile 'nosuch' is not configured" in run.json["error"]
+    assert "AWS_PROFILE" in run.json["remedy"]
+
+
+def test_a_volume_is_never_reported_as_another_instances(aws_env: dict[str, str], ec2_server: Ec2Server) -> None:
+    client = ec2_server.client()
+    instance_id, own_volume = make_instance(client, size_gib=80)
+    other_instance, other_volume = make_instance(client, size_gib=80)
+    with ec2_server.recording() as actions:
+        run = tune("--instance-id", instance_id, "--volume-id", other_volume, "--region", REGION, "--preset", "pull",
+                   "--json")
+    assert run.exit_code == 2, run.stdout
+    assert run.json["error"] == f"{other_volume} is not attached to {instance_id} (attached to {other_instance})"
+    assert "ModifyVolume" not in actions
+    assert volume(ec2_server, other_volume)["Iops"] == 3000
+    matching = tune("--instance-id", instance_id, "--volume-id", own_volume, "--region", REGION, "--preset", "pull",
+                    "--dry-run", "--json")
+    assert matching.exit_code == 0, matching.stdout
+    assert matching.json["selection"]["instance_id"] == instance_id
+    alone = tune("--volume-id", other_volume, "--region", REGION, "--preset", "pull", "--dry-run", "--json")
+    assert alone.json["selection"]["instance_id"] == other_instance
+
+
+@pytest.mark.parametrize(
+    "url", ["http://[::1", "http://127.0.0.1:99999", "http://127.0.0.1:4566 ", "ftp://127.0.0.1", "http://"]
+)
+def test_a_malformed_endpoint_url_is_refused_before_any_call(
+    aws_env: dict[str, str], ec2_server: Ec2Server, url: str
+) -> None:
+    with ec2_server.recording() as actions:
+        run = tune("--volume-id", "vol-0123456789abcdef0", "--region", REGION, "--preset", "pull",
+                   "--endpoint-url", url, "--json")
+    assert run.exit_code == 2, run.stdout
+    assert "--endpoint-url" in run.json["error"] and run.json["remedy"]
+    assert actions == []
+
+
+def test_junk_aws_max_attempts_is_refused_before_any_call(
+    aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, ec2_server: Ec2Server
+) -> None:
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "junk")
+    with ec2_server.recording() as actions:
+        run = tune("--volume-id", "vol-0123456789abcdef0", "--region", REGION, "--preset", "pull", "--json")
+    assert run.exit_code == 2, run.stdout
+    assert "AWS_MAX_ATTEMPTS" in run.json["error"]
+    assert actions == []
+
+
+class _NonsenseHandler(http.server.BaseHTTPRequestHandler):
+    answer: tuple[int, str, bytes] = (200, "text/plain", b"")
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        status, content_type, body = self.answer
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        (200, "text/plain", b"garbage<<<"),
+        (500, "application/json", b'{"message": "internal error"}'),
+        (200, "text/xml", b""),
+        (503, "application/octet-stream", b"\x00\xff" * 64),
+    ],
+    ids=["garbage", "http-500-json", "empty", "binary-503"],
+)
+def test_an_endpoint_answering_nonsense_is_exit_3(aws_env: dict[str, str], answer: tuple[int, str, bytes]) -> None:
+    handler = type("Handler", (_NonsenseHandler,), {"answer": answer})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        run = tune("--volume-id", "vol-0123456789abcdef0", "--region", REGION, "--preset", "pull",
+                   "--endpoint-url", endpoint, "--json")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert run.exception is None
+    assert run.exit_code == 3, run.stdout
+    assert "not an EC2 API response" in run.json["error"] or "EC2 DescribeVolumes" in run.json["error"]
+    assert "--endpoint-url" in run.json["remedy"] or run.json["remedy"]

@@ -8,13 +8,14 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
+import math
 import re
 from pathlib import Path
 
 import botocore
 import pytest
 
-from gpuhost.ebs import limits
+from gpuhost.ebs import aws, limits
 from gpuhost.ebs.plan import (
     REFERENCE_IMAGE_BYTES,
     Settings,
@@ -26,6 +27,7 @@ from gpuhost.ebs.plan import (
     validate_settings,
     validate_target,
 )
+from gpuhost.ebs.tune import TuneOptions
 from gpuhost.ebs.volume import Modification, Performance, Volume
 from gpuhost.model import UsageError
 from gpuhost.units import GB, parse_duration, parse_size
@@ -243,3 +245,89 @@ def test_plan_reports_cost_prediction_and_revert() -> None:
     assert data["modification_gate"]["modifications_in_window"] == 1
     assert "2 left after this one" in data["revert"]
     assert not plan.at_target
+
+
+# --- every option checked before any AWS call (TuneOptions.parse) --------------------------------
+
+PULL = {"volume_id": "vol-0123456789abcdef0", "region": "us-east-1", "preset": "pull"}
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"wait": True, "poll_interval": math.nan}, "--poll-interval"),
+        ({"wait": True, "poll_interval": math.inf}, "--poll-interval"),
+        ({"wait": True, "timeout": "9" * 400}, "--timeout"),
+        ({"wait": True, "timeout": "nan"}, "--timeout"),
+        ({"preset": None, "for_image_size": "9" * 400, "within": "5m"}, "--for-image-size"),
+        ({"preset": None, "for_image_size": "inf", "within": "5m"}, "--for-image-size"),
+        ({"when_image_present": ""}, "--when-image-present"),
+        ({"when_image_present": ".."}, "--when-image-present"),
+        ({"when_image_present": "../../info"}, "--when-image-present"),
+        ({"when_image_present": "a b"}, "--when-image-present"),
+        ({"when_image_present": "comfyui:0.3.64\n"}, "--when-image-present"),
+        ({"volume_id": "vol-0123456789abcdef0\n"}, "volume id"),
+        ({"region": "us-east-1\n"}, "region"),
+        ({"volume_id": None, "instance_id": "i-0123456789abcdef0\n"}, "instance id"),
+        ({"endpoint_url": "http://[::1"}, "--endpoint-url"),
+        ({"endpoint_url": "http://127.0.0.1:99999"}, "--endpoint-url"),
+        ({"endpoint_url": "http://127.0.0.1:4566 "}, "--endpoint-url"),
+        ({"endpoint_url": "ftp://127.0.0.1:4566"}, "--endpoint-url"),
+        ({"endpoint_url": "http://"}, "--endpoint-url"),
+    ],
+)
+def test_bad_options_are_refused_before_any_aws_call(options: dict[str, object], words: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(words)) as caught:
+        TuneOptions.parse(**{**PULL, **options})  # type: ignore[arg-type]
+    assert caught.value.remedy
+
+
+@pytest.mark.parametrize("value", ["junk", "", "-1", "0", "1e3", "9" * 400, " 3"])
+def test_a_bad_aws_max_attempts_is_a_usage_error_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", value)
+    with pytest.raises(UsageError, match="AWS_MAX_ATTEMPTS"):
+        TuneOptions.parse(**PULL)  # type: ignore[arg-type]
+
+
+def test_a_good_aws_max_attempts_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "5")
+    assert TuneOptions.parse(**PULL).aws.region == "us-east-1"  # type: ignore[arg-type]
+
+
+def test_image_references_pass_unchanged() -> None:
+    options = TuneOptions.parse(**PULL, when_image_present="ghcr.io/org/comfyui:0.3.64")  # type: ignore[arg-type]
+    assert options.when_image_present == "ghcr.io/org/comfyui:0.3.64"
+
+
+@pytest.fixture
+def no_aws_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    config = tmp_path / "config"
+    config.write_text("[profile other]\nregion = ap-south-1\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    return config
+
+
+def test_region_from_aws_region_first_then_aws_default_region(
+    monkeypatch: pytest.MonkeyPatch, no_aws_config: Path
+) -> None:
+    assert aws.configured_region(None) is None
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    assert aws.configured_region(None) == "eu-west-1"
+    monkeypatch.setenv("AWS_REGION", "eu-central-1")
+    assert aws.configured_region(None) == "eu-central-1"
+    assert aws.configured_region("other") == "eu-central-1"  # the environment beats the profile, as in AWS CLI v2
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    assert aws.configured_region("other") == "ap-south-1"
+
+
+def test_an_unknown_profile_from_the_environment_is_named(monkeypatch: pytest.MonkeyPatch, no_aws_config: Path) -> None:
+    monkeypatch.setenv("AWS_PROFILE", "nosuch")
+    with pytest.raises(aws.AwsError, match="'nosuch'") as caught:
+        aws.configured_region(None)
+    assert "None" not in str(caught.value) and caught.value.exit_code == 2
