@@ -43,9 +43,15 @@ def load_inventory(path: str, limit: str | None = None) -> list[Target]:
             f"inventory {path} has no hosts (if Ansible could not read it, its messages are above)",
             "Check it with `ansible-inventory -i PATH --graph`; an aws_ec2 inventory also needs AWS credentials.",
         )
-    if limit:
-        inventory.subset(limit)
-    hosts = inventory.get_hosts("all")
+    try:
+        if limit:
+            inventory.subset(limit)
+        hosts = inventory.get_hosts("all")
+    except Exception as exc:  # AnsibleError for a missing @file, re.error for a bad ~regex, ...
+        raise UsageError(
+            f"--limit {limit!r}: {exc}",
+            "Patterns are Ansible's: 'gpu_hosts', 'gpu-0*', 'gpu_hosts:!gpu-07', '@file' (one pattern a line).",
+        ) from None
     if not hosts:
         raise UsageError(
             f"--limit {limit!r} matches no host of {path}",

@@ -10,7 +10,7 @@ from typing import Any
 from gpuhost.check import CheckOptions, report_for, run_check
 from gpuhost.fleet.remote import Agent, collect_remote_facts, facts_arguments
 from gpuhost.fleet.report import FleetReport, HostResult, host_failure
-from gpuhost.fleet.ssh import ConnectFailure, Connector, load_ssh_config
+from gpuhost.fleet.ssh import ConnectFailure, Connector, load_ssh_config, ssh_config_name
 from gpuhost.fleet.targets import Target
 from gpuhost.hostfacts import CollectOptions, HostFacts
 from gpuhost.model import UsageError
@@ -85,6 +85,13 @@ def run_fleet(targets: list[Target], options: FleetOptions | None = None) -> Fle
     config = load_ssh_config(options.ssh_config)
     configs = {t.ssh_config_file: load_ssh_config(t.ssh_config_file) for t in targets if t.ssh_config_file}
     connector = Connector(config, options.accept_new_host_keys, options.connect_timeout, configs)
+    for target in targets:
+        if target.is_ssh and not target.unsupported:
+            try:
+                connector.validate(target)
+            except UsageError as exc:
+                name = ssh_config_name(target.ssh_config_file or options.ssh_config)
+                raise UsageError(f"ssh config {name}: {exc}", exc.remedy) from None
     agent = Agent.build() if any(t.is_ssh and not t.unsupported for t in targets) else None
     args = facts_arguments(options.collect)
     try:

@@ -27,7 +27,7 @@ from typing import Any, cast
 
 import paramiko
 
-from gpuhost.fleet.targets import Target, parse_host_spec
+from gpuhost.fleet.targets import Target, parse_host_spec, parse_port
 from gpuhost.model import UsageError
 
 # paramiko logs transport errors from its own threads; the fleet report already says what went wrong.
@@ -86,18 +86,33 @@ def _config_text(path: str, depth: int = 0) -> str:
     return "\n".join(out)
 
 
+DEFAULT_SSH_CONFIGS = ("~/.ssh/config", "/etc/ssh/ssh_config")
+
+
+def ssh_config_name(path: str | None) -> str:
+    """How messages name the ssh config a run reads."""
+    return path or " and ".join(DEFAULT_SSH_CONFIGS)
+
+
 def load_ssh_config(path: str | None = None) -> paramiko.SSHConfig:
     """`path` when given (like `ssh -F`), else ~/.ssh/config followed by /etc/ssh/ssh_config."""
     if path:
         if not os.path.isfile(path):
             raise UsageError(f"ssh config {path} does not exist")
-        return paramiko.SSHConfig.from_text(_config_text(path))
-    texts = [
-        _config_text(candidate)
-        for candidate in (os.path.expanduser("~/.ssh/config"), "/etc/ssh/ssh_config")
-        if os.path.isfile(candidate)
-    ]
-    return paramiko.SSHConfig.from_text("\n".join(texts))
+        candidates = [path]
+    else:
+        candidates = [p for p in map(os.path.expanduser, DEFAULT_SSH_CONFIGS) if os.path.isfile(p)]
+    name = ssh_config_name(path)
+    try:
+        text = "\n".join(_config_text(candidate) for candidate in candidates)
+    except OSError as exc:
+        raise UsageError(f"ssh config {name}: cannot read {exc.filename}: {exc.strerror}") from None
+    try:
+        return paramiko.SSHConfig.from_text(text)
+    except Exception as exc:  # ConfigParseError, and whatever else a line paramiko cannot read raises
+        raise UsageError(
+            f"ssh config {name}: {exc}", "Fix that line; `ssh -G HOST` shows how OpenSSH reads the file."
+        ) from None
 
 
 @dataclass
@@ -132,11 +147,15 @@ def _none_or(value: Any) -> str | None:
 
 
 def resolve(target: Target, config: paramiko.SSHConfig, accept_new_host_keys: bool = False) -> SshSettings:
-    options: dict[str, Any] = dict(config.lookup(target.hostname))
+    """How to reach `target`; a config value that cannot be used (a port that is not one) is a UsageError."""
+    try:
+        options: dict[str, Any] = dict(config.lookup(target.hostname))
+    except Exception as exc:  # a token or Match paramiko cannot evaluate
+        raise UsageError(f"cannot look up {target.hostname}: {exc}") from None
     for key, value in target.ssh_options.items():
         options[key] = [value] if key == "identityfile" else value
     hostname = str(options.get("hostname") or target.hostname)
-    port = target.port or int(options.get("port") or 22)
+    port = target.port or (parse_port(options["port"], f"Port for {target.hostname}") if options.get("port") else 22)
     user = target.user or str(options.get("user") or "") or getpass.getuser()
     identity_files = [os.path.expanduser(p) for p in [*target.identity_files, *options.get("identityfile", [])]]
     strict = str(options.get("stricthostkeychecking", "yes")).lower()
@@ -275,6 +294,10 @@ def _no_keys(exc: BaseException) -> bool:
 def _reason(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, socket.timeout):
         return f"no answer within {timeout:g} s"
+    # paramiko's banner error wraps what happened: the other side hung up (EOFError) or said nothing
+    hung_up = "protocol banner" in str(exc) and isinstance(exc.__context__, EOFError)
+    if hung_up or "Indecipherable protocol version" in str(exc):
+        return "it answered, but not SSH, and hung up (is something other than sshd listening on that port?)"
     # a server that accepts TCP but never completes the SSH handshake (paramiko says either)
     if "protocol banner" in str(exc) or "No existing session" in str(exc):
         return f"no SSH answer within {timeout:g} s (is an SSH server listening there?)"
@@ -336,6 +359,17 @@ class Connector:
 
     def settings_for(self, target: Target) -> SshSettings:
         return resolve(target, self._config(target.ssh_config_file or ""), self.accept_new)
+
+    def validate(self, target: Target) -> None:
+        """Resolve `target` and the jump hosts on its way: a config value that cannot be used is a
+        UsageError before any host is contacted. A jump spec that is not [USER@]HOST[:PORT] stays that
+        host's finding."""
+        config = self._config(target.ssh_config_file or "")
+        settings = resolve(target, config, self.accept_new)
+        for hop in (settings.proxy_jump or "").split(","):
+            if hop.strip():
+                with contextlib.suppress(ConnectFailure):
+                    resolve(_parse_jump(hop.strip()), config, self.accept_new)
 
     def connect(self, target: Target, deadline: float) -> paramiko.SSHClient:
         settings = self.settings_for(target)

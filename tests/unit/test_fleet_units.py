@@ -3,6 +3,7 @@ facts round trip that makes remote verdicts equal local ones, the local inventor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -311,3 +312,138 @@ def _ed25519(directory: Path) -> Path:
     path = directory / "id"
     path.write_bytes(private)
     return path
+
+
+@pytest.mark.parametrize(
+    ("text", "uid", "gids"),
+    [
+        ("0", 0, []),
+        ("1000", 1000, []),
+        ("1000:1000,44", 1000, [1000, 44]),
+        ("4294967294:4294967294", 4294967294, [4294967294]),
+    ],
+)
+def test_run_as(text: str, uid: int, gids: list[int]) -> None:
+    identity = RunAs.parse(text)
+    assert (identity.uid, identity.gids) == (uid, gids)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "-1",
+        "99999999999999999999",
+        "4294967295",
+        "1000:1000,,44",
+        "1000:",
+        "1000:44,",
+        ":44",
+        "1000:-5",
+        " 1000",
+        "1000\n",
+        "+1000",
+        "1_000",
+        "\u0661\u0660\u0660\u0660",  # Arabic-Indic digits: int() takes them, uids are ASCII
+        "",
+    ],
+)
+def test_run_as_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match="--run-as"):
+        RunAs.parse(text)
+
+
+@pytest.mark.parametrize("value", ["-1", "99999999999999999999", "1000:1000,,44"])
+def test_run_as_on_the_command_line_is_exit_2(value: str) -> None:
+    result = gpuhost("check", "--run-as", value, "--json")
+    assert result.returncode == 2, result.stdout + result.stderr
+    error = json.loads(result.stdout)
+    assert error["exit_code"] == 2 and "--run-as" in error["error"]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), 0.0, -1.0, 1e300])
+def test_fleet_timeouts_refuse_what_cannot_be_waited(value: float) -> None:
+    from gpuhost.fleet import FleetOptions
+
+    with pytest.raises(UsageError, match="--connect-timeout"):
+        FleetOptions.parse(connect_timeout=value)
+    with pytest.raises(UsageError, match="--timeout"):
+        FleetOptions.parse(timeout=value)
+    assert FleetOptions.parse(connect_timeout=2.5, timeout=30).connect_timeout == 2.5
+
+
+@pytest.mark.parametrize("option", ["--connect-timeout", "--timeout"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "1e400"])
+def test_fleet_timeouts_on_the_command_line_are_exit_2(option: str, value: str) -> None:
+    result = gpuhost("check", "--host", "127.0.0.1:9", option, value, "--json")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    if result.stdout:  # typer's own type errors print usage text, not JSON
+        assert json.loads(result.stdout)["exit_code"] == 2
+
+
+def test_limit_from_a_missing_file_is_exit_2() -> None:
+    result = gpuhost("check", "-i", "inventories/local/hosts.yml", "--limit", "@/nonexistent/limit", "--json")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    error = json.loads(result.stdout)
+    assert "--limit" in error["error"] and "/nonexistent/limit" in error["error"]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        "Host h1\n  HostName\n",  # a key without a value
+        "Host h1\n  Port ssh\n",  # a port that is not a number
+        "Match exec\n  User x\n",  # Match without its argument
+        "Host h1\n  Port 99999\n",  # a port out of range
+        "Host\n",  # a pattern missing
+    ],
+)
+def test_ssh_config_paramiko_cannot_read_is_exit_2(tmp_path: Path, config: str) -> None:
+    path = tmp_path / "ssh_config"
+    path.write_text(config)
+    result = gpuhost("check", "--host", "h1", "--ssh-config", str(path), "--connect-timeout", "1", "--json")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    error = json.loads(result.stdout)
+    assert str(path) in error["error"]
+
+
+def test_a_port_that_answers_http_is_not_called_silent(tmp_path: Path) -> None:
+    """An HTTP server answers the SSH greeting with `400 Bad Request` and hangs up at once: that is
+    something other than sshd listening there, not a server that said nothing."""
+    import socket
+    import threading
+    import time
+
+    from gpuhost.fleet.ssh import ConnectFailure, Connector
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(10)
+
+    def answer_http() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(5)
+                conn.recv(256)
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    server = threading.Thread(target=answer_http, daemon=True)
+    server.start()
+    config = paramiko.SSHConfig.from_text(f"Host *\n  UserKnownHostsFile {tmp_path}/kh\n")
+    connector = Connector(config, connect_timeout=3)
+    target = Target(name="web", hostname="127.0.0.1", port=listener.getsockname()[1], user="u")
+    start = time.monotonic()
+    try:
+        with pytest.raises(ConnectFailure) as failure:
+            connector.connect(target, time.monotonic() + 10)
+    finally:
+        listener.close()
+        server.join(10)
+    assert time.monotonic() - start < 3
+    assert failure.value.finding_id == "fleet.unreachable"
+    assert "within 3 s" not in failure.value.message
+    assert "not SSH" in failure.value.message
