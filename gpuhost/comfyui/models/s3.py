@@ -1,0 +1,173 @@
+"""An S3 models source: HEAD for size and ETag, parallel ranged GETs pinned to that ETag.
+
+boto3 is imported here and only when the source is opened: it does not travel in the agent zipapp
+(the host's distribution package provides it), and `gpuhost models verify` never needs it.
+botocore's standard retry mode retries throttling (SlowDown, 503) and 5xx answers before the body;
+a body that breaks off is a TransientError the sync retries itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from gpuhost.comfyui.models.source import ChangedObject, MissingObject, RemoteObject, TransientError
+from gpuhost.model import SourceError, UsageError
+
+S3_ACTIONS = "s3:GetObject (and s3:ListBucket, so that a missing key reads as missing, not as denied)"
+CHUNK = 1024 * 1024
+
+_THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
+              "ServiceUnavailable", "InternalError", "RequestTimeout", "503", "500"}
+_DENIED = {"AccessDenied", "403", "AllAccessDisabled", "AccountProblem", "InvalidAccessKeyId",
+           "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
+_MISSING = {"NoSuchKey", "404", "NotFound"}
+
+
+@dataclass
+class S3Location:
+    bucket: str
+    prefix: str
+
+
+def parse_s3_url(url: str) -> S3Location:
+    rest = url[len("s3://"):]
+    bucket, _, prefix = rest.partition("/")
+    if not bucket or any(c in bucket for c in " \t\n\\") or not (3 <= len(bucket) <= 63):
+        raise UsageError(f"source {url!r}: no valid bucket name", "Example: s3://my-models/comfyui")
+    if ".." in prefix.split("/"):
+        raise UsageError(f"source {url!r}: the prefix must not contain `..`")
+    return S3Location(bucket=bucket, prefix=prefix.strip("/"))
+
+
+def _import_boto3() -> Any:
+    try:
+        import boto3
+    except ImportError as exc:
+        raise SourceError(
+            "boto3", "not installed for this Python: an s3:// source needs it",
+            "Install it: apt-get install python3-boto3 (Debian/Ubuntu), dnf install python3-boto3 (Amazon Linux), "
+            "or pip install boto3; or serve the models over https://.",
+        ) from exc
+    return boto3
+
+
+def _transient_errors(bexc: Any) -> tuple[type[Exception], ...]:
+    # older botocore releases (distribution packages) lack some of these
+    names = ("ReadTimeoutError", "ConnectTimeoutError", "ResponseStreamingError", "IncompleteReadError",
+             "ConnectionClosedError")
+    return tuple(getattr(bexc, name) for name in names if hasattr(bexc, name))
+
+
+class S3Source:
+    def __init__(
+        self,
+        url: str,
+        *,
+        region: Optional[str] = None,
+        profile: Optional[str] = None,
+        endpoint_url: Optional[str] = None,
+        connections: int = 16,
+        timeout_s: float = 60.0,
+        attempts: int = 5,
+    ) -> None:
+        self.url = url
+        self.location = parse_s3_url(url)
+        boto3 = _import_boto3()
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ProfileNotFound
+
+        config = Config(
+            retries={"mode": "standard", "max_attempts": attempts},
+            connect_timeout=min(10.0, timeout_s),
+            read_timeout=timeout_s,
+            max_pool_connections=connections,
+            user_agent_extra="gpuhost-models",
+        )
+        try:
+            session = boto3.session.Session(profile_name=profile, region_name=region)
+            self.client = session.client("s3", config=config, endpoint_url=endpoint_url)
+        except ProfileNotFound as exc:
+            raise UsageError(f"AWS profile {profile!r} is not configured",
+                             "List profiles with `aws configure list-profiles`, or leave out --profile.") from exc
+        except BotoCoreError as exc:
+            raise self._translate(exc, "client") from exc
+
+    def key(self, relative: str) -> str:
+        return f"{self.location.prefix}/{relative}" if self.location.prefix else relative
+
+    def _translate(self, exc: Exception, key: str) -> Exception:
+        from botocore import exceptions as bexc
+
+        where = f"s3://{self.location.bucket}/{key}"
+        if isinstance(exc, bexc.ClientError):
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            message = " ".join(str(error.get("Message", "")).split()) or code
+            if code in _MISSING:
+                return MissingObject(f"{where}: not in the source ({code})")
+            if code in ("PreconditionFailed", "412"):
+                return ChangedObject(f"{where}: changed while it was being copied")
+            if code in _THROTTLED:
+                return TransientError(f"{where}: {code}: {message}")
+            if code in _DENIED:
+                return SourceError(where, f"access refused ({code}): {message}",
+                                   f"Give the caller (on the host: the instance profile) {S3_ACTIONS}, and check "
+                                   "the credentials and the host's clock.")
+            if code == "NoSuchBucket":
+                return SourceError(where, f"no such bucket ({code})", "Check the bucket name and the account.")
+            if code in ("PermanentRedirect", "301", "AuthorizationHeaderMalformed"):
+                return UsageError(f"{where}: the bucket is in another region ({code}): {message}",
+                                  "Give its region with --region.")
+            return SourceError(where, f"{code or 'error'}: {message}", "See the S3 error code in the S3 API reference.")
+        if isinstance(exc, (bexc.NoCredentialsError, bexc.PartialCredentialsError)):
+            return SourceError("AWS credentials", "none found",
+                               "Configure them (aws configure, --profile, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) "
+                               "or give the host an instance profile.")
+        if isinstance(exc, bexc.EndpointConnectionError):
+            return SourceError(where, f"cannot reach S3: {' '.join(str(exc).split())}",
+                               "Check the network path to S3 (or --endpoint-url) and run it again.")
+        if isinstance(exc, _transient_errors(bexc)):
+            return TransientError(f"{where}: {' '.join(str(exc).split())}")
+        if isinstance(exc, bexc.ParamValidationError):
+            return UsageError(f"{where}: {' '.join(str(exc).split())}")
+        return SourceError(where, " ".join(str(exc).split()) or type(exc).__name__, "Run it again.")
+
+    def stat(self, key: str) -> RemoteObject:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        full = self.key(key)
+        try:
+            answer = self.client.head_object(Bucket=self.location.bucket, Key=full)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, full) from exc
+        return RemoteObject(key=full, size=int(answer["ContentLength"]), version=str(answer.get("ETag", "")))
+
+    def read_range(self, obj: RemoteObject, start: int, end: int) -> Iterator[bytes]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        params: dict[str, Any] = {"Bucket": self.location.bucket, "Key": obj.key, "Range": f"bytes={start}-{end - 1}"}
+        if obj.version:
+            params["IfMatch"] = obj.version
+        try:
+            answer = self.client.get_object(**params)
+            body = answer["Body"]
+            left = end - start
+            try:
+                for chunk in body.iter_chunks(min(CHUNK, left) or 1):
+                    if len(chunk) > left:
+                        raise TransientError(f"{obj.key}: S3 sent more than the {end - start} bytes asked for")
+                    left -= len(chunk)
+                    yield chunk
+            finally:
+                body.close()
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, obj.key) from exc
+        except OSError as exc:
+            raise TransientError(f"{obj.key}: {exc}") from exc
+        if left:
+            raise TransientError(f"{obj.key}: the answer broke off {left} bytes short")
+
+    def close(self) -> None:
+        self.client.close()

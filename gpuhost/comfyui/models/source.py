@@ -1,0 +1,43 @@
+"""What a models source offers: each object's size and version tag, and byte ranges of it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class RemoteObject:
+    key: str
+    size: int
+    # the source's version of the object (S3 ETag, HTTP ETag or Last-Modified): a .part is resumed
+    # only while it is unchanged
+    version: str
+
+
+class MissingObject(Exception):
+    """The source answers but has no such object (a per-file failure, not the source's)."""
+
+
+class ChangedObject(Exception):
+    """The object changed since its size and version were read (the .part starts over)."""
+
+
+class TransientError(Exception):
+    """A failure worth retrying: throttling, a 5xx answer, a dropped connection, a stalled read."""
+
+
+class Source(Protocol):
+    url: str
+
+    def stat(self, key: str) -> RemoteObject:
+        """Size and version of one object; MissingObject, TransientError, or SourceError/UsageError."""
+        ...
+
+    def read_range(self, obj: RemoteObject, start: int, end: int) -> Iterator[bytes]:
+        """The bytes [start, end) of the object as it was when stat read it, in chunks, within the
+        source's deadline; exactly end - start bytes or an exception."""
+        ...
+
+    def close(self) -> None: ...
