@@ -22,6 +22,7 @@ COMMANDS = {
     "tune-ebs": "gpuhost.cli.ebs",
     "wait-ready": "gpuhost.cli.comfyui",
     "layers": "gpuhost.cli.comfyui",
+    "models": "gpuhost.cli.models",
     "storage": "gpuhost.cli.storage",
     "zipapp": "gpuhost.cli.zipapp",
 }
