@@ -9,11 +9,16 @@ from dataclasses import dataclass, field
 from gpuhost.comfyui.facts import ComfyUIFacts, collect_comfyui
 from gpuhost.ebs.facts import AwsFacts, collect_aws
 from gpuhost.engine import EngineClient
+from gpuhost.facts.boot import BootFacts, collect_boot
 from gpuhost.facts.cdi import CdiFacts, collect_cdi
+from gpuhost.facts.containerd import ContainerdFacts, collect_containerd
 from gpuhost.facts.devices import DeviceFacts, collect_devices
 from gpuhost.facts.docker import DAEMON_JSON, DockerFacts, collect_docker, image_sizes
 from gpuhost.facts.gpu import GpuFacts, collect_gpu
 from gpuhost.facts.kernel import KernelFacts, collect_kernel
+from gpuhost.facts.kmsg import KmsgFacts, collect_kmsg
+from gpuhost.facts.packages import PackageFacts, collect_packages
+from gpuhost.facts.platform import PlatformFacts, collect_platform
 from gpuhost.facts.source import SourceStatus
 from gpuhost.facts.storage import (
     StorageFacts,
@@ -23,6 +28,7 @@ from gpuhost.facts.storage import (
     read_recorded_probe,
 )
 from gpuhost.facts.toolkit import ToolkitFacts, collect_toolkit
+from gpuhost.facts.units import UnitFacts, collect_units
 
 SCHEMA_VERSION = 1
 
@@ -48,6 +54,12 @@ class HostFacts:
     storage: StorageFacts = field(default_factory=StorageFacts)
     aws: AwsFacts = field(default_factory=AwsFacts)
     comfyui: ComfyUIFacts = field(default_factory=ComfyUIFacts)
+    boot: BootFacts = field(default_factory=BootFacts)
+    kmsg: KmsgFacts = field(default_factory=KmsgFacts)
+    units: UnitFacts = field(default_factory=UnitFacts)
+    packages: PackageFacts = field(default_factory=PackageFacts)
+    platform: PlatformFacts = field(default_factory=PlatformFacts)
+    containerd: ContainerdFacts = field(default_factory=ContainerdFacts)
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -67,6 +79,14 @@ def collect_host_facts(options: CollectOptions | None = None) -> HostFacts:
     timed("gpu", start)
 
     start = time.perf_counter()
+    facts.boot = collect_boot(options.root, facts.kernel.release)
+    facts.kmsg = collect_kmsg(options.root)
+    facts.units = collect_units(options.root)
+    facts.packages = collect_packages(options.root)
+    facts.platform = collect_platform(options.root, options.dev_root)
+    timed("host", start)
+
+    start = time.perf_counter()
     facts.devices = collect_devices(options.dev_root)
     timed("devices", start)
 
@@ -76,6 +96,7 @@ def collect_host_facts(options: CollectOptions | None = None) -> HostFacts:
     except ValueError:
         client = None
     facts.docker = collect_docker(client, options.daemon_json, options.root)
+    facts.containerd = collect_containerd(options.root)
     timed("docker", start)
 
     start = time.perf_counter()

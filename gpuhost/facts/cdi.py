@@ -22,6 +22,11 @@ class CdiSpec:
     # the driver the spec was generated for, read from the library paths it mounts
     driver_version: str = ""
     mtime: float = 0.0
+    # every deviceNodes path and hooks[].path the spec names (common edits and per device); None: not read
+    device_nodes: list[str] | None = None
+    hook_paths: list[str] = field(default_factory=list)
+    # hook binaries that do not exist on this host
+    missing_hooks: list[str] = field(default_factory=list)
 
     @property
     def qualified_devices(self) -> list[str]:
@@ -62,6 +67,24 @@ def driver_version_of(spec: dict[str, Any]) -> str:
     return ""
 
 
+def nodes_and_hooks(spec: dict[str, Any]) -> tuple[list[str], list[str]]:
+    edits = [spec.get("containerEdits")] + [
+        d.get("containerEdits") for d in spec.get("devices") or [] if isinstance(d, dict)
+    ]
+    nodes: set[str] = set()
+    hooks: set[str] = set()
+    for edit in edits:
+        if not isinstance(edit, dict):
+            continue
+        for node in edit.get("deviceNodes") or []:
+            if isinstance(node, dict) and node.get("path"):
+                nodes.add(str(node["path"]))
+        for hook in edit.get("hooks") or []:
+            if isinstance(hook, dict) and hook.get("path"):
+                hooks.add(str(hook["path"]))
+    return sorted(nodes), sorted(hooks)
+
+
 def parse_spec(path: str, text: str) -> CdiSpec:
     import yaml  # only hosts with spec files pay for the import
 
@@ -80,6 +103,7 @@ def parse_spec(path: str, text: str) -> CdiSpec:
         if isinstance(device, dict) and device.get("name") is not None:
             spec.devices.append(str(device["name"]))
     spec.driver_version = driver_version_of(data)
+    spec.device_nodes, spec.hook_paths = nodes_and_hooks(data)
     missing = [key for key in ("cdiVersion", "kind") if not data.get(key)]
     if missing:
         spec.error = f"not a CDI spec: missing {', '.join(missing)}"
@@ -118,5 +142,6 @@ def collect_cdi(root: str = "/", spec_dirs: tuple[str, ...] = SPEC_DIRS) -> CdiF
                 continue
             spec = parse_spec(os.path.join(spec_dir, name), text)
             spec.mtime = mtime
+            spec.missing_hooks = [h for h in spec.hook_paths if not os.path.exists(os.path.join(root, h.lstrip("/")))]
             facts.specs.append(spec)
     return facts

@@ -61,6 +61,8 @@ class ContainerGpuAccess:
     env: dict[str, str] = field(default_factory=dict)
     ports: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     network_mode: str = ""
+    # /dev/nvidia* nodes given with --device (HostConfig.Devices): they survive a systemd daemon-reload
+    device_nodes: list[str] = field(default_factory=list)
 
     @property
     def uses_gpu(self) -> bool:
@@ -95,6 +97,9 @@ class DockerFacts:
     daemon_json: dict[str, Any] | None = None
     daemon_json_error: str = ""
     containers: list[ContainerGpuAccess] = field(default_factory=list)
+    # /info DriverStatus, e.g. {"driver-type": "io.containerd.snapshotter.v1"} with the containerd image store
+    driver_status: dict[str, str] = field(default_factory=dict)
+    rootless: bool = False
 
 
 def _component_version(version: dict[str, Any], name: str) -> str:
@@ -184,6 +189,8 @@ def gpu_paths_of(inspect: dict[str, Any], runtimes: dict[str, str]) -> Container
         host_path = str(device.get("PathOnHost", ""))
         if "=" in host_path and "/" in host_path.split("=")[0]:
             access.cdi_devices.append(host_path)  # a CDI name passed through --device
+        elif host_path.startswith("/dev/nvidia"):
+            access.device_nodes.append(host_path)
     if access.device_requests:
         access.gpu_paths.append("device-requests")
     nvidia_runtime = runtime == "nvidia" or "nvidia-container-runtime" in runtimes.get(runtime, "")
@@ -236,6 +243,12 @@ def collect_docker(
     facts.cgroup_driver = str(info.get("CgroupDriver", ""))
     facts.cgroup_version = str(info.get("CgroupVersion", ""))
     facts.storage_driver = str(info.get("Driver", ""))
+    facts.driver_status = {
+        str(pair[0]): str(pair[1])
+        for pair in info.get("DriverStatus") or []
+        if isinstance(pair, list) and len(pair) == 2
+    }
+    facts.rootless = any("name=rootless" in str(option) for option in info.get("SecurityOptions") or [])
     facts.cdi_spec_dirs = [str(d) for d in info.get("CDISpecDirs") or []]
     features = (facts.daemon_json or {}).get("features") or {}
     if "CDISpecDirs" in info:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 from dataclasses import dataclass, field
@@ -33,6 +34,17 @@ class GpuDevice:
     temperature_c: int | None = None
     compute_capability: str = ""
     mig_enabled: bool | None = None
+    # a MIG mode change waiting for a GPU reset
+    mig_pending: bool | None = None
+    # pages retired but not yet in effect until the GPU is reset (pre-Ampere; NotSupported on newer GPUs)
+    retired_pages_pending: bool | None = None
+    # NVSwitch fabric registration (Hopper and newer): not-supported, not-started, in-progress, completed
+    fabric_state: str = ""
+    # the NVML return code of the registration, 0 when it succeeded
+    fabric_status: int | None = None
+
+
+FABRIC_STATES = {0: "not-supported", 1: "not-started", 2: "in-progress", 3: "completed"}
 
 
 @dataclass
@@ -54,6 +66,11 @@ class GpuFacts:
     nvml_version: str = ""
     gpus: list[GpuDevice] = field(default_factory=list)
     proc_driver: ProcDriverVersion | None = None
+    # /proc/driver/nvidia/params (the module's NVreg_ options as loaded), e.g. EnableGpuFirmware
+    params: dict[str, str] = field(default_factory=dict)
+    # per PCI address, the "GPU Firmware" line of /proc/driver/nvidia/gpus/*/information: the GSP
+    # firmware version when GSP runs, "N/A" when it does not
+    gpu_firmware: dict[str, str] = field(default_factory=dict)
 
 
 _PROC_VERSION = re.compile(r"NVRM version:.*?\s(\d+\.\d+(?:\.\d+)?)\s")
@@ -78,6 +95,42 @@ def read_proc_driver_version(root: str = "/") -> ProcDriverVersion | None:
         return None
 
 
+def parse_key_values(text: str) -> dict[str, str]:
+    """`Key: value` lines, as /proc/driver/nvidia/params and gpus/*/information write them."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip():
+            values[key.strip()] = value.strip()
+    return values
+
+
+def read_proc_driver_params(root: str = "/") -> dict[str, str]:
+    try:
+        with open(os.path.join(root, "proc/driver/nvidia/params"), encoding="utf-8", errors="replace") as fh:
+            return parse_key_values(fh.read(65536))
+    except OSError:
+        return {}
+
+
+def read_gpu_firmware(root: str = "/") -> dict[str, str]:
+    base = os.path.join(root, "proc/driver/nvidia/gpus")
+    try:
+        addresses = sorted(os.listdir(base))
+    except OSError:
+        return {}
+    firmware = {}
+    for address in addresses:
+        try:
+            with open(os.path.join(base, address, "information"), encoding="utf-8", errors="replace") as fh:
+                info = parse_key_values(fh.read(65536))
+        except OSError:
+            continue
+        if "GPU Firmware" in info:
+            firmware[address] = info["GPU Firmware"]
+    return firmware
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -88,6 +141,8 @@ def _cuda_version(value: int) -> str:
 
 def collect_gpu(root: str = "/") -> GpuFacts:
     facts = GpuFacts(proc_driver=read_proc_driver_version(root))
+    facts.params = read_proc_driver_params(root)
+    facts.gpu_firmware = read_gpu_firmware(root)
     try:
         import pynvml
     except ImportError:
@@ -189,5 +244,24 @@ def _device(pynvml: Any, index: int) -> GpuDevice:
         device.compute_capability = f"{capability[0]}.{capability[1]}"
     mig = _maybe(pynvml, lambda: pynvml.nvmlDeviceGetMigMode(handle))
     if mig is not None:
-        device.mig_enabled = bool(mig[0])
+        device.mig_enabled, device.mig_pending = bool(mig[0]), bool(mig[1])
+    pages = _maybe(pynvml, lambda: pynvml.nvmlDeviceGetRetiredPagesPendingStatus(handle))
+    if pages is not None:
+        device.retired_pages_pending = bool(pages)
+    fabric = _fabric_info(pynvml, handle)
+    if fabric is not None:
+        device.fabric_state = FABRIC_STATES.get(int(fabric.state), str(fabric.state))
+        device.fabric_status = int(fabric.status)
     return device
+
+
+def _fabric_info(pynvml: Any, handle: Any) -> Any:
+    info_type = getattr(pynvml, "c_nvmlGpuFabricInfo_t", None)
+    if info_type is None or not hasattr(pynvml, "nvmlDeviceGetGpuFabricInfo"):
+        return None
+    info = info_type()
+    try:
+        pynvml.nvmlDeviceGetGpuFabricInfo(handle, ctypes.byref(info))
+    except (pynvml.NVMLError, AttributeError, TypeError):
+        return None
+    return info

@@ -53,6 +53,11 @@ class ToolkitFacts:
     mode: str = ""  # nvidia-container-runtime.mode; "auto" when unset
     config: dict[str, Any] = field(default_factory=dict)
     cdi_writer_units: list[UnitState] = field(default_factory=list)
+    # nvidia-container-cli.ldconfig ("@/sbin/ldconfig": run the host's binary) and whether that binary exists
+    ldconfig: str = ""
+    ldconfig_exists: bool | None = None
+    # nvidia-container-cli.no-cgroups (true only makes sense for rootless engines)
+    no_cgroups: bool | None = None
 
 
 def parse_dpkg_status(text: str, wanted: tuple[str, ...] = PACKAGES) -> dict[str, str]:
@@ -147,6 +152,15 @@ def collect_toolkit(root: str = "/", path: str | None = None) -> ToolkitFacts:
     runtime_section = facts.config.get("nvidia-container-runtime") or {}
     if facts.config_present and not facts.config_error:
         facts.mode = str(runtime_section.get("mode") or "auto")
+
+    cli_section = facts.config.get("nvidia-container-cli") or {}
+    if isinstance(cli_section, dict):
+        if "ldconfig" in cli_section:
+            facts.ldconfig = str(cli_section["ldconfig"])
+            binary = facts.ldconfig.lstrip("@")
+            facts.ldconfig_exists = os.path.isabs(binary) and os.path.isfile(os.path.join(root, binary.lstrip("/")))
+        if "no-cgroups" in cli_section:
+            facts.no_cgroups = bool(cli_section["no-cgroups"])
 
     facts.cdi_writer_units = [_unit_state(root, unit) for unit in CDI_WRITER_UNITS]
     return facts

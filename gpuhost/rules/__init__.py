@@ -6,7 +6,7 @@ from typing import Callable
 
 from gpuhost.hostfacts import HostFacts
 from gpuhost.model import Finding
-from gpuhost.rules import bpf, cdi, comfyui, devices, docker, ebs, gpu, storage, toolkit
+from gpuhost.rules import bpf, cdi, comfyui, devices, docker, driver, ebs, gpu, storage, toolkit
 from gpuhost.rules.options import RuleOptions, RunAs
 
 __all__ = ["Rule", "RuleOptions", "RunAs", "all_rules", "evaluate"]
@@ -19,17 +19,29 @@ def all_rules() -> list[Rule]:
     return [
         gpu.driver,
         gpu.health,
+        gpu.xid,
+        gpu.mig,
+        driver.fabric_manager,
+        driver.upgrade_risk,
+        driver.next_kernel,
+        driver.gsp,
         bpf.exposure,
         bpf.gpus_containers,
         docker.engine,
         docker.nvidia_runtime,
         docker.cdi_feature,
+        docker.cgroup_reload,
         toolkit.installed,
         toolkit.mode,
+        toolkit.no_cgroups,
+        toolkit.ldconfig,
         cdi.specs,
         cdi.writers,
+        cdi.completeness,
+        cdi.refresh,
         devices.permissions,
         storage.data_root,
+        storage.containerd_store,
         ebs.volumes,
         ebs.pull_time,
         comfyui.readiness,

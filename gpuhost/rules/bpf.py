@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from gpuhost.facts.docker import ContainerGpuAccess
 from gpuhost.facts.source import SourceStatus
+from gpuhost.facts.toolkit import version_tuple
 from gpuhost.model import Finding, Severity
 
 if TYPE_CHECKING:
@@ -22,6 +24,33 @@ REMEDY = (
     'Keep mode = "auto" (jit-cdi on toolkit >= 1.18) in /etc/nvidia-container-runtime/config.toml.'
 )
 LIVE_STATES = ("running", "created", "restarting", "paused")
+# The first Docker Engine release that turns --gpus into CDI device requests when nvidia-cdi-hook is
+# on dockerd's PATH (moby pull request 50228, merged 2026-01-20, first tagged in docker-v29.2.0).
+GPUS_VIA_CDI_DOCKER = (29, 2, 0)
+
+
+def gpus_via_cdi(facts: HostFacts) -> bool:
+    """Whether this engine serves --gpus through CDI: Docker >= 29.2.0, nvidia-cdi-hook installed, CDI
+    enabled and a valid nvidia.com/gpu spec to resolve the request against (otherwise dockerd falls
+    back to the nvidia-container-runtime-hook, the legacy path)."""
+    docker = facts.docker
+    if docker.status is not SourceStatus.OK or not docker.server_version:
+        return False
+    if version_tuple(docker.server_version) < GPUS_VIA_CDI_DOCKER:
+        return False
+    return (
+        "nvidia-cdi-hook" in facts.toolkit.binaries
+        and bool(docker.cdi_enabled)
+        and any(spec.valid and spec.kind == "nvidia.com/gpu" for spec in facts.cdi.specs)
+    )
+
+
+def legacy_hook_containers(facts: HostFacts) -> list[ContainerGpuAccess]:
+    """Containers whose GPUs come through the legacy hook: --gpus on an engine that does not route it
+    through CDI."""
+    if gpus_via_cdi(facts):
+        return []
+    return [c for c in facts.docker.containers if c.uses_legacy_hook]
 
 
 def kernel_conditions(facts: HostFacts) -> bool | None:
@@ -34,8 +63,8 @@ def kernel_conditions(facts: HostFacts) -> bool | None:
 
 def legacy_paths(facts: HostFacts) -> list[str]:
     paths = []
-    for container in facts.docker.containers:
-        if container.uses_legacy_hook and container.state in LIVE_STATES:
+    for container in legacy_hook_containers(facts):
+        if container.state in LIVE_STATES:
             paths.append(f"container {container.name} ({container.state}) uses --gpus (DeviceRequests)")
     if facts.toolkit.mode == "legacy":
         paths.append('nvidia-container-runtime mode = "legacy"')
@@ -113,9 +142,7 @@ def exposure(facts: HostFacts, options: RuleOptions) -> list[Finding]:
 def gpus_containers(facts: HostFacts, options: RuleOptions) -> list[Finding]:
     conditions = kernel_conditions(facts)
     findings = []
-    for container in facts.docker.containers:
-        if not container.uses_legacy_hook:
-            continue
+    for container in legacy_hook_containers(facts):
         evidence = {
             "container": container.name,
             "id": container.id,

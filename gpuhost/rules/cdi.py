@@ -120,3 +120,83 @@ def writers(facts: HostFacts, options: RuleOptions) -> list[Finding]:
             )
         ]
     return []
+
+
+REQUIRED_NODES = ("/dev/nvidiactl", "/dev/nvidia-uvm")
+REFRESH_SERVICE = "nvidia-cdi-refresh.service"
+REFRESH_PATH = "nvidia-cdi-refresh.path"
+
+
+def completeness(facts: HostFacts, options: RuleOptions) -> list[Finding]:
+    findings = []
+    gpus = len(facts.gpu.gpus) if facts.gpu.status is SourceStatus.OK else 0
+    for spec in facts.cdi.specs:
+        if not spec.valid or spec.kind != GPU_KIND:
+            continue
+        problems = []
+        missing_nodes = [n for n in REQUIRED_NODES if spec.device_nodes is not None and n not in spec.device_nodes]
+        if missing_nodes:
+            problems.append(f"no {' or '.join(missing_nodes)}")
+        indices = [d for d in spec.devices if d.isdigit()]
+        if gpus and len(indices) < gpus:
+            problems.append(f"{len(indices)} GPU device(s) for the {gpus} NVML sees")
+        if problems:
+            findings.append(
+                Finding(
+                    "cdi.spec-incomplete",
+                    "cdi",
+                    Severity.FAIL,
+                    f"{spec.path} is incomplete ({'; '.join(problems)}), as a spec generated before the driver "
+                    "finished loading is: requests fail with `unresolvable CDI devices` or containers lack devices",
+                    REGENERATE,
+                    {"path": spec.path, "device_nodes": spec.device_nodes, "devices": spec.devices, "nvml_gpus": gpus},
+                )
+            )
+        if spec.missing_hooks:
+            findings.append(
+                Finding(
+                    "cdi.hook-missing",
+                    "cdi",
+                    Severity.FAIL,
+                    f"{spec.path} calls {', '.join(spec.missing_hooks)}, which does not exist on this host: every "
+                    f"container using the spec fails with `fork/exec {spec.missing_hooks[0]}: "
+                    "no such file or directory`",
+                    "Install nvidia-container-toolkit-base (it ships nvidia-cdi-hook), then regenerate the spec so its "
+                    f"hook paths are this host's. {REGENERATE}",
+                    {"path": spec.path, "missing_hooks": spec.missing_hooks},
+                )
+            )
+    return findings
+
+
+def refresh(facts: HostFacts, options: RuleOptions) -> list[Finding]:
+    units = facts.units
+    if units.status is not SourceStatus.OK:
+        return []
+    service, watcher = units.get(REFRESH_SERVICE), units.get(REFRESH_PATH)
+    problems = []
+    if service is not None and service.exists and service.load_state != "masked" and service.failed:
+        problems.append(f"{REFRESH_SERVICE} is {service.active_state} (result {service.result})")
+    if (
+        watcher is not None
+        and watcher.unit_file_state == "enabled"
+        and not watcher.active
+    ):
+        problems.append(f"{REFRESH_PATH} is enabled but {watcher.active_state}: driver changes go unnoticed")
+    if not problems:
+        return []
+    return [
+        Finding(
+            "cdi.refresh-failed",
+            "cdi",
+            Severity.FAIL,
+            "the CDI spec is not kept fresh: " + "; ".join(problems)
+            + "; after the next reboot or driver change requests fail with `unresolvable CDI devices`",
+            f"`systemctl reset-failed {REFRESH_SERVICE} && systemctl restart {REFRESH_SERVICE} && "
+            f"systemctl enable --now {REFRESH_PATH}`; if it fails again, `journalctl -u {REFRESH_SERVICE}` says why.",
+            {
+                "service": {"active": service.active_state, "result": service.result} if service else None,
+                "path": {"active": watcher.active_state, "enabled": watcher.unit_file_state} if watcher else None,
+            },
+        )
+    ]

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from gpuhost.facts.source import SourceStatus
 from gpuhost.facts.toolkit import version_tuple
 from gpuhost.model import Finding, Severity
+from gpuhost.rules.bpf import LIVE_STATES, legacy_hook_containers
 
 if TYPE_CHECKING:
     from gpuhost.hostfacts import HostFacts
@@ -158,3 +159,50 @@ def cdi_feature(facts: HostFacts, options: RuleOptions) -> list[Finding]:
             )
         ]
     return [Finding("docker.cdi", "docker", Severity.OK, "CDI is enabled in Docker", "", evidence)]
+
+
+def cgroup_reload(facts: HostFacts, options: RuleOptions) -> list[Finding]:
+    """With the systemd cgroup driver, `systemctl daemon-reload` re-applies each container scope's device
+    rules from what systemd knows; GPUs a hook added behind its back are dropped unless /dev/char links
+    let systemd resolve them (NVIDIA's troubleshooting guide)."""
+    docker = facts.docker
+    if docker.status is not SourceStatus.OK or docker.cgroup_driver != "systemd":
+        return []
+    hook_mode = facts.toolkit.mode == "legacy"
+    legacy = {id(c) for c in legacy_hook_containers(facts)}
+    exposed = []
+    for container in docker.containers:
+        if container.state not in LIVE_STATES or container.device_nodes:
+            continue
+        if id(container) in legacy:
+            exposed.append(f"{container.name} (--gpus)")
+        elif hook_mode and "nvidia-runtime" in container.gpu_paths:
+            exposed.append(f"{container.name} (--runtime=nvidia in legacy mode)")
+    if not exposed:
+        return []
+    platform = facts.platform
+    if platform.nvidia_nodes and not platform.char_links_missing:
+        return []  # systemd can resolve every node: the reload keeps them
+    known = bool(platform.nvidia_nodes)
+    links = (
+        f"/dev/char links are missing for {', '.join(platform.char_links_missing)}" if known
+        else "whether /dev/char links exist for /dev/nvidia* is unknown (no nodes seen)"
+    )
+    return [
+        Finding(
+            "docker.cgroup-reload",
+            "docker",
+            Severity.FAIL if known else Severity.WARN,
+            f"Docker uses the systemd cgroup driver and containers {', '.join(exposed)} got their GPUs from the "
+            f"legacy hook without the device nodes in HostConfig.Devices; {links}: after any `systemctl "
+            "daemon-reload` (apt runs them) they fail with `Failed to initialize NVML: Unknown Error`",
+            "Recreate them on the CDI path (--runtime=nvidia with mode = \"auto\", or --device nvidia.com/gpu=all; "
+            "roles/comfyui does), or create the links: `nvidia-ctk system create-dev-char-symlinks --create-all`.",
+            {
+                "cgroup_driver": docker.cgroup_driver,
+                "containers": exposed,
+                "char_links_missing": platform.char_links_missing,
+                "runtime_mode": facts.toolkit.mode,
+            },
+        )
+    ]

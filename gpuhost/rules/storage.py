@@ -261,3 +261,42 @@ def boot_unit(facts: HostFacts, location: PathLocation, evidence: dict[str, Any]
         )
     )
     return findings
+
+
+CONTAINERD_SNAPSHOTTER = "io.containerd.snapshotter.v1"
+
+
+def containerd_store(facts: HostFacts, options: RuleOptions) -> list[Finding]:
+    """Docker 29 installs default to the containerd image store: images then live under containerd's
+    root, not data-root, and moving data-root alone leaves the pulls on the root volume."""
+    docker = facts.docker
+    if docker.status is not SourceStatus.OK or docker.driver_status.get("driver-type") != CONTAINERD_SNAPSHOTTER:
+        return []
+    data, store = docker.data_root_location, facts.containerd.location
+    if data is None or store is None or not data.exists:
+        return []
+    if (store.device or store.mountpoint) == (data.device or data.mountpoint):
+        return []
+    evidence = {
+        "driver_type": CONTAINERD_SNAPSHOTTER,
+        "data_root": docker.data_root,
+        "data_root_device": data.device,
+        "containerd_root": facts.containerd.root_dir,
+        "containerd_root_device": store.device,
+        "containerd_on_root_disk": store.on_root_disk,
+    }
+    return [
+        Finding(
+            "storage.containerd-store",
+            "storage",
+            Severity.FAIL if store.on_root_disk and not data.on_root_disk else Severity.WARN,
+            f"Docker keeps images in containerd's store ({facts.containerd.root_dir} on {store.device or '?'}), "
+            f"not in data-root {docker.data_root} (on {data.device or '?'}): pulls fill "
+            + ("the root volume" if store.on_root_disk else f"{store.device or 'that device'}"),
+            "Pin the classic store before the first pull (\"features\": {\"containerd-snapshotter\": false} in "
+            "daemon.json; roles/docker_storage does by default) or move containerd's root onto the data-root volume "
+            "(`root` in /etc/containerd/config.toml; docker_storage_containerd_store: move), then restart containerd "
+            "and docker. Images pulled into the other store stay there until removed.",
+            evidence,
+        )
+    ]

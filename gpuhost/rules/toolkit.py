@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from gpuhost.facts.source import SourceStatus
 from gpuhost.facts.toolkit import version_tuple
 from gpuhost.model import Finding, Severity
 from gpuhost.rules.bpf import kernel_conditions
@@ -107,3 +108,64 @@ def mode(facts: HostFacts, options: RuleOptions) -> list[Finding]:
             )
         ]
     return [Finding("toolkit.mode", "toolkit", Severity.OK, f'runtime mode = "{toolkit.mode}"', "", evidence)]
+
+
+def no_cgroups(facts: HostFacts, options: RuleOptions) -> list[Finding]:
+    toolkit = facts.toolkit
+    if not toolkit.no_cgroups or (facts.docker.status is SourceStatus.OK and facts.docker.rootless):
+        return []
+    return [
+        Finding(
+            "toolkit.no-cgroups",
+            "toolkit",
+            Severity.FAIL,
+            f"{toolkit.config_path} sets nvidia-container-cli no-cgroups = true on a rootful Docker: every "
+            "legacy-path container (--gpus, mode = \"legacy\") gets no device access and fails with "
+            "`Failed to initialize NVML: Unknown Error`",
+            "`nvidia-ctk config --in-place --set nvidia-container-cli.no-cgroups=false` "
+            "(roles/nvidia_container_toolkit sets it); no-cgroups is for rootless engines only.",
+            {"config": toolkit.config_path, "no_cgroups": True, "rootless": facts.docker.rootless},
+        )
+    ]
+
+
+def distribution_ldconfig(os_id: str) -> str:
+    """The value NVIDIA's packages mean for each distribution: Ubuntu ships ldconfig.real, the others not."""
+    return "@/sbin/ldconfig.real" if os_id == "ubuntu" else "@/sbin/ldconfig"
+
+
+def ldconfig(facts: HostFacts, options: RuleOptions) -> list[Finding]:
+    toolkit = facts.toolkit
+    if not toolkit.ldconfig:
+        return []
+    wanted = distribution_ldconfig(facts.kernel.os_id)
+    evidence = {"config": toolkit.config_path, "ldconfig": toolkit.ldconfig, "expected": wanted}
+    remedy = (
+        f"`nvidia-ctk config --in-place --set nvidia-container-cli.ldconfig={wanted}` "
+        "(roles/nvidia_container_toolkit writes the distribution's value)."
+    )
+    if toolkit.ldconfig_exists is False:
+        return [
+            Finding(
+                "toolkit.ldconfig",
+                "toolkit",
+                Severity.FAIL,
+                f"nvidia-container-cli ldconfig = {toolkit.ldconfig!r} names a binary this host does not have: "
+                f"containers fail with `ldcache error: open failed: {toolkit.ldconfig.lstrip('@')}`",
+                remedy,
+                evidence,
+            )
+        ]
+    if not toolkit.ldconfig.startswith("@"):
+        return [
+            Finding(
+                "toolkit.ldconfig",
+                "toolkit",
+                Severity.WARN,
+                f"nvidia-container-cli ldconfig = {toolkit.ldconfig!r} has no leading '@': it runs the image's "
+                "ldconfig, which images without one (or with another libc) do not have",
+                remedy,
+                evidence,
+            )
+        ]
+    return []
