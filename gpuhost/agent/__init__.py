@@ -11,7 +11,7 @@ import argparse
 from typing import NoReturn, Optional
 
 from gpuhost import __version__
-from gpuhost.agent import check, comfyui, ebs, storage
+from gpuhost.agent import check, comfyui, ebs, models, storage
 from gpuhost.agent.common import Handlers, print_json
 from gpuhost.ebs.aws import AwsError
 from gpuhost.engine import EngineError, EnginePermissionDenied, EngineUnavailable
@@ -35,7 +35,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, Handlers]:
     parser.add_argument("--version", action="version", version=f"gpuhost-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     handlers: Handlers = {}
-    for group in (check, ebs, storage, comfyui):
+    for group in (check, ebs, storage, comfyui, models):
         group.add_commands(sub, handlers)
     return parser, handlers
 
