@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -86,6 +87,60 @@ class DiskInspection:
         return "; ".join(r.message for r in self.refusals)
 
 
+PATH_MAX = 4096
+NAME_MAX = 255
+# Directories of the running system: a mount there hides what the system needs. Anything below them is
+# refused too, except Docker's own data directories under /var/lib (DOCKER_DATA_DIRECTORY).
+SYSTEM_DIRECTORIES = (
+    "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/lost+found", "/opt",
+    "/proc", "/root", "/run", "/sbin", "/snap", "/sys", "/usr", "/var",
+)
+# Directories that hold mount points or scratch space: a dedicated directory below them, never the
+# directory itself.
+MOUNT_PARENTS = ("/mnt", "/srv", "/media", "/tmp")
+DOCKER_DATA_DIRECTORY = re.compile(r"/var/lib/docker(?:[-_.][A-Za-z0-9_.-]+)?(?:/.+)?")
+MOUNT_PATH_REMEDY = (
+    "Use a dedicated directory such as /mnt/docker, /srv/docker, /data or /var/lib/docker "
+    "(see docs/storage.md, mount paths)."
+)
+DEVICE_REMEDY = "Name a whole disk by its absolute path, e.g. --device /dev/nvme1n1 (lsblk -d lists them)."
+
+
+def _check_path_text(path: str, what: str, remedy: str) -> None:
+    if not isinstance(path, str) or not path.isprintable() or path != path.strip():
+        raise UsageError(f"{what} {str(path)[:200]!r} has spaces or control characters around or in it", remedy)
+    if len(path) > PATH_MAX or any(len(part) > NAME_MAX for part in path.split("/")):
+        raise UsageError(f"{what} {path[:60]!r}... is too long for a {what} (Linux: {PATH_MAX} characters, "
+                         f"{NAME_MAX} per name)", remedy)
+    if not path.startswith("/"):
+        raise UsageError(f"{path[:200]!r} is not a {what}: it must be an absolute path", remedy)
+    if ".." in path.split("/"):
+        raise UsageError(f"{what} {path[:200]!r} goes through '..'", remedy)
+
+
+def check_device_path(path: str) -> None:
+    """An absolute path of plain text; whether it is a block device is kernel_name's question."""
+    _check_path_text(path, "device path", DEVICE_REMEDY)
+
+
+def check_mount_path(path: str) -> str:
+    """The mount path normalised (`//mnt//docker/` -> `/mnt/docker`), or UsageError when it is a system
+    directory, under one, or a directory that holds other mount points."""
+    _check_path_text(path, "mount path", MOUNT_PATH_REMEDY)
+    normal = "/" + os.path.normpath(path).lstrip("/")
+    if normal == "/":
+        raise UsageError("mount path / is the root filesystem: give an absolute path other than /", MOUNT_PATH_REMEDY)
+    if normal in MOUNT_PARENTS:
+        raise UsageError(f"mount path {normal} holds other directories: use a directory below it", MOUNT_PATH_REMEDY)
+    if DOCKER_DATA_DIRECTORY.fullmatch(normal):
+        return normal
+    for system in SYSTEM_DIRECTORIES:
+        if normal == system or normal.startswith(system + "/"):
+            where = "is a system directory" if normal == system else f"is under the system directory {system}"
+            raise UsageError(f"mount path {normal} {where}", MOUNT_PATH_REMEDY)
+    return normal
+
+
 @dataclass
 class StorageRequest:
     devices: list[str] = field(default_factory=list)  # empty: every instance-store disk
@@ -126,13 +181,9 @@ class StorageRequest:
         return request
 
     def validate(self) -> None:
-        if self.mount_path.startswith("/"):
-            self.mount_path = os.path.normpath(self.mount_path)
-        if not self.mount_path.startswith("/") or self.mount_path.rstrip("/") in ("", "/"):
-            raise UsageError(f"mount path {self.mount_path!r} must be an absolute path other than /")
-        for reserved in ("/proc", "/sys", "/dev", "/run", "/boot", "/etc", "/usr", "/bin", "/sbin", "/lib"):
-            if self.mount_path.rstrip("/") == reserved:
-                raise UsageError(f"mount path {self.mount_path} is a system directory")
+        self.mount_path = check_mount_path(self.mount_path)
+        for device in [*self.devices, *self.force]:
+            check_device_path(device)
         plain = self.label.replace("-", "").replace("_", "")
         if not self.label or len(self.label) > XFS_LABEL_MAX or not (plain.isascii() and plain.isalnum()):
             raise UsageError(
@@ -253,21 +304,35 @@ def kernel_name(path: str, root: str = "/") -> str:
     On the live system the device number decides (a renamed node in a container still maps to
     its disk); under another root (a captured tree) the last path component is the name.
     """
+    check_device_path(path)
     if root == "/":
         try:
             st = os.stat(path)
         except FileNotFoundError as exc:
-            raise UsageError(f"{path}: no such device") from exc
+            raise UsageError(f"{path}: no such device", DEVICE_REMEDY) from exc
+        except OSError as exc:
+            raise UsageError(f"{path}: {exc.strerror}: not a block device", DEVICE_REMEDY) from exc
         if not stat.S_ISBLK(st.st_mode):
-            raise UsageError(f"{path} is not a block device")
+            raise UsageError(f"{path} is not a block device ({_file_kind(st.st_mode)})", DEVICE_REMEDY)
         link = f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
         return os.path.basename(os.path.realpath(link))
     name = os.path.basename(path)
     if not os.path.exists(os.path.join(root, "sys/class/block", name)) and not os.path.isdir(
         os.path.join(root, "sys/block", name)
     ):
-        raise UsageError(f"{path}: no such device")
+        raise UsageError(f"{path}: no such device", DEVICE_REMEDY)
     return name
+
+
+def _file_kind(mode: int) -> str:
+    kinds = [
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+    ]
+    return next((kind for test, kind in kinds if test(mode)), "not a device")
 
 
 def is_partition(name: str, root: str = "/") -> bool:
@@ -426,12 +491,8 @@ def plan_storage(
     swaps = swap_devices(root)
 
     if request.devices:
-        targets: list[tuple[str, str]] = []
-        for path in request.devices:
-            try:
-                targets.append((path, kernel_name(path, root)))
-            except UsageError as exc:
-                plan.errors.append(str(exc))
+        # a named path that is not a block device is bad input (exit 2), not a refused disk
+        targets = [(path, kernel_name(path, root)) for path in request.devices]
         names = [name for _, name in targets]
         for name in {n for n in names if names.count(n) > 1}:
             plan.errors.append(f"{name} is named twice (through different paths)")

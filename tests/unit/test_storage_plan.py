@@ -10,6 +10,7 @@ The signatures each test gives a disk are what blkid/wipefs/the byte checks repo
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -275,9 +276,7 @@ def test_bad_requests_are_usage_errors(request_args: dict[str, object], message:
         plan_storage(StorageRequest(**request_args), str(XLARGE), probe_with())  # type: ignore[arg-type]
 
 
-def test_unknown_devices_and_stray_force_are_errors_not_tracebacks() -> None:
-    plan = plan_storage(StorageRequest(devices=["/dev/sdz"]), str(XLARGE), probe_with())
-    assert plan.errors == ["/dev/sdz: no such device"]
+def test_a_stray_force_is_an_error_not_a_traceback() -> None:
     auto = plan_storage(StorageRequest(force=["/dev/nvme0n1"]), str(XLARGE), probe_with())
     assert "not an instance-store disk" in auto.errors[0]
 
@@ -296,3 +295,92 @@ def test_systemd_escaping_matches_systemd_escape() -> None:
                 ["systemd-escape", "--path", path], capture_output=True, text=True, check=True
             ).stdout.strip()
             assert systemd_escape_path(path) == expected
+
+
+# --- named devices that are not block devices; mount paths that are system directories -------------
+
+
+@pytest.mark.parametrize(
+    ("path", "words"),
+    [
+        ("/dev/null", "/dev/null is not a block device (a character device)"),
+        ("__FILE__", "is not a block device (a regular file)"),
+        ("__DIR__", "is not a block device (a directory)"),
+        ("/dev/gpuhost-no-such-disk", "/dev/gpuhost-no-such-disk: no such device"),
+        ("nvme1n1", "'nvme1n1' is not a device path"),
+        ("/" + "a" * 5000, "is too long for a device path"),
+        ("/dev/" + "a" * 300, "is too long for a device path"),
+        ("/dev/nvme1n1\n", "spaces or control characters"),
+        ("/dev/../dev/nvme1n1", "'..'"),
+        ("", "is not a device path"),
+    ],
+)
+def test_a_named_device_that_is_not_a_block_device_is_a_usage_error(path: str, words: str, tmp_path: Path) -> None:
+    regular = tmp_path / "disk.img"
+    regular.write_bytes(b"\0" * 4096)
+    path = path.replace("__FILE__", str(regular)).replace("__DIR__", str(tmp_path))
+    with pytest.raises(UsageError, match=re.escape(words)) as caught:
+        plan_storage(StorageRequest.parse(devices=[path]), "/", probe_with())
+    assert caught.value.remedy
+    assert regular.read_bytes() == b"\0" * 4096
+
+
+def test_a_missing_device_in_a_captured_tree_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="/dev/sdz: no such device"):
+        plan_storage(StorageRequest(devices=["/dev/sdz"]), str(XLARGE), probe_with())
+
+
+@pytest.mark.parametrize(
+    "mount_path",
+    [
+        "//etc",
+        "/etc",
+        "/etc/docker",
+        "/var",
+        "/var/lib",
+        "/var/log/docker",
+        "/usr/lib",
+        "/root",
+        "/home",
+        "/home/user/docker",
+        "/boot/efi",
+        "/tmp",
+        "/opt",
+        "///usr//lib/",
+        "/mnt",
+        "/srv",
+        "/",
+        "/mnt/../etc",
+        "/mnt/docker/..",
+        "relative/docker",
+        "/mnt/docker\n",
+        " /mnt/docker",
+        "/mnt/" + "d" * 256,
+        "/mnt/" + "d/" * 2100,
+        "/mnt/do\x00cker",
+    ],
+)
+def test_system_directories_are_refused_as_mount_paths(mount_path: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        StorageRequest.parse(mount_path=mount_path)
+    assert caught.value.remedy and "/mnt/docker" in caught.value.remedy
+
+
+@pytest.mark.parametrize(
+    ("mount_path", "normalised"),
+    [
+        ("/mnt/docker", "/mnt/docker"),
+        ("/mnt/fast//docker/", "/mnt/fast/docker"),
+        ("//mnt/docker", "/mnt/docker"),
+        ("/mnt/./docker", "/mnt/docker"),
+        ("/srv/docker", "/srv/docker"),
+        ("/data", "/data"),
+        ("/data/fast-disk", "/data/fast-disk"),
+        ("/var/lib/docker", "/var/lib/docker"),
+        ("/var/lib/docker-nvme", "/var/lib/docker-nvme"),
+        ("/scratch", "/scratch"),
+        ("/tmp/pytest-of-root/mnt", "/tmp/pytest-of-root/mnt"),
+    ],
+)
+def test_dedicated_mount_points_are_accepted_and_normalised(mount_path: str, normalised: str) -> None:
+    assert StorageRequest.parse(mount_path=mount_path).mount_path == normalised

@@ -40,8 +40,6 @@ OPTIONS = [
     ["--missing-disk-policy", "fallback", "--fallback-data-root", "/srv/fallback"],
     ["--device-timeout", "5"],
     ["--no-move"],
-    ["--device", "/dev/gpuhost-no-such-disk"],
-    ["--device", "/dev/gpuhost-no-such-disk", "--force", "/dev/gpuhost-no-such-disk"],
 ]
 
 
@@ -72,7 +70,17 @@ def test_cli_and_agent_print_the_same_plan(
 
 @pytest.mark.parametrize(
     "options",
-    [["--label", "far-too-long-a-label"], ["--mount-path", "relative"], ["--missing-disk-policy", "never"]],
+    [
+        ["--label", "far-too-long-a-label"],
+        ["--mount-path", "relative"],
+        ["--mount-path", "//etc"],
+        ["--missing-disk-policy", "never"],
+        ["--device", "/dev/gpuhost-no-such-disk"],
+        ["--device", "/dev/gpuhost-no-such-disk", "--force", "/dev/gpuhost-no-such-disk"],
+        ["--device", "/dev/null"],
+        ["--device", "/" + "a" * 5000],
+    ],
+    ids=lambda o: " ".join(o)[:60],
 )
 def test_refused_requests_are_the_same_usage_error(options: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     (cli_code, cli_json), (agent_code, agent_json) = both([*options, *NO_DOCKER], capsys)
