@@ -8,12 +8,17 @@ reproducible: the same sources give the same file, so Ansible's copy stays uncha
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import io
 import os
+import stat
+import tempfile
 import zipfile
 from pathlib import Path
+
+from gpuhost.model import UsageError
 
 # Top-level modules the agent imports besides the standard library. Only their .py files
 # travel: compiled accelerators (PyYAML's libyaml binding) cannot load from a zip, and the
@@ -66,14 +71,73 @@ def zipapp_bytes() -> bytes:
     return SHEBANG + buffer.getvalue()
 
 
-def build_zipapp(output: Path) -> tuple[Path, str]:
-    """Write the agent to `output` (only when its content changed); return path and sha256."""
+OUTPUT_EXAMPLE = "Write a regular file or a new name in an existing directory, e.g. -o /tmp/gpuhost-agent.pyz."
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def output_path(text: str | Path) -> Path:
+    """Where the agent may be written: an existing regular file (through a symlink, its target) or a new
+    name in an existing directory. Anything else is a UsageError, and nothing is created or opened."""
+    raw = str(text)
+    if not raw.strip() or raw != raw.strip() or "\0" in raw or raw.endswith("/"):
+        raise UsageError(f"--output {raw!r} is not a file name (blank, padded, or ending in /)", OUTPUT_EXAMPLE)
+    path = Path(raw)
+    try:
+        info: os.stat_result | None = path.lstat()
+    except FileNotFoundError:
+        info = None
+    except OSError as exc:
+        raise UsageError(f"--output {raw}: {exc.strerror}", OUTPUT_EXAMPLE) from None
+    if info is not None and stat.S_ISLNK(info.st_mode):
+        try:
+            path = path.resolve(strict=True)
+            info = path.stat()
+        except (OSError, RuntimeError):
+            raise UsageError(f"--output {raw} is a symlink that leads to no file", OUTPUT_EXAMPLE) from None
+    if info is not None:
+        if not stat.S_ISREG(info.st_mode):
+            raise UsageError(f"--output {raw} is {_kind(info.st_mode)}, not a regular file", OUTPUT_EXAMPLE)
+        return path
+    if not path.parent.is_dir():
+        raise UsageError(
+            f"--output {raw}: the directory {path.parent} does not exist",
+            "Create it first (gpuhost zipapp creates no directories), or write elsewhere, "
+            "e.g. -o /tmp/gpuhost-agent.pyz.",
+        )
+    return path
+
+
+def build_zipapp(output: str | Path) -> tuple[Path, str]:
+    """Write the agent to `output` (only when its content changed); return the path written and its sha256.
+    `output` is checked by output_path; a symlink's target is replaced, atomically, in its own directory."""
+    path = output_path(output)
     data = zipapp_bytes()
     digest = hashlib.sha256(data).hexdigest()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if not output.exists() or output.read_bytes() != data:
-        tmp = output.with_name(output.name + ".tmp")
-        tmp.write_bytes(data)
-        tmp.chmod(0o755)
-        tmp.replace(output)
-    return output, digest
+    try:
+        if path.exists() and path.stat().st_size == len(data) and path.read_bytes() == data:
+            return path, digest
+        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(handle, "wb") as fh:
+                fh.write(data)
+                os.fchmod(fh.fileno(), 0o755)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write {path}: {exc.strerror or exc}", "Check that its directory is writable."
+        ) from None
+    return path, digest

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from gpuhost.cli.common import EXIT_CODES_HELP, docs_epilog, emit_json, errors_to_exit
@@ -12,7 +10,13 @@ from gpuhost.ship import build_zipapp
 
 
 def zipapp(
-    output: str = typer.Option("dist/gpuhost-agent.pyz", "--output", "-o", help="Where to write the agent."),
+    output: str = typer.Option(
+        "gpuhost-agent.pyz",
+        "--output",
+        "-o",
+        help="Where to write the agent: a regular file (replaced when its content differs) or a new name in an "
+        "existing directory. Devices, FIFOs and directories are refused; no directory is created.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print path and sha256 as JSON."),
 ) -> None:
     """Build the gpuhost agent: one file that runs `check`, `facts` and the host-side commands on a
@@ -27,9 +31,9 @@ def zipapp(
     """
     with errors_to_exit(as_json):
         try:
-            path, digest = build_zipapp(Path(output))
-        except (OSError, RuntimeError) as exc:
-            raise UsageError(str(exc), "Check that the output directory is writable.") from exc
+            path, digest = build_zipapp(output)
+        except RuntimeError as exc:  # a module the agent carries is not importable here
+            raise UsageError(str(exc), "Install gpuhost with its dependencies.") from exc
     if as_json:
         emit_json({"path": str(path), "sha256": digest, "size": path.stat().st_size})
     else:
