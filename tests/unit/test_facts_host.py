@@ -175,3 +175,114 @@ def test_capture_script_reproduces_this_machine(tmp_path: Path) -> None:
         live.cgroup_mode,
         live.bpf_jit_harden,
     )
+
+
+DRIFT = FIXTURES / "hosts" / "p5-nvswitch-drift"
+
+
+def test_kmsg_collector_reads_xids_since_boot_from_the_tree() -> None:
+    from gpuhost.facts.kmsg import collect_kmsg, parse_record
+
+    facts = collect_kmsg(str(DRIFT))
+    assert facts.status is SourceStatus.OK
+    assert facts.records == 6  # continuation lines ( SUBSYSTEM=...) are not records
+    assert [(x.code, x.pci) for x in facts.xids] == [(119, "0000:53:00"), (13, "0000:53:00"), (79, "0000:53:00")]
+    assert facts.xids[0].at_s == pytest.approx(86400.123456)
+    assert facts.xids[2].detail.endswith("GPU has fallen off the bus.")
+    assert parse_record("a dmesg line without a prefix") == (None, "a dmesg line without a prefix")
+    assert collect_kmsg(str(CAPTURED)).status is SourceStatus.ABSENT
+
+
+def test_kmsg_collector_on_this_machine_reads_to_the_end_without_blocking() -> None:
+    from gpuhost.facts.kmsg import collect_kmsg
+
+    facts = collect_kmsg("/")
+    assert facts.status in (SourceStatus.OK, SourceStatus.ABSENT, SourceStatus.UNREADABLE)
+    if facts.status is SourceStatus.OK:
+        assert facts.records > 0
+
+
+def test_unit_states_from_a_captured_systemctl_show() -> None:
+    from gpuhost.facts.units import collect_units
+
+    facts = collect_units(str(DRIFT))
+    assert facts.status is SourceStatus.OK
+    refresh = facts.get("nvidia-cdi-refresh.service")
+    assert refresh is not None and refresh.failed and refresh.result == "start-limit-hit"
+    fabric = facts.get("nvidia-fabricmanager.service")
+    assert fabric is not None and not fabric.active and fabric.exists
+    path = facts.get("nvidia-cdi-refresh.path")
+    assert path is not None and path.unit_file_state == "enabled" and not path.active and not path.failed
+    assert collect_units(str(CAPTURED)).status is SourceStatus.ABSENT
+
+
+def test_next_kernel_and_its_modules_from_boot_and_lib_modules(tmp_path: Path) -> None:
+    from gpuhost.facts.boot import collect_boot
+
+    facts = collect_boot(str(DRIFT), "6.8.0-1029-aws")
+    # 6.5.0-1022-aws left a modules directory but no kernel image: not installed
+    assert facts.installed == ["6.8.0-1029-aws", "6.8.0-1031-aws"]
+    assert (facts.next, facts.next_source) == ("6.8.0-1031-aws", "/boot/vmlinuz")
+    assert facts.next_nvidia_modules == []
+    running = collect_boot(str(DRIFT), "6.8.0-1029-aws")
+    assert running.secure_boot is None
+    tree = tmp_path / "tree"
+    shutil.copytree(DRIFT / "lib", tree / "lib", symlinks=True)
+    shutil.copytree(DRIFT / "boot", tree / "boot", symlinks=True)
+    (tree / "boot" / "vmlinuz").unlink()  # no link: the newest installed kernel boots
+    dkms = tree / "lib/modules/6.8.0-1031-aws/updates/dkms"
+    dkms.mkdir(parents=True)
+    (dkms / "nvidia.ko").write_bytes(b"\x7fELF unsigned")
+    built = collect_boot(str(tree), "6.8.0-1029-aws")
+    assert (built.next, built.next_source) == ("6.8.0-1031-aws", "newest installed kernel")
+    assert built.next_nvidia_modules == ["updates/dkms/nvidia.ko"]
+    assert built.next_unsigned_modules == ["updates/dkms/nvidia.ko"]
+    assert collect_boot(str(DRIFT), "6.8.0-1029-aws").next_unsigned_modules == []
+
+
+def test_packages_holds_unattended_upgrades_and_the_nvml_library() -> None:
+    from gpuhost.facts.packages import collect_packages, parse_apt_conf
+
+    facts = collect_packages(str(DRIFT))
+    assert facts.dpkg and facts.unattended_upgrades_enabled
+    assert facts.held == ["nvidia-driver-580-open"]
+    # removed packages (config-files) and the container toolkit are not the driver's
+    assert "nvidia-utils-580" not in facts.driver_packages
+    assert "nvidia-container-toolkit-base" not in facts.driver_packages
+    assert facts.unattended_blacklist == ["libc6$"]  # the commented-out "linux-" is not an entry
+    assert facts.nvml_library_versions == ["580.159.04"]
+    assert facts.module_version == "580.126.09"
+    assert (facts.fabricmanager_package, facts.fabricmanager_version) == ("nvidia-fabricmanager-580", "580.126.09-1")
+    assert "nvidia-driver-580-open" in facts.reboot_required_pkgs
+    periodic, blacklist = parse_apt_conf(
+        ['APT::Periodic::Unattended-Upgrade "1";', 'APT::Periodic::Unattended-Upgrade "0";\n'
+         'Unattended-Upgrade::Package-Blacklist {\n "nvidia-";\n "libnvidia-";\n};']
+    )
+    assert periodic == "0" and blacklist == ["nvidia-", "libnvidia-"]
+
+
+def test_platform_pci_classes_dmi_and_dev_char_links(tmp_path: Path) -> None:
+    from gpuhost.facts.platform import char_links, collect_platform
+
+    facts = collect_platform(str(DRIFT), str(DRIFT / "dev"))
+    assert facts.product_name == "p5.48xlarge"
+    assert [f.address for f in facts.nvswitches] == ["0000:07:00.0"]
+    assert [f.address for f in facts.nvidia_gpus] == ["0000:53:00.0"]
+    # character devices stand in for /dev/nvidia*: links to /dev/null keep the test free of mknod
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    (dev / "nvidia0").symlink_to("/dev/null")
+    (dev / "nvidiactl").symlink_to("/dev/zero")
+    (dev / "nvidia-caps").mkdir()
+    null = os.stat("/dev/null").st_rdev
+    (dev / "char").mkdir()
+    (dev / "char" / f"{os.major(null)}:{os.minor(null)}").symlink_to("../nvidia0")
+    assert char_links(str(dev)) == (["/dev/nvidia0", "/dev/nvidiactl"], ["/dev/nvidiactl"])
+
+
+def test_driver_params_and_gsp_firmware_from_proc() -> None:
+    from gpuhost.facts.gpu import read_gpu_firmware, read_proc_driver_params
+
+    assert read_proc_driver_params(str(DRIFT))["EnableGpuFirmware"] == "18"
+    assert read_gpu_firmware(str(DRIFT)) == {"0000:53:00.0": "580.126.09"}
+    assert read_proc_driver_params(str(CAPTURED)) == {}
