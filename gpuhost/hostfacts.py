@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from gpuhost.comfyui.facts import ComfyUIFacts, collect_comfyui
+from gpuhost.comfyui.models.facts import ModelsFacts, collect_models
 from gpuhost.ebs.facts import AwsFacts, collect_aws
 from gpuhost.engine import EngineClient
 from gpuhost.facts.boot import BootFacts, collect_boot
@@ -54,6 +55,7 @@ class HostFacts:
     storage: StorageFacts = field(default_factory=StorageFacts)
     aws: AwsFacts = field(default_factory=AwsFacts)
     comfyui: ComfyUIFacts = field(default_factory=ComfyUIFacts)
+    models: ModelsFacts = field(default_factory=ModelsFacts)
     boot: BootFacts = field(default_factory=BootFacts)
     kmsg: KmsgFacts = field(default_factory=KmsgFacts)
     units: UnitFacts = field(default_factory=UnitFacts)
@@ -123,4 +125,8 @@ def collect_host_facts(options: CollectOptions | None = None) -> HostFacts:
     start = time.perf_counter()
     facts.comfyui = collect_comfyui(client, facts.docker)
     timed("comfyui", start)
+
+    start = time.perf_counter()
+    facts.models = collect_models(options.root)
+    timed("models", start)
     return facts

@@ -46,6 +46,7 @@ def all_rules() -> list[Rule]:
         ebs.pull_time,
         comfyui.readiness,
         comfyui.import_failures,
+        comfyui.models,
     ]
 
 

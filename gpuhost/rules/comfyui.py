@@ -112,3 +112,32 @@ def import_failures(facts: HostFacts, options: RuleOptions) -> list[Finding]:
             )
         )
     return findings
+
+
+def models(facts: HostFacts, options: RuleOptions) -> list[Finding]:
+    """The configured models (gpuhost models sync --record) present and whole on this host."""
+    record = facts.models
+    if not record.record:
+        return []
+    if record.error:
+        return [Finding("comfyui.models", "comfyui", Severity.FAIL, f"cannot read the models record: {record.error}",
+                        "Run the comfyui role again (it writes the record when it syncs the models).",
+                        {"record": record.record})]
+    bad = [f for f in record.files if f.status != "ok"]
+    evidence = {"record": record.record, "directory": record.directory, "source": record.source,
+                "files": len(record.files),
+                "bad": [{"file": f"{f.folder}/{f.name}", "status": f.status, "problem": f.problem} for f in bad]}
+    if not bad:
+        return [Finding("comfyui.models", "comfyui", Severity.OK,
+                        f"all {len(record.files)} configured model files are present and whole in {record.directory}",
+                        "", evidence)]
+    names = ", ".join(f"{f.folder}/{f.name} ({f.status}: {f.problem})" for f in bad[:5])
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    return [Finding(
+        "comfyui.models", "comfyui", Severity.FAIL,
+        f"{len(bad)} of {len(record.files)} configured model files are missing, short or corrupt in "
+        f"{record.directory}: {names}{more}",
+        f"Fetch them again: `gpuhost models sync {record.source or 'SOURCE'} --manifest MANIFEST --to "
+        f"{record.directory}` (the gpuhost-models-sync unit does it at boot); workflows using them fail.",
+        evidence,
+    )]

@@ -1,0 +1,67 @@
+"""The models this host was configured with (the record `gpuhost models sync --record` writes, the
+comfyui role's /etc/gpuhost/models.json) and the state of each file now: for `gpuhost check`.
+
+Size and header only: a check stays well under a second; `gpuhost models verify` hashes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+from gpuhost.comfyui.models.catalog import ModelFile
+from gpuhost.comfyui.models.local import check_local
+from gpuhost.comfyui.models.sync import DEFAULT_RECORD
+
+
+@dataclass
+class ModelFileFacts:
+    folder: str
+    name: str
+    size: int
+    status: str  # ok | missing | short | long | corrupt
+    problem: str = ""
+
+
+@dataclass
+class ModelsFacts:
+    record: str = ""  # the record read; "" when this host has none (no models configured)
+    source: str = ""
+    directory: str = ""
+    files: list[ModelFileFacts] = field(default_factory=list)
+    error: str = ""
+
+
+def collect_models(root: str = "/", record: str = DEFAULT_RECORD) -> ModelsFacts:
+    path = os.path.join(root, record.lstrip("/"))
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        return ModelsFacts()
+    except (OSError, ValueError) as exc:
+        return ModelsFacts(record=record, error=f"{record}: {getattr(exc, 'strerror', None) or exc}")
+    facts = ModelsFacts(record=record)
+    try:
+        facts.source = str(data.get("source", ""))
+        facts.directory = str(data["directory"])
+        entries = list(data["files"])
+        models = [
+            ModelFile(folder=str(e["folder"]), name=str(e["name"]), size=int(e["size"]),
+                      sha256=_optional(e.get("sha256")))
+            for e in entries
+        ]
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        facts.error = f"{record}: not a models record ({type(exc).__name__}: {exc})"
+        return facts
+    directory = os.path.join(root, facts.directory.lstrip("/"))
+    for model in models:
+        state = check_local(model, model.local_path(directory), hash_files=False)
+        facts.files.append(ModelFileFacts(model.folder, model.name, model.size, state.status, state.problem))
+    return facts
+
+
+def _optional(value: object) -> Optional[str]:
+    return str(value) if value else None
