@@ -84,18 +84,22 @@ Event = Union[LogLine, ContainerState, ProbeResult, Tick]
 class NodeWarning:
     """A node that failed to import while the server still starts (a warning, not a failure)."""
 
-    kind: str  # "custom-node" or "comfy-extras"
+    # "custom-node", "comfy-extras", or a start-up warning: "gpu-arch", "frontend", "cuda-malloc", "hf-download"
+    kind: str
     node: str
     path: str = ""
     reason: str = ""
     line: str = ""
+    remedy: str = ""
 
 
 @dataclass
 class Verdict:
     phase: Phase = Phase.STARTING
     # stable code: starting, ready, missing-module, port-in-use, crashed, exited, stopped,
-    # restarted, removed, paused, listen-loopback, not-published, stalled, timeout
+    # restarted, removed, paused, listen-loopback, not-published, stalled, timeout, driver-too-old,
+    # cuda-too-new, start-failed, gpu-arch-unsupported, frontend-missing, bad-arguments, host-oom,
+    # restart-required, dir-not-writable
     reason: str = "starting"
     message: str = ""
     remedy: str = ""
@@ -153,6 +157,8 @@ HARMLESS = (
     (re.compile(r"(?i)sage ?attention"), "sageattention not available"),
     (re.compile(r"(?i)\bonnx(runtime)?\b"), "onnxruntime note"),
     (re.compile(r"^WARNING: some comfy_extras/ nodes did not import correctly"), "comfy_extras import warning"),
+    # ComfyUI-Manager fetches its registry after the GUI line in bursts with long gaps: progress, not a stall
+    (re.compile(r"^FETCH ComfyRegistry Data"), "ComfyUI-Manager fetches registry data"),
 )
 
 # Exception texts with a known cause on GPU hosts: (pattern, remedy).
@@ -174,6 +180,37 @@ KNOWN_CAUSES = (
 )
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+# Lines that decide a start on their own, wherever they appear (a traceback's last line included).
+DRIVER_TOO_OLD_RE = re.compile(r"The NVIDIA driver on your system is too old \(found version (?P<found>\d+)\)")
+NO_KERNEL_IMAGE_RE = re.compile(r"no kernel image is available for execution on the device")
+ARCH_UNSUPPORTED_RE = re.compile(
+    r"with CUDA capability (?P<arch>sm_\d+) is not compatible with the current PyTorch installation"
+)
+FRONTEND_MISSING_RE = re.compile(r"comfyui-frontend-package is not installed")
+FRONTEND_OLD_RE = re.compile(
+    r"Installed frontend version (?P<installed>\S+) is lower than the recommended version (?P<wanted>\S+?)\.?$"
+)
+BAD_ARGUMENTS_RE = re.compile(r"main\.py: error: (?P<what>unrecognized arguments: .*)$")
+PERMISSION_RE = re.compile(r"PermissionError: \[Errno 13\] Permission denied: '(?P<path>[^']+)'")
+CUDA_MALLOC_RE = re.compile(r"WARNING: this card most likely does not support cuda-malloc")
+MANAGER_PIP_RE = re.compile(r"## ComfyUI-Manager: EXECUTE => \[.*'pip',\s*'install'")
+MANAGER_RESTART_RE = re.compile(r"After restarting ComfyUI")
+HF_OFFLINE_RE = re.compile(
+    r"We couldn't connect to 'https://huggingface\.co'|LocalEntryNotFoundError|"
+    r"problem when trying to write in your cache folder|cache folder .*not writable"
+)
+MODEL_LOAD_RE = re.compile(r"^Requested to load |^loaded (completely|partially)")
+CUSTOM_NODE_PATH_RE = re.compile(r"custom_nodes/(?P<node>[^/\s\"']+)")
+CUDA_REQUIREMENT_RE = re.compile(r"requirement error: unsatisfied condition: (?P<condition>cuda\s*>=\s*[\d.]+)")
+TORCH_VERSION_RE = re.compile(r"^pytorch version: (?P<version>\S+)")
+MOUNTED_DIRS = ("user", "output", "input", "temp", "models", "custom_nodes")
+
+
+def _cuda_of(found: str) -> str:
+    """CUDA driver API versions as torch prints them: 12020 -> 12.2."""
+    value = int(found)
+    return f"{value // 1000}.{(value % 1000) // 10}"
 
 
 def _strip_brackets(host: str) -> str:
@@ -236,6 +273,10 @@ class ReadinessMachine:
         self._traceback: Optional[_Traceback] = None
         self._import_reasons: dict[str, str] = {}
         self._notes: dict[str, None] = {}
+        self._torch_version = ""
+        self._last_node = ""
+        self._manager_installed = False
+        self._loading_model = False
 
     # -- public view ------------------------------------------------------------------------
 
@@ -300,6 +341,13 @@ class ReadinessMachine:
         if self.decided:
             return
 
+        node_path = CUSTOM_NODE_PATH_RE.search(text)
+        if node_path:
+            self._last_node = node_path.group("node")
+        if self._known_line(text, event.at):
+            self._traceback = None
+            return
+
         if self._traceback is not None and self._in_traceback(text, event.at):
             return
 
@@ -345,10 +393,118 @@ class ReadinessMachine:
                 self._notes.setdefault(note, None)
                 return
 
-    def _warn(self, kind: str, node: str, path: str, reason: str, line: str) -> None:
+    def _warn(self, kind: str, node: str, path: str, reason: str, line: str, remedy: str = "") -> None:
         if any(w.kind == kind and w.node == node for w in self.verdict.warnings):
             return
-        self.verdict.warnings.append(NodeWarning(kind=kind, node=node, path=path, reason=reason, line=line))
+        self.verdict.warnings.append(
+            NodeWarning(kind=kind, node=node, path=path, reason=reason, line=line, remedy=remedy)
+        )
+
+    def _known_line(self, text: str, at: float) -> bool:
+        """Lines with a known cause and verdict (the issue table of GPU start-up failures); True when handled."""
+        torch = TORCH_VERSION_RE.match(text)
+        if torch:
+            self._torch_version = torch.group("version")
+            return False
+        if MODEL_LOAD_RE.search(text):
+            self._loading_model = text.startswith("Requested to load")
+            return False
+        old = DRIVER_TOO_OLD_RE.search(text)
+        if old:
+            torch_text = f"torch {self._torch_version}" if self._torch_version else "the image's torch"
+            self._decide(
+                Phase.FAILED, "driver-too-old", at,
+                f"{torch_text} needs a newer NVIDIA driver: the host's driver supports CUDA "
+                f"{_cuda_of(old.group('found'))} only (found version {old.group('found')})",
+                "Upgrade the host's driver (roles/nvidia_driver: a newer nvidia_driver_branch) or use an image whose "
+                "torch is built for the host's CUDA version (`gpuhost check` shows it).",
+                text,
+            )
+            return True
+        if NO_KERNEL_IMAGE_RE.search(text):
+            self._decide(
+                Phase.FAILED, "gpu-arch-unsupported", at,
+                "the image's torch has no kernels for this GPU's architecture: `no kernel image is available for "
+                "execution on the device`",
+                "Use a torch build that includes this GPU's architecture (B200 sm_100 and RTX 50 sm_120 need CUDA "
+                "12.8+ wheels), rebuild the image and recreate the container.",
+                text,
+            )
+            return True
+        arch = ARCH_UNSUPPORTED_RE.search(text)
+        if arch:
+            self._warn(
+                "gpu-arch", arch.group("arch"), "", "torch lacks this GPU's architecture", text,
+                "Use a torch build with this architecture (CUDA 12.8+ wheels for sm_100/sm_120); the first prompt "
+                "fails with `no kernel image is available` otherwise.",
+            )
+            return True
+        if FRONTEND_MISSING_RE.search(text):
+            self._decide(
+                Phase.FAILED, "frontend-missing", at,
+                "comfyui-frontend-package is not installed: ComfyUI exits without a traceback",
+                "Install ComfyUI's requirements.txt into the image (`pip install -r requirements.txt`), rebuild and "
+                "recreate the container.",
+                text,
+            )
+            return True
+        frontend = FRONTEND_OLD_RE.search(text)
+        if frontend:
+            self._warn(
+                "frontend", "comfyui-frontend-package", "",
+                f"installed {frontend.group('installed')}, recommended {frontend.group('wanted')}", text,
+                "Install ComfyUI's requirements.txt into the image so the frontend matches this ComfyUI version.",
+            )
+            return True
+        arguments = BAD_ARGUMENTS_RE.search(text)
+        if arguments:
+            self._decide(
+                Phase.FAILED, "bad-arguments", at,
+                f"ComfyUI refused its command line ({arguments.group('what')}): this version does not know the flag",
+                "Remove the flag from the container's command (or COMFY_CMDLINE_EXTRA), or use a ComfyUI version that "
+                "has it (`python main.py --help` in the image lists them).",
+                text,
+            )
+            return True
+        permission = PERMISSION_RE.search(text)
+        if permission and os.path.basename(permission.group("path").rstrip("/")) in MOUNTED_DIRS:
+            self._decide(
+                Phase.FAILED, "dir-not-writable", at,
+                f"ComfyUI cannot write {permission.group('path')}: the mounted directory is not writable by the "
+                "container's user",
+                "chown the host directory to the container's UID:GID (or run the container as the directory's owner); "
+                "roles/comfyui checks these directories before it starts the container.",
+                text,
+            )
+            return True
+        if CUDA_MALLOC_RE.search(text):
+            self._warn(
+                "cuda-malloc", "cuda-malloc", "", "this GPU most likely does not support cuda-malloc", text,
+                "Start ComfyUI with --disable-cuda-malloc.",
+            )
+            return True
+        if MANAGER_PIP_RE.search(text):
+            self._manager_installed = True
+            return True
+        if MANAGER_RESTART_RE.search(text) and self._manager_installed:
+            self._decide(
+                Phase.FAILED, "restart-required", at,
+                "ComfyUI-Manager installed Python dependencies at start-up: the nodes that need them load only "
+                "after ComfyUI restarts",
+                "Restart the container once; better, install the dependencies in the image so every start is the "
+                "same.",
+                text,
+            )
+            return True
+        if HF_OFFLINE_RE.search(text):
+            node = self._last_node or "a custom node"
+            self._warn(
+                "hf-download", node, "", "downloads from huggingface.co at first use", text,
+                "Give the container a persistent, writable HF_HOME (a volume) and pre-download the model, or allow "
+                "network access to huggingface.co; offline, set HF_HUB_OFFLINE=1 with the files in the cache.",
+            )
+            return True
+        return False
 
     def _in_traceback(self, text: str, at: float) -> bool:
         """Consume a line inside a traceback; False when the traceback is over and the line
@@ -454,6 +610,25 @@ class ReadinessMachine:
         if self.decided:
             return
         last = verdict.last_line or "(no output)"
+        if event.error:
+            requirement = CUDA_REQUIREMENT_RE.search(event.error)
+            if requirement:
+                self._decide(
+                    Phase.FAILED, "cuda-too-new", event.at,
+                    f"Docker could not start the container: the image requires {requirement.group('condition')} "
+                    "and the host's driver is older (no log: the process never ran)",
+                    "Upgrade the host's driver (roles/nvidia_driver) or use an image built for the host's CUDA "
+                    "version; NVIDIA_DISABLE_REQUIRE=1 skips the check but the CUDA calls then fail.",
+                    event.error,
+                )
+            else:
+                self._decide(
+                    Phase.FAILED, "start-failed", event.at,
+                    f"Docker could not start the container: {event.error}",
+                    "Fix what Docker's error names (`docker start` prints the same), then start it again.",
+                    event.error,
+                )
+            return
         if event.restart_count > self.baseline_restarts or status == "restarting":
             self._decide(
                 Phase.FAILED,
@@ -473,6 +648,17 @@ class ReadinessMachine:
                     event.at,
                     f"the container was killed by the kernel's OOM killer (exit {code}) before ComfyUI was ready",
                     "Give the container more memory (or remove its memory limit).",
+                    verdict.last_line,
+                )
+            elif code == 137 and (self._loading_model or verdict.last_line.strip() == "Killed"):
+                self._decide(
+                    Phase.FAILED,
+                    "host-oom",
+                    event.at,
+                    "the container was killed (exit 137, not by its own memory limit) while loading a model: the "
+                    f"host ran out of RAM; last line: {last}",
+                    "Use an instance with more RAM, add swap, or load smaller/fp8 models (--lowvram, --cache-none); "
+                    "`journalctl -k | grep -i oom` shows the kernel's OOM kill.",
                     verdict.last_line,
                 )
             elif code in (143, 137):

@@ -115,7 +115,14 @@ def inspect_container(client: EngineClient, ref: str) -> tuple[ComfyContainer, d
     return container_from_inspect(body), body
 
 
-def state_event(container: ComfyContainer, at: float) -> ContainerState:
+def start_error(inspect: dict[str, Any]) -> str:
+    """Docker's own error when it could not start the container (State.Error): the process never ran, so
+    the log is empty (e.g. `nvidia-container-cli: requirement error: unsatisfied condition: cuda>=12.8`)."""
+    state = inspect.get("State") or {}
+    return str(state.get("Error") or "") if isinstance(state, dict) else ""
+
+
+def state_event(container: ComfyContainer, at: float, error: str = "") -> ContainerState:
     when = at
     if container.status in ("exited", "dead") and container.finished_at:
         when = container.finished_at
@@ -125,6 +132,7 @@ def state_event(container: ComfyContainer, at: float) -> ContainerState:
         exit_code=container.exit_code,
         restart_count=container.restart_count,
         oom_killed=container.oom_killed,
+        error=error,
     )
 
 
@@ -186,7 +194,7 @@ def wait_ready(
     if options.timeout <= 0 or options.stall_timeout <= 0:
         raise UsageError("--timeout and --stall-timeout must be positive")
     begin = clock()
-    container, _ = inspect_container(client, ref)
+    container, body = inspect_container(client, ref)
     machine = ReadinessMachine(
         stall_timeout=options.stall_timeout,
         started_at=container.started_at or begin,
@@ -194,9 +202,11 @@ def wait_ready(
         host_network=container.host_network,
         deadline=begin + options.timeout,
     )
-    while container.status == "created" and clock() < begin + options.timeout:
+    while container.status == "created" and not start_error(body) and clock() < begin + options.timeout:
         time.sleep(0.2)  # not started yet (docker create, or a start in flight)
-        container, _ = inspect_container(client, ref)
+        container, body = inspect_container(client, ref)
+    if start_error(body):
+        machine.feed(state_event(container, clock(), start_error(body)))
     follower = LogFollower(client, container, container.started_at, timeout=options.timeout + 30)
     follower.start()
     next_inspect = clock() + options.inspect_interval
@@ -231,8 +241,8 @@ def wait_ready(
                 next_probe = clock()  # probe the moment the server says it listens
             now = clock()
             if now >= next_inspect:
-                container, _ = inspect_container(client, container.id)
-                machine.feed(state_event(container, now))
+                container, body = inspect_container(client, container.id)
+                machine.feed(state_event(container, now, start_error(body)))
                 next_inspect = now + options.inspect_interval
                 if not stream_open and container.running and not machine.decided:
                     # restarted under a restart policy: the machine has decided already; a stream

@@ -284,3 +284,128 @@ def test_which_containers_are_comfyui() -> None:
     assert looks_like_comfyui("mmartial/comfyui-nvidia-docker:ubuntu24_cuda12.8-20260605", {})
     assert looks_like_comfyui("registry.local/sd:1", {"gpuhost.comfyui": "1"})
     assert not looks_like_comfyui("nginx:1.27", {})  # even when the container is named comfyui-proxy
+
+
+# --- start-up and first-prompt failures on GPU hosts, one line each --------------------------------
+
+GUI = "To see the GUI go to: http://0.0.0.0:8188"
+
+
+def feed_lines(*lines: str, state: ContainerState | None = None, probe: bool = True) -> Verdict:
+    machine = ReadinessMachine(stall_timeout=60.0, started_at=0.0, host_network=True)
+    at = 0.0
+    for text in lines:
+        at += 1.0
+        machine.feed(LogLine(at, text))
+        if probe and machine.gui_seen:
+            machine.feed(ProbeResult(at + 0.05, URL, 200))
+    if state is not None:
+        machine.feed(state)
+    return machine.verdict
+
+
+@pytest.mark.parametrize(
+    "lines, reason, in_message",
+    [
+        (
+            ["pytorch version: 2.8.0+cu129", "Traceback (most recent call last):",
+             '  File "/app/main.py", line 147, in <module>',
+             "RuntimeError: The NVIDIA driver on your system is too old (found version 12020). Please update your "
+             "GPU driver by downloading and installing a new version from the URL: http://www.nvidia.com/Download/"
+             "index.aspx Alternatively, go to: https://pytorch.org to install a PyTorch version that has been "
+             "compiled with your version of the CUDA driver."],
+            "driver-too-old", "torch 2.8.0+cu129 needs a newer NVIDIA driver: the host's driver supports CUDA 12.2",
+        ),
+        (
+            ["Device: cuda:0 NVIDIA B200 : cudaMallocAsync",
+             "torch.AcceleratorError: CUDA error: no kernel image is available for execution on the device"],
+            "gpu-arch-unsupported", "no kernels for this GPU's architecture",
+        ),
+        (["ComfyUI version: 0.3.64", "comfyui-frontend-package is not installed."], "frontend-missing",
+         "exits without a traceback"),
+        (["usage: main.py [-h] [--listen [IP]] [--port PORT]",
+          "main.py: error: unrecognized arguments: --fast-fp16-accumulation"], "bad-arguments",
+         "unrecognized arguments: --fast-fp16-accumulation"),
+        (["Traceback (most recent call last):", "PermissionError: [Errno 13] Permission denied: '/app/ComfyUI/user'"],
+         "dir-not-writable", "cannot write /app/ComfyUI/user"),
+        (["## ComfyUI-Manager: EXECUTE => ['/usr/bin/python3', '-m', 'pip', 'install', 'onnxruntime-gpu']",
+          "## Execute install/(de)activation script for '/app/custom_nodes/comfyui_controlnet_aux'",
+          "[ComfyUI-Manager] Startup script completed.",
+          "After restarting ComfyUI, please refresh the browser."], "restart-required",
+         "installed Python dependencies"),
+    ],
+)
+def test_a_known_failure_line_decides_the_start(lines: list[str], reason: str, in_message: str) -> None:
+    verdict = feed_lines(*lines)
+    assert (verdict.phase, verdict.reason) == (Phase.FAILED, reason)
+    assert in_message in verdict.message
+    assert verdict.remedy
+    assert verdict.failing_line == lines[-1]
+
+
+@pytest.mark.parametrize(
+    "line, kind, node",
+    [
+        ("NVIDIA B200 with CUDA capability sm_100 is not compatible with the current PyTorch installation.",
+         "gpu-arch", "sm_100"),
+        ("Installed frontend version 1.23.4 is lower than the recommended version 1.28.7.", "frontend",
+         "comfyui-frontend-package"),
+        ("WARNING: this card most likely does not support cuda-malloc, if you get \"CUDA error\" please run "
+         "ComfyUI with: --disable-cuda-malloc", "cuda-malloc", "cuda-malloc"),
+        ("We couldn't connect to 'https://huggingface.co' to load the files, and couldn't find them in the cached "
+         "files.", "hf-download", "comfyui_controlnet_aux"),
+    ],
+)
+def test_a_warning_line_names_its_cause_and_the_server_still_serves(line: str, kind: str, node: str) -> None:
+    verdict = feed_lines(
+        "[Prompt Server] web root: /app/web",
+        '  File "/app/custom_nodes/comfyui_controlnet_aux/__init__.py", line 3, in <module>',
+        line,
+        GUI,
+    )
+    assert verdict.phase is Phase.READY
+    [warning] = [w for w in verdict.warnings if w.kind == kind]
+    assert warning.node == node
+    assert warning.remedy
+    if kind == "cuda-malloc":
+        assert "--disable-cuda-malloc" in warning.remedy
+
+
+def test_registry_fetch_gaps_after_the_gui_line_are_not_a_stall() -> None:
+    machine = ReadinessMachine(stall_timeout=30.0, started_at=0.0, host_network=True)
+    machine.feed(LogLine(10.0, GUI))
+    for n, at in enumerate((100.0, 400.0, 900.0), start=1):
+        machine.feed(LogLine(at, f"FETCH ComfyRegistry Data: {n * 5}/95"))
+        machine.feed(Tick(at + 200.0))
+    assert machine.verdict.phase is Phase.STARTING
+    assert "ComfyUI-Manager fetches registry data" in machine.verdict.notes
+    machine.feed(ProbeResult(1200.0, URL, 200))
+    assert machine.verdict.phase is Phase.READY
+
+
+def test_docker_refusing_to_start_for_cuda_is_reported_without_a_log() -> None:
+    error = (
+        "failed to create task for container: failed to create shim task: OCI runtime create failed: runc create "
+        "failed: unable to start container process: error during container init: error running prestart hook #0: "
+        "exit status 1, stdout: , stderr: Auto-detected mode as 'legacy'\nnvidia-container-cli: requirement error: "
+        "unsatisfied condition: cuda>=12.8, please update your driver to a newer version, or use an earlier cuda "
+        "container: unknown"
+    )
+    verdict = feed_lines(state=ContainerState(1.0, "created", exit_code=128, error=error))
+    assert (verdict.phase, verdict.reason) == (Phase.FAILED, "cuda-too-new")
+    assert "requires cuda>=12.8" in verdict.message
+    assert verdict.lines_seen == 0
+    other = feed_lines(state=ContainerState(1.0, "exited", exit_code=127, error="exec: \"python\": not found"))
+    assert (other.reason, other.failing_line) == ("start-failed", "exec: \"python\": not found")
+
+
+def test_sigkill_while_loading_a_model_is_host_ram_not_a_stop() -> None:
+    verdict = feed_lines("Requested to load SDXL", state=ContainerState(5.0, "exited", exit_code=137))
+    assert verdict.reason == "host-oom"
+    killed = feed_lines("Loading model", "Killed", state=ContainerState(5.0, "exited", exit_code=137))
+    assert killed.reason == "host-oom"
+    limited = feed_lines("Requested to load SDXL", state=ContainerState(5.0, "exited", exit_code=137, oom_killed=True))
+    assert "OOM killer" in limited.message
+    stopped = feed_lines("Requested to load SDXL", "loaded completely 9000 4000",
+                         state=ContainerState(5.0, "exited", exit_code=137))
+    assert stopped.reason == "stopped"
