@@ -12,14 +12,22 @@ import contextlib
 import errno
 import http.client
 import json
+import math
 import os
+import re
 import socket
 import struct
+import threading
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Optional
 from urllib.parse import quote, urlencode, urlparse
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
+# Far above any answer gpuhost reads (an inspect is a few KB, a list of a thousand containers a few
+# MB); a larger one is not the Engine API, and reading it would only cost memory.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+# What an error status's body may add to the message.
+MAX_ERROR_BYTES = 64 * 1024
 
 
 class EngineError(Exception):
@@ -28,6 +36,16 @@ class EngineError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"Docker Engine API {status}: {message}")
         self.status = status
+        self.message = message
+
+
+class EngineBadAnswer(EngineError):
+    """The daemon address answered, but not as the Engine API does: not HTTP, cut short, too slow
+    (no complete answer before the deadline), too large, or not the JSON the endpoint returns."""
+
+    def __init__(self, host: str, message: str) -> None:
+        Exception.__init__(self, f"{host}: {message}")
+        self.status = 0
         self.message = message
 
 
@@ -83,43 +101,121 @@ def check_address(host: str) -> tuple[str | None, str]:
     raise ValueError(f"unsupported Docker address {host!r}: use unix:///path/to/docker.sock or tcp://HOST:PORT")
 
 
+class UnusableAnswer(Exception):
+    """An HTTP answer that cannot be used: cut short, larger than its cap, or not complete in time."""
+
+
+class Watchdog:
+    """Shut a connected socket down when its time is up: a read blocked on a server that trickles or
+    says nothing returns then, whatever the per-read timeout. One deadline for the whole answer."""
+
+    def __init__(self, conn: http.client.HTTPConnection, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        # the socket itself: the connection forgets it once a response that closes takes it over
+        self._sock: Optional[socket.socket] = conn.sock
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        self.expired = True
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def late(self) -> str:
+        return f"no complete answer within {self.seconds:g} s"
+
+
+def read_answer(response: http.client.HTTPResponse, limit: int, watchdog: Watchdog) -> bytes:
+    """The whole body, at most `limit` bytes, before the watchdog's deadline; UnusableAnswer otherwise."""
+    declared_text = response.getheader("Content-Length") or ""
+    declared = int(declared_text) if declared_text.isdigit() and len(declared_text) < 20 else None
+    if declared is not None and declared > limit:
+        raise UnusableAnswer(f"the answer is larger than {_mib(limit)} (Content-Length {declared})")
+    body = bytearray()
+    try:
+        while True:
+            chunk = response.read1(65536)
+            if not chunk:
+                break
+            body += chunk
+            if len(body) > limit:
+                raise UnusableAnswer(f"the answer is larger than {_mib(limit)}")
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        if watchdog.expired:
+            raise UnusableAnswer(watchdog.late()) from exc
+        if isinstance(exc, http.client.IncompleteRead):
+            raise UnusableAnswer("the answer was cut short") from exc
+        raise UnusableAnswer(f"the connection failed mid-answer: {exc}") from exc
+    if watchdog.expired:
+        raise UnusableAnswer(watchdog.late())
+    if declared is not None and len(body) < declared:
+        raise UnusableAnswer(f"the answer was cut short ({len(body)} of {declared} bytes)")
+    return bytes(body)
+
+
+def unusable_exchange(exc: BaseException, watchdog: Watchdog) -> str:
+    """Why asking or reading the status line and headers failed, in words."""
+    if watchdog.expired or isinstance(exc, socket.timeout):
+        return watchdog.late()
+    if isinstance(exc, http.client.RemoteDisconnected):
+        return "the connection was closed without an answer"
+    if isinstance(exc, http.client.HTTPException):
+        text = " ".join(str(exc).split())[:80]
+        return f"not an HTTP answer ({type(exc).__name__}{': ' + text if text else ''})"
+    return f"the connection failed: {exc}"
+
+
+def strict_json(raw: bytes) -> Any:
+    """JSON as the standard defines it: NaN, infinities and numbers that overflow are refused (ValueError)."""
+
+    def refuse_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON number")
+
+    def finite(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError(f"{text[:40]} does not fit a number")
+        return value
+
+    try:
+        return json.loads(raw, parse_constant=refuse_constant, parse_float=finite)
+    except RecursionError as exc:
+        raise ValueError("nested too deeply") from exc
+
+
+def _mib(limit: int) -> str:
+    return f"{limit / (1024 * 1024):.1f} MiB"
+
+
+# The shape of each Engine API answer gpuhost reads: anything else did not come from the Engine API.
+_OBJECT_ANSWERS = re.compile(r"/(?:version|info|(?:containers|images)/[^/]+/json)")
+_LIST_ANSWERS = re.compile(r"/(?:containers/json|images/json|images/[^/]+/history)")
+
+
 class EngineClient:
-    def __init__(self, host: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self, host: str | None = None, timeout: float = 10.0, max_answer_bytes: int = MAX_ANSWER_BYTES
+    ) -> None:
         self.host = host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+        # the connect timeout, and the deadline for a whole answer (status line, headers and body)
         self.timeout = timeout
+        self.max_answer_bytes = max_answer_bytes
         self._unix_path, self._netloc = check_address(self.host)
 
-    def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
-        effective = self.timeout if timeout is None else timeout
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
         if self._unix_path is not None:
-            return _UnixHTTPConnection(self._unix_path, effective)
-        return http.client.HTTPConnection(self._netloc, timeout=effective)
+            return _UnixHTTPConnection(self._unix_path, timeout)
+        return http.client.HTTPConnection(self._netloc, timeout=timeout)
 
-    def _open(
-        self,
-        method: str,
-        path: str,
-        params: dict[str, Any] | None,
-        body: Any,
-        timeout: float | None,
-        upload: tuple[BinaryIO, int, str] | None = None,
-    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        url = path
-        if params:
-            url += "?" + urlencode({k: _param(v) for k, v in params.items() if v is not None})
-        headers = {"Host": "docker"}
-        payload: bytes | BinaryIO | None = None
-        if body is not None:
-            payload = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        if upload is not None:
-            payload, length, content_type = upload
-            headers["Content-Type"] = content_type
-            headers["Content-Length"] = str(length)
-        conn = self._connection(timeout)
+    def _connect(self, conn: http.client.HTTPConnection) -> None:
         try:
-            conn.request(method, url, body=payload, headers=headers)
-            response = conn.getresponse()
+            conn.connect()
         except FileNotFoundError as exc:
             conn.close()
             raise EngineUnavailable(f"no Docker socket at {self._unix_path}") from exc
@@ -138,11 +234,60 @@ class EngineClient:
             if exc.errno == errno.EACCES:
                 raise EnginePermissionDenied(f"{self.host}: {exc.strerror}") from exc
             raise EngineUnavailable(f"{self.host}: {exc}") from exc
-        if response.status >= 400:
-            raw = response.read()
+
+    def _open(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None,
+        body: Any,
+        timeout: float | None,
+        upload: tuple[BinaryIO, int, str] | None = None,
+        deadline: float | None = None,
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, Watchdog]:
+        """Connect, send, and read the status line and headers before the deadline (`deadline`
+        seconds, by default the timeout; for an upload it starts once the body is sent)."""
+        url = path
+        if params:
+            url += "?" + urlencode({k: _param(v) for k, v in params.items() if v is not None})
+        headers = {"Host": "docker"}
+        payload: bytes | BinaryIO | None = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if upload is not None:
+            payload, length, content_type = upload
+            headers["Content-Type"] = content_type
+            headers["Content-Length"] = str(length)
+        effective = self.timeout if timeout is None else timeout
+        conn = self._connection(effective)
+        self._connect(conn)
+        watchdog: Optional[Watchdog] = None
+        try:
+            if upload is None:
+                watchdog = Watchdog(conn, effective if deadline is None else deadline)
+            conn.request(method, url, body=payload, headers=headers)
+            if watchdog is None:
+                watchdog = Watchdog(conn, effective if deadline is None else deadline)
+            response = conn.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            if watchdog is not None:
+                watchdog.cancel()
             conn.close()
+            if watchdog is None:
+                raise EngineBadAnswer(self.host, f"sending the request failed: {exc}") from exc
+            raise EngineBadAnswer(self.host, unusable_exchange(exc, watchdog)) from exc
+        if response.status >= 400:
+            try:
+                raw = read_answer(response, MAX_ERROR_BYTES, watchdog)
+            except UnusableAnswer as exc:
+                raw = str(exc).encode()
+            finally:
+                watchdog.cancel()
+                response.close()
+                conn.close()
             raise EngineError(response.status, _error_message(raw))
-        return conn, response
+        return conn, response, watchdog
 
     def request(
         self,
@@ -152,17 +297,30 @@ class EngineClient:
         body: Any = None,
         timeout: float | None = None,
     ) -> Any:
-        conn, response = self._open(method, path, params, body, timeout)
+        """The answer as JSON (or text), read whole within the timeout and the size cap; an answer
+        of the wrong shape for a known endpoint is EngineBadAnswer."""
+        conn, response, watchdog = self._open(method, path, params, body, timeout)
         try:
-            raw = response.read()
+            raw = read_answer(response, self.max_answer_bytes, watchdog)
+        except UnusableAnswer as exc:
+            raise EngineBadAnswer(self.host, str(exc)) from exc
         finally:
+            watchdog.cancel()
+            response.close()
             conn.close()
-        if not raw:
-            return None
-        content_type = response.getheader("Content-Type", "")
-        if "json" in content_type:
-            return json.loads(raw)
-        return raw.decode(errors="replace")
+        answer: Any = None
+        if raw:
+            content_type = response.getheader("Content-Type", "")
+            if "json" in content_type:
+                try:
+                    answer = strict_json(raw)
+                except ValueError as exc:
+                    raise EngineBadAnswer(self.host, f"{method} {path}: not valid JSON ({exc})") from exc
+            else:
+                answer = raw.decode(errors="replace")
+        if method == "GET":
+            _check_shape(self.host, path, answer)
+        return answer
 
     def get(self, path: str, params: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
         return self.request("GET", path, params=params, timeout=timeout)
@@ -170,8 +328,9 @@ class EngineClient:
     def stream(
         self, path: str, params: dict[str, Any] | None = None, timeout: float | None = None
     ) -> Iterator[bytes]:
-        """Yield the body of a streaming endpoint chunk by chunk, as it arrives."""
-        conn, response = self._open("GET", path, params, None, timeout)
+        """Yield the body of a streaming endpoint chunk by chunk, as it arrives (the caller bounds it)."""
+        conn, response, watchdog = self._open("GET", path, params, None, timeout)
+        watchdog.cancel()
         try:
             while True:
                 chunk = response.read1(65536)
@@ -182,12 +341,18 @@ class EngineClient:
             conn.close()
 
     def open_stream(
-        self, path: str, params: dict[str, Any] | None = None, timeout: float | None = None
+        self,
+        path: str,
+        params: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
     ) -> EngineStream:
         """Open a streaming endpoint for a reader thread that another thread may shutdown(): unlike
-        stream(), a read that fails ends the stream quietly (the caller checks what it followed)."""
-        conn, response = self._open("GET", path, params, None, timeout)
-        return EngineStream(conn, response)
+        stream(), a read that fails ends the stream quietly (the caller checks what it followed).
+        The headers come within the timeout; with `deadline` (seconds) the stream ends then."""
+        conn, response, watchdog = self._open("GET", path, params, None, timeout)
+        watchdog.cancel()
+        return EngineStream(conn, response, Watchdog(conn, deadline) if deadline is not None else None)
 
     def upload(
         self,
@@ -199,22 +364,48 @@ class EngineClient:
         timeout: float | None = None,
     ) -> bytes:
         """POST a raw body streamed from a file (docker load, docker import); return the response body."""
-        conn, response = self._open("POST", path, params, None, timeout, upload=(data, length, content_type))
+        conn, response, watchdog = self._open(
+            "POST", path, params, None, timeout, upload=(data, length, content_type)
+        )
         try:
-            return response.read()
+            return read_answer(response, self.max_answer_bytes, watchdog)
+        except UnusableAnswer as exc:
+            raise EngineBadAnswer(self.host, str(exc)) from exc
         finally:
+            watchdog.cancel()
+            response.close()
             conn.close()
 
     def ping(self) -> bool:
         return bool(self.get("/_ping", timeout=2.0) == "OK")
 
 
+def _check_shape(host: str, path: str, answer: Any) -> None:
+    if _OBJECT_ANSWERS.fullmatch(path) and not isinstance(answer, dict):
+        raise EngineBadAnswer(host, f"GET {path}: expected a JSON object, got {_kind(answer)}")
+    if _LIST_ANSWERS.fullmatch(path) and not (
+        isinstance(answer, list) and all(isinstance(item, dict) for item in answer)
+    ):
+        raise EngineBadAnswer(host, f"GET {path}: expected a JSON list of objects, got {_kind(answer)}")
+
+
+def _kind(answer: Any) -> str:
+    if isinstance(answer, str):
+        return "text"
+    if isinstance(answer, list):
+        return "a list" if all(isinstance(item, dict) for item in answer) else "a list of other things"
+    return "nothing" if answer is None else type(answer).__name__
+
+
 class EngineStream:
     """An open streaming response (logs with follow=1, events)."""
 
-    def __init__(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
+    def __init__(
+        self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse, watchdog: Watchdog | None = None
+    ) -> None:
         self._conn = conn
         self._response = response
+        self._watchdog = watchdog
 
     def read(self) -> bytes:
         """The next chunk as it arrives; b"" at the end of the stream or after close()."""
@@ -231,6 +422,8 @@ class EngineStream:
                 sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         self.shutdown()
         self._conn.close()
 
@@ -245,12 +438,17 @@ def _param(value: Any) -> str:
 
 def _error_message(raw: bytes) -> str:
     try:
-        return str(json.loads(raw).get("message", raw.decode(errors="replace")))
+        message = str(strict_json(raw).get("message", raw.decode(errors="replace")))
     except (ValueError, AttributeError):
-        return raw.decode(errors="replace").strip()
+        message = raw.decode(errors="replace").strip()
+    return message if len(message) <= 500 else message[:497] + "..."
 
 
 STREAM_NAMES = {0: "stdin", 1: "stdout", 2: "stderr"}
+
+
+# A log line longer than this is cut into pieces: a stream without newlines cannot grow memory.
+MAX_LINE_BYTES = 64 * 1024
 
 
 class LogDemuxer:
@@ -258,27 +456,36 @@ class LogDemuxer:
 
     Each frame is an 8-byte header (stream id, three zero bytes, big-endian length)
     followed by the payload. A TTY container's stream has no frames: pass tty=True.
+    Payloads are split as they arrive (a frame is never held whole), and a line longer than
+    MAX_LINE_BYTES comes out in pieces.
     """
 
     def __init__(self, tty: bool = False) -> None:
         self.tty = tty
-        self._buffer = b""
+        self._header = b""
+        self._frame_stream = 1
+        self._frame_left = 0
         self._partial: dict[int, bytes] = {}
 
     def feed(self, data: bytes) -> list[tuple[str, str]]:
-        self._buffer += data
-        lines: list[tuple[str, str]] = []
         if self.tty:
-            payload, self._buffer = self._buffer, b""
-            lines.extend(self._split(1, payload))
-            return lines
-        while len(self._buffer) >= 8:
-            stream_id, length = struct.unpack(">BxxxL", self._buffer[:8])
-            if len(self._buffer) < 8 + length:
-                break
-            payload = self._buffer[8 : 8 + length]
-            self._buffer = self._buffer[8 + length :]
-            lines.extend(self._split(stream_id, payload))
+            return self._split(1, data)
+        lines: list[tuple[str, str]] = []
+        position = 0
+        while position < len(data):
+            if self._frame_left == 0:
+                needed = 8 - len(self._header)
+                self._header += data[position : position + needed]
+                position += needed
+                if len(self._header) < 8:
+                    break
+                self._frame_stream, self._frame_left = struct.unpack(">BxxxL", self._header)
+                self._header = b""
+                continue
+            payload = data[position : position + self._frame_left]
+            position += len(payload)
+            self._frame_left -= len(payload)
+            lines.extend(self._split(self._frame_stream, payload))
         return lines
 
     def flush(self) -> list[tuple[str, str]]:
@@ -292,6 +499,9 @@ class LogDemuxer:
     def _split(self, stream_id: int, payload: bytes) -> list[tuple[str, str]]:
         data = self._partial.get(stream_id, b"") + payload
         *complete, rest = data.split(b"\n")
+        while len(rest) > MAX_LINE_BYTES:
+            complete.append(rest[:MAX_LINE_BYTES])
+            rest = rest[MAX_LINE_BYTES:]
         self._partial[stream_id] = rest
         name = STREAM_NAMES.get(stream_id, "stdout")
         return [(name, line.rstrip(b"\r").decode(errors="replace")) for line in complete]

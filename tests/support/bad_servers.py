@@ -1,0 +1,156 @@
+"""Small servers that answer badly, on 127.0.0.1 or a unix socket in a temporary directory.
+
+Each connection gets one scripted answer: raw bytes (an SSH banner), an HTTP response cut short,
+a body of any size, or bytes trickled one at a time. Every server is bounded: it stops writing when
+the client goes away, after `max_seconds`, and when the context ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Optional
+
+SSH_BANNER = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n"
+
+
+def http_response(body: bytes, status: str = "200 OK", content_type: str = "application/json",
+                  length: Optional[int] = None) -> bytes:
+    """An HTTP/1.1 answer; `length` other than len(body) makes one that is cut short."""
+    declared = len(body) if length is None else length
+    head = (f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {declared}\r\n"
+            "Connection: close\r\n\r\n")
+    return head.encode() + body
+
+
+@dataclass
+class Script:
+    """What the server writes on each connection."""
+
+    prefix: bytes = b""  # written at once
+    trickle: bytes = b""  # then one byte every `interval` seconds
+    interval: float = 1.0
+    # then this many bytes of `filler` (a large body), in 64 KiB writes
+    filler_bytes: int = 0
+    filler: bytes = b" "
+    answer_before_request: bool = False  # an SSH server speaks first
+
+    @classmethod
+    def body(cls, body: bytes, **kwargs: object) -> Script:
+        return cls(prefix=http_response(body, **kwargs))  # type: ignore[arg-type]
+
+
+@dataclass
+class BadServer:
+    script: Script | Callable[[str], Script]  # or a function of the request line
+    unix_dir: Optional[str] = None  # a unix socket in this directory instead of 127.0.0.1
+    max_seconds: float = 20.0
+    requests: list[str] = field(default_factory=list)
+    bytes_sent: int = 0
+    address: str = ""
+    url: str = ""
+
+    def __enter__(self) -> BadServer:
+        if self.unix_dir is not None:
+            path = tempfile.mktemp(suffix=".sock", dir=self.unix_dir)  # bind creates it
+            self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._listener.bind(path)
+            self.address = f"unix://{path}"
+            self.url = ""
+        else:
+            self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self._listener.bind(("127.0.0.1", 0))
+            port = self._listener.getsockname()[1]
+            self.address = f"tcp://127.0.0.1:{port}"
+            self.url = f"http://127.0.0.1:{port}"
+        self._listener.listen(16)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        accept = threading.Thread(target=self._accept, daemon=True)
+        accept.start()
+        self._threads.append(accept)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        for thread in list(self._threads):
+            thread.join(timeout=5)
+        self._listener.close()
+        if self.address.startswith("unix://"):
+            os.unlink(self.address[len("unix://"):])
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _serve(self, conn: socket.socket) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        with conn:
+            try:
+                script = self.script if isinstance(self.script, Script) else None
+                if script is not None and script.answer_before_request:
+                    self._send(conn, script.prefix)
+                line = self._read_request(conn, deadline)
+                with self._lock:
+                    self.requests.append(line)
+                if script is None:
+                    script = self.script(line)  # type: ignore[operator]
+                if not script.answer_before_request:
+                    self._send(conn, script.prefix)
+                for byte in script.trickle:
+                    if self._stop.is_set() or time.monotonic() > deadline:
+                        return
+                    self._send(conn, bytes([byte]))
+                    self._stop.wait(script.interval)
+                left = script.filler_bytes
+                block = (script.filler * (65536 // len(script.filler) + 1))[:65536]
+                while left > 0 and not self._stop.is_set() and time.monotonic() < deadline:
+                    self._send(conn, block[:left])
+                    left -= min(left, len(block))
+            except OSError:
+                return  # the client went away
+
+    def _send(self, conn: socket.socket, data: bytes) -> None:
+        conn.sendall(data)
+        with self._lock:
+            self.bytes_sent += len(data)
+
+    def _read_request(self, conn: socket.socket, deadline: float) -> str:
+        conn.settimeout(1.0)
+        data = b""
+        while b"\r\n\r\n" not in data and time.monotonic() < deadline and not self._stop.is_set():
+            try:
+                chunk = conn.recv(65536)
+            except socket.timeout:
+                continue
+            if not chunk:
+                break
+            data += chunk
+        return data.split(b"\r\n", 1)[0].decode(errors="replace")
+
+
+def trickled_headers(count: int = 200) -> bytes:
+    """The start of a valid HTTP answer whose headers never end: `count` bytes to trickle."""
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Slow: " + b"a" * count
+
+
+def trickled_body(count: int = 200) -> Script:
+    """Valid headers at once, then a JSON body one byte at a time."""
+    body = b'{"Version": "' + b"1" * count + b'"}'
+    head = http_response(b"", length=len(body))
+    return Script(prefix=head, trickle=body)
