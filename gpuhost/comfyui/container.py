@@ -8,7 +8,26 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from gpuhost.model import UsageError
+
 DEFAULT_PORT = 8188
+# Docker's container names ([a-zA-Z0-9][a-zA-Z0-9_.-]+, a leading / as inspect prints them) and ids
+# (hexadecimal, any unique prefix): nothing that, URL-encoded and decoded again, names another path.
+CONTAINER_REF_RE = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]*", re.ASCII)
+MAX_CONTAINER_REF = 255
+
+
+def check_container_ref(ref: str, what: str = "container") -> str:
+    """A container name or id as Docker accepts it, unchanged; UsageError naming `what` otherwise."""
+    if not ref:
+        raise UsageError(f"{what}: a container name or id cannot be empty", "Example: gpuhost wait-ready comfyui")
+    if len(ref) > MAX_CONTAINER_REF or not CONTAINER_REF_RE.fullmatch(ref):
+        raise UsageError(
+            f"{what}: {ref[:100]!r} is not a container name or id",
+            "Docker names start with a letter or digit and hold only letters, digits, `_`, `.` and `-`; "
+            "list them with `docker ps -a`.",
+        )
+    return ref
 TIMESTAMP_RE = re.compile(
     r"^(?P<base>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(?P<frac>\d+))?(?P<tz>Z|[+-]\d{2}:\d{2})$"
 )
@@ -107,31 +126,52 @@ def _url(host: str, port: int) -> str:
     return f"http://{host}:{port}/system_stats"
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _strings(value: Any) -> list[str]:
+    return [str(item) for item in value] if isinstance(value, list) else []
+
+
+def _port(value: Any) -> int:
+    text = str(value)
+    return int(text) if text.isdigit() and 0 < len(text) <= 5 and int(text) <= 65535 else 0
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
 def container_from_inspect(inspect: dict[str, Any]) -> ComfyContainer:
-    config = inspect.get("Config") or {}
-    host_config = inspect.get("HostConfig") or {}
-    state = inspect.get("State") or {}
-    network = inspect.get("NetworkSettings") or {}
+    """The container as an inspect body describes it; fields of the wrong type read as absent."""
+    inspect = _mapping(inspect)
+    config = _mapping(inspect.get("Config"))
+    host_config = _mapping(inspect.get("HostConfig"))
+    state = _mapping(inspect.get("State"))
+    network = _mapping(inspect.get("NetworkSettings"))
     ports: dict[str, list[tuple[str, int]]] = {}
-    for key, bindings in (network.get("Ports") or {}).items():
-        ports[key] = [
-            (str(b.get("HostIp") or ""), int(b.get("HostPort") or 0)) for b in bindings or [] if b.get("HostPort")
+    for key, bindings in _mapping(network.get("Ports")).items():
+        listed = [_mapping(b) for b in bindings] if isinstance(bindings, list) else []
+        ports[str(key)] = [
+            (str(b.get("HostIp") or ""), _port(b.get("HostPort"))) for b in listed if _port(b.get("HostPort"))
         ]
-    tokens: list[str] = [str(t) for t in (config.get("Entrypoint") or []) + (config.get("Cmd") or [])]
-    for item in config.get("Env") or []:
-        _, _, value = str(item).partition("=")
+    tokens: list[str] = _strings(config.get("Entrypoint")) + _strings(config.get("Cmd"))
+    for item in _strings(config.get("Env")):
+        _, _, value = item.partition("=")
         tokens.extend(value.split())
     port_text = _flag_value(tokens, "--port")
     listen = _flag_value(tokens, "--listen") or ""
     status = str(state.get("Status") or "")
+    exit_code = state.get("ExitCode")
     return ComfyContainer(
         id=str(inspect.get("Id", "")),
         name=str(inspect.get("Name", "")).lstrip("/"),
         image=str(config.get("Image", "")),
         status=status,
         running=bool(state.get("Running")),
-        exit_code=state.get("ExitCode") if status in ("exited", "dead") else None,
-        restart_count=int(inspect.get("RestartCount") or 0),
+        exit_code=exit_code if status in ("exited", "dead") and isinstance(exit_code, int) else None,
+        restart_count=_count(inspect.get("RestartCount")),
         oom_killed=bool(state.get("OOMKilled")),
         started_at=parse_timestamp(str(state.get("StartedAt") or "")),
         finished_at=parse_timestamp(str(state.get("FinishedAt") or "")),
@@ -139,8 +179,8 @@ def container_from_inspect(inspect: dict[str, Any]) -> ComfyContainer:
         tty=bool(config.get("Tty")),
         ports=ports,
         listen=listen,
-        port=int(port_text) if port_text and port_text.isdigit() else DEFAULT_PORT,
-        labels={str(k): str(v) for k, v in (config.get("Labels") or {}).items()},
+        port=_port(port_text) or DEFAULT_PORT,
+        labels={str(k): str(v) for k, v in _mapping(config.get("Labels")).items()},
     )
 
 

@@ -22,7 +22,8 @@ from gpuhost.comfyui.manifest import Manifest, ManifestEntry, load_manifest, par
 from gpuhost.engine import EngineError, quote_ref
 from gpuhost.facts.storage import locate
 from gpuhost.model import ExitCode, Finding, Severity, UsageError
-from gpuhost.units import format_duration, human_bytes, positive_number
+from gpuhost.refs import check_image_reference
+from gpuhost.units import MAX_BYTES, format_duration, human_bytes, positive_number
 from gpuhost.unpack import default_write_mibs, predict_unpack_seconds
 
 LAYERS_SCHEMA = "gpuhost.comfyui.layers/v1"
@@ -125,7 +126,7 @@ def analyze(history: list[dict[str, Any]], min_model_bytes: int, manifest: Optio
             created_by=created_by,
             instruction=instruction,
             command=command,
-            size=int(entry.get("Size") or 0),
+            size=_byte_count(entry.get("Size")),
         )
         layer.model_step, layer.model_why = classify(instruction, command)
         if manifest is not None:
@@ -138,6 +139,11 @@ def analyze(history: list[dict[str, Any]], min_model_bytes: int, manifest: Optio
     for layer in layers:
         _judge(layer, min_model_bytes, manifest.tolerance if manifest else 0.0)
     return layers
+
+
+def _byte_count(value: Any) -> int:
+    """A size the Engine API reported; anything but a whole number of bytes reads as 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_BYTES else 0
 
 
 def _expect(layer: Layer, entry: ManifestEntry) -> None:
@@ -320,8 +326,7 @@ def image_layers(
 ) -> LayersReport:
     """Read IMAGE's history and inspect through the Engine API (an EngineClient) and judge it."""
 
-    if not image.strip():
-        raise UsageError("no image given", "Example: gpuhost layers comfyui:0.3.64")
+    check_image_reference(image, "IMAGE")  # before the Engine API is asked: `../../info` names another path
     try:
         inspect = client.get(f"/images/{quote_ref(image)}/json")
         history = client.get(f"/images/{quote_ref(image)}/history")
@@ -336,7 +341,7 @@ def image_layers(
         if manifest is not None and manifest.min_model_bytes is not None:
             threshold = manifest.min_model_bytes
     layers = analyze(list(history or []), threshold, manifest)
-    total = int(inspect.get("Size") or sum(layer.size for layer in layers))
+    total = _byte_count(inspect.get("Size")) or sum(layer.size for layer in layers)
     report = LayersReport(
         image=image,
         image_id=str(inspect.get("Id") or ""),

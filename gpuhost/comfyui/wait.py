@@ -14,7 +14,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from gpuhost.comfyui.container import ComfyContainer, container_from_inspect, since_param, split_log_line
+from gpuhost.comfyui.container import (
+    ComfyContainer,
+    check_container_ref,
+    container_from_inspect,
+    since_param,
+    split_log_line,
+)
 from gpuhost.comfyui.http import probe
 from gpuhost.comfyui.readiness import (
     DEFAULT_STALL_TIMEOUT,
@@ -26,7 +32,15 @@ from gpuhost.comfyui.readiness import (
     Tick,
     Verdict,
 )
-from gpuhost.engine import EngineClient, EngineError, EngineStream, LogDemuxer, quote_ref
+from gpuhost.engine import (
+    EngineClient,
+    EngineError,
+    EnginePermissionDenied,
+    EngineStream,
+    EngineUnavailable,
+    LogDemuxer,
+    quote_ref,
+)
 from gpuhost.model import SourceError, UsageError, to_jsonable
 from gpuhost.units import parse_duration
 
@@ -104,6 +118,7 @@ class WaitResult:
 
 
 def inspect_container(client: EngineClient, ref: str) -> tuple[ComfyContainer, dict[str, Any]]:
+    check_container_ref(ref, "CONTAINER")
     try:
         body = client.get(f"/containers/{quote_ref(ref)}/json")
     except EngineError as exc:
@@ -167,8 +182,8 @@ class LogFollower(threading.Thread):
                     self.lines.put(split_log_line(line))
             for _, line in demuxer.flush():
                 self.lines.put(split_log_line(line))
-        except EngineError as exc:  # the log cannot be read at all (e.g. --log-driver none)
-            self.error = str(exc)
+        except (EngineError, EngineUnavailable, EnginePermissionDenied) as exc:
+            self.error = str(exc)  # the log cannot be read at all (e.g. --log-driver none)
         except OSError:
             pass  # the connection ended: the caller inspects the container
         finally:
