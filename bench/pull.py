@@ -1,0 +1,431 @@
+#!/usr/bin/env python3
+"""`docker pull` from a real registry on loopback onto a slow and a fast disk, against gpuhost's
+prediction, for each layer compression and daemon setting, in one run.
+
+The image: a busybox base, layers of incompressible data (weights) and layers of real files
+from /usr (a Python environment's kind of content), `--image-gib` in all, three quarters weights.
+It is pushed to Debian's `docker-registry` (CNCF distribution 2.8) three ways:
+
+  gzip   skopeo copy (the default compression of every registry push)
+  zstd   skopeo copy --format oci --dest-compress-format zstd
+  none   the layers as they are (tests/support/registry.py; skopeo and docker push always compress)
+
+Disks as in bench/unpack.py: `ebs` an XFS loop device (direct I/O) over a file on the root disk,
+`nvme` one over a file in /dev/shm. For each disk, pulls by a private dockerd with its data-root
+there:
+
+  gzip-pigz      gzip layers, unpigz on dockerd's PATH, max-concurrent-downloads 3
+  gzip-nopigz    gzip layers, MOBY_DISABLE_PIGZ=1 (Go's gzip), max-concurrent-downloads 3
+  gzip-pigz-mcd10  as gzip-pigz with max-concurrent-downloads 10
+  none           uncompressed layers
+  zstd           zstd layers (Docker before 23 refuses them: reported, not timed again)
+
+Each pull is timed until the data is on the device (pull + syncfs), with dockerd's CPU-seconds
+(it and its reaped children: unpigz, the untar re-exec), achieved vs the raw device write, and
+gpuhost's prediction (gpuhost.unpack.predict_pull from its own probes: the O_DIRECT write probe and
+`measure_unpack`'s per-compression rates, median of three rounds, run under the same daemon
+setting) and its error. One JSON line. Target: every prediction within 25%.
+
+The registry, skopeo and every dockerd share one private network namespace (loopback only): a
+dockerd there cannot touch the host's docker0, and the registry is never on a bridge address.
+Everything the run creates is removed, also on errors. Run as root:
+  .venv/bin/python bench/pull.py [--image-gib 2] [--repeat 1] [--only gzip-pigz,none]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.unpack import (  # noqa: E402
+    GIB,
+    Target,
+    add_bytes,
+    import_base,
+    loop_xfs,
+    random_layer,
+    system_busy,
+    tree_cpu_seconds,
+)
+from gpuhost.engine import EngineClient, EngineUnavailable  # noqa: E402
+from gpuhost.storage.probe import measure_unpack, measure_write  # noqa: E402
+from gpuhost.units import MIB  # noqa: E402
+from gpuhost.unpack import PullLayer, compression_of, predict_pull  # noqa: E402
+from tests.support.registry import LocalRegistry, in_netns  # noqa: E402
+
+PREFIX = "gpuhost-pull-bench"
+WEIGHTS_FRACTION = 0.75
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    tag: str  # which push of the image
+    pigz: bool
+    max_concurrent_downloads: int
+
+
+SETTINGS = (
+    Setting("gzip-pigz", "gzip", True, 3),
+    Setting("gzip-nopigz", "gzip", False, 3),
+    Setting("gzip-pigz-mcd10", "gzip", True, 10),
+    Setting("none", "none", True, 3),
+    Setting("zstd", "zstd", True, 3),
+)
+
+
+def log(message: str) -> None:
+    sys.stderr.write(f"[pull] {message}\n")
+    sys.stderr.flush()
+
+
+def run(*command: str) -> str:
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout.strip()
+
+
+# --- the image ------------------------------------------------------------------------------
+
+
+def files_layer(path: Path, size: int, skip: int) -> str:
+    """A layer tar of real files from /usr (after the first `skip` bytes of them), about `size`
+    bytes; returns its diff id."""
+    import hashlib
+
+    taken = seen = 0
+    with tarfile.open(path, "w") as tar:
+        for directory, _, names in os.walk("/usr"):
+            for name in sorted(names):
+                full = os.path.join(directory, name)
+                if not os.path.isfile(full) or os.path.islink(full):
+                    continue
+                length = os.path.getsize(full)
+                seen += length
+                if seen <= skip:
+                    continue
+                with contextlib.suppress(OSError):
+                    tar.add(full, arcname=f"opt/env{full}", recursive=False)
+                    taken += length
+                if taken >= size:
+                    break
+            if taken >= size:
+                break
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(4 * MIB), b""):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def build_image(shared: EngineClient, work: Path, image_bytes: int, weight_layers: int,
+                file_layers: int) -> tuple[Path, list[int]]:
+    """A `docker save` archive; returns it and every layer's unpacked size, base first."""
+    import hashlib
+
+    base_layer, base_config = import_base(shared)
+    names, sizes = ["base/layer.tar"], [len(base_layer)]
+    diff_ids = list(base_config["rootfs"]["diff_ids"])
+    history = list(base_config.get("history") or [])
+    archive = work / "image.tar"
+    weights = int(image_bytes * WEIGHTS_FRACTION)
+    files = image_bytes - weights
+    with tarfile.open(archive, "w") as tar:
+        add_bytes(tar, names[0], base_layer)
+        for index in range(file_layers):
+            layer_path = work / f"files{index}.tar"
+            diff_ids.append(files_layer(layer_path, files // file_layers, skip=index * (files // file_layers)))
+            history.append({"created_by": f"RUN pip install ... (environment part {index})"})
+            names.append(f"files{index:02d}/layer.tar")
+            tar.add(layer_path, arcname=names[-1])
+            sizes.append(layer_path.stat().st_size)
+            layer_path.unlink()
+        for index in range(weight_layers):
+            layer_path = work / f"weights{index}.tar"
+            diff_ids.append(random_layer(layer_path, index, weights // weight_layers, files=2))
+            history.append({"created_by": f"COPY model shard {index} (incompressible) /data/"})
+            names.append(f"weights{index:02d}/layer.tar")
+            tar.add(layer_path, arcname=names[-1])
+            sizes.append(layer_path.stat().st_size)
+            layer_path.unlink()
+        config = dict(base_config, rootfs={"type": "layers", "diff_ids": diff_ids}, history=history)
+        config_bytes = json.dumps(config).encode()
+        config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
+        add_bytes(tar, config_name, config_bytes)
+        add_bytes(tar, "manifest.json", json.dumps([{"Config": config_name, "RepoTags": [f"{PREFIX}:big"],
+                                                     "Layers": names}]).encode())
+    return archive, sizes
+
+
+# --- the network namespace and the daemons --------------------------------------------------
+
+
+@contextlib.contextmanager
+def network_namespace() -> Iterator[int]:
+    """A network namespace with only loopback, held by a sleeping process; yields its pid."""
+    holder = subprocess.Popen(["unshare", "--net", "--", "sleep", "7200"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while os.readlink(f"/proc/{holder.pid}/ns/net") == os.readlink("/proc/self/ns/net"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("unshare --net did not start")
+            time.sleep(0.05)
+        run(*in_netns(holder.pid, ["ip", "link", "set", "lo", "up"]))
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+
+
+@dataclass
+class Daemon:
+    client: EngineClient
+    pid: int
+    host: str
+
+
+@contextlib.contextmanager
+def dockerd_in(netns: int, name: str, data_root: Path, log_dir: Path, setting: Setting) -> Iterator[Daemon]:
+    run_dir = Path(tempfile.mkdtemp(prefix=f"gh-pb-{name[:6]}-", dir="/run"))
+    socket = run_dir / "docker.sock"
+    config = run_dir / "daemon.json"
+    config.write_text(json.dumps({"max-concurrent-downloads": setting.max_concurrent_downloads}))
+    environment = dict(os.environ)
+    if not setting.pigz:
+        environment["MOBY_DISABLE_PIGZ"] = "1"
+    elif shutil.which("unpigz") is None:
+        raise RuntimeError("unpigz is not on PATH (apt-get install pigz)")
+    command = in_netns(netns, [
+        shutil.which("dockerd") or "/usr/sbin/dockerd",
+        "--config-file", str(config),
+        "--data-root", str(data_root),
+        "--exec-root", str(run_dir / "exec"),
+        "--pidfile", str(run_dir / "docker.pid"),
+        "-H", f"unix://{socket}",
+        "--bridge", "none",
+        "--iptables=false",
+        "--ip-masq=false",
+        "--storage-driver", "overlay2",
+    ])
+    log_path = log_dir / f"dockerd-{name}.log"
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env=environment)
+    client = EngineClient(f"unix://{socket}", timeout=900.0)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"dockerd {name} exited: {log_path.read_text()[-1500:]}")
+            with contextlib.suppress(EngineUnavailable, OSError):
+                if client.ping():
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"dockerd {name} did not answer within 60 s")
+            time.sleep(0.2)
+        # nsenter execs dockerd: the pid is dockerd's own
+        yield Daemon(client, process.pid, f"unix://{socket}")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        subprocess.run(["umount", "-R", str(data_root)], capture_output=True, check=False)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def pull(daemon: Daemon, image: str, tag: str) -> None:
+    """`docker pull` through the daemon's socket (the CLI reads the progress stream to its end)."""
+    proc = subprocess.run(["docker", "-H", daemon.host, "pull", "-q", f"{image}:{tag}"], capture_output=True,
+                          text=True, timeout=1800, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"docker pull failed: {proc.stderr.strip()[-400:]}")
+
+
+def error_pct(predicted: float, measured: float) -> float:
+    return round((predicted - measured) / measured * 100, 1)
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+def manifest_layers(registry: LocalRegistry, repository: str, tag: str, sizes: list[int]) -> list[PullLayer]:
+    raw = run(*in_netns(registry.netns_pid, ["skopeo", "inspect", "--raw", "--tls-verify=false",
+                                             f"docker://{registry.address}/{repository}:{tag}"]))
+    layers = json.loads(raw)["layers"]
+    return [PullLayer(compression_of(layer["mediaType"]), int(layer["size"]), size)
+            for layer, size in zip(layers, sizes)]
+
+
+def measure_disk(target: Target, netns: int, registry: LocalRegistry, pushed: dict[str, list[PullLayer]],
+                 work: Path, args: argparse.Namespace, settings: list[Setting],
+                 refused: dict[str, str]) -> dict[str, Any]:
+    assert target.mount is not None
+    figures: dict[str, Any] = {"raw_write_mib_s": target.figures["raw_write_mib_s"]}
+    write = measure_write(str(target.mount), size_bytes=args.probe_mib * MIB)
+    figures["probe_write_mib_s"] = write.write_mib_s
+    data_root = target.mount / "docker"
+    probes: dict[bool, dict[str, float]] = {}
+    for setting in settings:
+        if setting.tag in refused or setting.tag not in pushed:
+            continue
+        layers = pushed[setting.tag]
+        size = sum(layer.size_bytes for layer in layers)
+        with dockerd_in(netns, f"{target.name}-{setting.name}", data_root, work, setting) as daemon:
+            if setting.pigz not in probes:
+                probe = measure_unpack(daemon.client, str(work), size_bytes=args.unpack_probe_mib * MIB,
+                                       rounds=args.probe_rounds, compressions=("none", "gzip"))
+                probes[setting.pigz] = probe.rates_mib_s
+                figures[f"probe_rates_mib_s_{'pigz' if setting.pigz else 'nopigz'}"] = probe.round_rates_mib_s
+            cpu_before, busy_before = tree_cpu_seconds(daemon.pid), system_busy()
+            start = time.perf_counter()
+            try:
+                pull(daemon, f"{registry.address}/bench-{setting.tag}", setting.tag)
+            except RuntimeError as exc:
+                refused[setting.tag] = str(exc)[-300:]
+                log(f"{target.name} {setting.name}: {exc}")
+                continue
+            pulled = time.perf_counter() - start
+            run("sync", "-f", str(target.mount))
+            durable = time.perf_counter() - start
+            cpu_after, busy_after = tree_cpu_seconds(daemon.pid), system_busy()
+            with contextlib.suppress(Exception):
+                daemon.client.request("DELETE", f"/images/{registry.address}/bench-{setting.tag}:{setting.tag}",
+                                      params={"force": True})
+        prediction = predict_pull(layers, write.write_mib_s, probes[setting.pigz])
+        figures[setting.name] = {
+            "pull_s": round(pulled, 2),
+            "pull_durable_s": round(durable, 2),
+            "mib_s": round(size / MIB / durable, 1),
+            "achieved_of_raw_pct": round(size / MIB / durable / target.figures["raw_write_mib_s"] * 100, 1),
+            "dockerd_cpu_s": round(cpu_after - cpu_before, 2),
+            "system_busy_pct": round((busy_after[0] - busy_before[0]) / max(1, busy_after[1] - busy_before[1]) * 100,
+                                     1),
+            "predicted": prediction.to_dict(),
+            "prediction_error_pct": error_pct(prediction.total_s, durable),
+        }
+        log(f"{target.name} {setting.name}: {json.dumps(figures[setting.name])}")
+    return figures
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every disk's figures of the last run, with each setting's pull time and error as the median
+    over the runs and the errors of every run beside it."""
+    summary = json.loads(json.dumps(runs[-1]))
+    for disk, figures in summary.items():
+        for name, value in figures.items():
+            if not isinstance(value, dict) or "prediction_error_pct" not in value:
+                continue
+            series = [r[disk][name] for r in runs if name in r[disk]]
+            for key in ("pull_durable_s", "mib_s", "dockerd_cpu_s", "prediction_error_pct"):
+                value[key] = round(statistics.median(s[key] for s in series), 2)
+            value["prediction_error_pct_runs"] = [s["prediction_error_pct"] for s in series]
+    return summary
+
+
+def preflight(args: argparse.Namespace, device_bytes: int, image_bytes: int) -> str:
+    if os.geteuid() != 0:
+        return "run as root (loop devices, mounts, dockerd, network namespaces)"
+    for tool in ("losetup", "mkfs.xfs", "dockerd", "sync", "docker-registry", "skopeo", "nsenter", "unshare", "ip",
+                 "busybox"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (apt-get install docker-registry skopeo pigz busybox-static xfsprogs)"
+    shm = shutil.disk_usage("/dev/shm")
+    if shm.free < device_bytes:
+        return f"/dev/shm has {shm.free / GIB:.1f} GiB free; the memory-backed disk needs {device_bytes / GIB:.1f}"
+    if shutil.disk_usage(args.work_dir).free < device_bytes + image_bytes * 5:
+        return f"{args.work_dir} needs {(device_bytes + image_bytes * 5) / GIB:.1f} GiB free"
+    return ""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--image-gib", type=float, default=2.0, help="the image's layers in all (default 2 GiB)")
+    parser.add_argument("--weight-layers", type=int, default=6)
+    parser.add_argument("--file-layers", type=int, default=2)
+    parser.add_argument("--probe-mib", type=int, default=512, help="gpuhost's write probe per device")
+    parser.add_argument("--unpack-probe-mib", type=int, default=256, help="gpuhost's docker load probe per round")
+    parser.add_argument("--probe-rounds", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=1, help="pull on both devices this many times; medians")
+    parser.add_argument("--only", default="", help="comma-separated settings (default: all)")
+    parser.add_argument("--work-dir", default="/var/tmp", help="root-disk directory: archive, registry, ebs file")
+    args = parser.parse_args()
+    settings = [s for s in SETTINGS if not args.only or s.name in args.only.split(",")]
+    image_bytes = int(args.image_gib * GIB)
+    device_bytes = int(image_bytes * 2.2) + GIB
+    problem = preflight(args, device_bytes, image_bytes)
+    if problem:
+        print(json.dumps({"bench": "pull", "error": problem}))
+        return 2
+    result: dict[str, Any] = {"bench": "pull", "settings": [s.name for s in settings]}
+    work = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-", dir=args.work_dir))
+    started = time.perf_counter()
+    try:
+        archive, sizes = build_image(EngineClient(timeout=120.0), work, image_bytes, args.weight_layers,
+                                     args.file_layers)
+        result.update(image_bytes=sum(sizes), image_layers=len(sizes))
+        with network_namespace() as netns, LocalRegistry(base=work, netns_pid=netns) as registry:
+            pushed: dict[str, list[PullLayer]] = {}
+            refused: dict[str, str] = {}
+            tags = {s.tag for s in settings}
+            for tag in ("gzip", "zstd", "none"):
+                if tag not in tags:
+                    continue
+                start = time.perf_counter()
+                if tag == "none":
+                    registry.push_uncompressed(archive, f"bench-{tag}", tag)
+                else:
+                    extra = ["--format", "oci", "--dest-compress-format", "zstd"] if tag == "zstd" else []
+                    registry.skopeo_copy(f"docker-archive:{archive}", f"bench-{tag}", tag, *extra, timeout=1800.0)
+                pushed[tag] = manifest_layers(registry, f"bench-{tag}", tag, sizes)
+                result[f"push_{tag}_s"] = round(time.perf_counter() - start, 1)
+                result[f"compressed_bytes_{tag}"] = sum(layer.compressed_bytes for layer in pushed[tag])
+                log(f"pushed {tag} in {result[f'push_{tag}_s']} s")
+            archive.unlink()
+            runs = []
+            for number in range(args.repeat):
+                disks: dict[str, Any] = {}
+                for target in (Target("ebs", Path(args.work_dir), device_bytes, direct_io=True),
+                               Target("nvme", Path("/dev/shm"), device_bytes, direct_io=False)):
+                    with loop_xfs(target, work, raw_probe_bytes=min(GIB, device_bytes // 4)):
+                        disks[target.name] = measure_disk(target, netns, registry, pushed, work, args, settings,
+                                                          refused)
+                log(f"run {number + 1} done")
+                runs.append(disks)
+        result.update(summarise(runs))
+        result["runs"] = args.repeat
+        result["refused"] = refused
+        errors = [v["prediction_error_pct"] for d in ("ebs", "nvme") for v in result[d].values()
+                  if isinstance(v, dict) and "prediction_error_pct" in v]
+        result["max_abs_error_pct"] = max((abs(e) for e in errors), default=None)
+        result["within_25pct"] = bool(errors) and all(abs(e) <= 25 for e in errors)
+        result["bench_s"] = round(time.perf_counter() - started, 1)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
