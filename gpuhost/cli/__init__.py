@@ -8,13 +8,15 @@ does not pay for the EBS, storage and ComfyUI commands' imports.
 from __future__ import annotations
 
 import importlib
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 import typer
 from typer.core import TyperGroup
 
 from gpuhost import __version__
-from gpuhost.cli.common import EXIT_CODES_HELP
+from gpuhost.cli.common import EXIT_CODES_HELP, usage_error_as_json
 
 # command name -> the module whose register(app) defines it, in the order help lists them
 COMMANDS = {
@@ -28,10 +30,35 @@ COMMANDS = {
 }
 
 
+try:  # typer 0.28 carries its own copy of click
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - typer versions that use click itself
+    from click.exceptions import ClickException  # type: ignore[assignment,no-redef,unused-ignore]
+
+
 class CommandsOnDemand(TyperGroup):
     # the context type is typer's (its own click, or click itself, depending on the version)
     def list_commands(self, ctx: Any) -> list[str]:
         return list(COMMANDS)
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """Under --json, typer's own usage errors (`--iops abc`) are the JSON error on stdout too."""
+        argv = list(sys.argv[1:] if args is None else args)
+        if not standalone_mode or "--json" not in argv:
+            return super().main(argv, prog_name, complete_var, standalone_mode, windows_expand_args, **kwargs)
+        try:
+            code = super().main(argv, prog_name, complete_var, False, windows_expand_args, **kwargs)
+        except ClickException as exc:
+            usage_error_as_json(exc)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name not in COMMANDS:

@@ -43,6 +43,24 @@ def fail(code: ExitCode, message: str, remedy: str = "", as_json: bool = False) 
     raise typer.Exit(int(code))
 
 
+def usage_error_as_json(exc: Exception) -> NoReturn:
+    """A usage error typer found while reading the options (`--iops abc`, an unknown option), printed
+    as the same JSON error every command prints under --json."""
+    context = getattr(exc, "ctx", None)
+    command = getattr(context, "command_path", "") or "gpuhost"
+    format_message = getattr(exc, "format_message", None)
+    message = format_message() if callable(format_message) else str(exc)
+    code = getattr(exc, "exit_code", ExitCode.USAGE)
+    emit_json(
+        {
+            "error": f"{command}: {message}",
+            "remedy": f"Run {command} --help for the options.",
+            "exit_code": code if code in (1, 2) else int(ExitCode.USAGE),
+        }
+    )
+    sys.exit(code if code in (1, 2) else int(ExitCode.USAGE))
+
+
 @contextlib.contextmanager
 def errors_to_exit(as_json: bool) -> Iterator[None]:
     """The one place an error from a feature becomes a message, a remedy and an exit code."""

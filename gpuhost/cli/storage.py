@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from gpuhost.cli.common import docker_host_option, docs_epilog, emit_json, engine_client, errors_to_exit
-from gpuhost.model import SourceError, to_jsonable
+from gpuhost.model import SourceError, UsageError, to_jsonable
 from gpuhost.storage.plan import (
     CONFIG_PATH,
     DEFAULT_LABEL,
@@ -161,6 +161,8 @@ def probe(
             )
         except OSError as exc:
             raise SourceError(path or "data-root", str(exc), "Run as root, on a writable filesystem.") from exc
+        except ValueError as exc:  # too little room for the probe
+            raise UsageError(str(exc), "Give a smaller --size-mib or a --path with more free space.") from exc
     if as_json:
         emit_json(to_jsonable(report))
         return

@@ -85,6 +85,44 @@ def nodes_and_hooks(spec: dict[str, Any]) -> tuple[list[str], list[str]]:
     return sorted(nodes), sorted(hooks)
 
 
+_EDIT_LISTS = ("env", "deviceNodes", "mounts", "hooks")
+
+
+def _edits_shape_error(edits: Any, where: str) -> str:
+    if edits is None:
+        return ""
+    if not isinstance(edits, dict):
+        return f"{where} is not a mapping"
+    for key in _EDIT_LISTS:
+        items = edits.get(key)
+        if items is not None and not isinstance(items, list):
+            return f"{where}.{key} is not a list"
+        for item in items or []:
+            if key != "env" and not isinstance(item, dict):
+                return f"{where}.{key} holds {type(item).__name__} entries, not mappings"
+            if key == "hooks" and not isinstance(item.get("args") or [], list):
+                return f"{where}.hooks[].args is not a list"
+    return ""
+
+
+def shape_error(data: dict[str, Any]) -> str:
+    """What in a spec's structure is of the wrong type ("" when none): `devices: 5` and the like
+    are an invalid spec, not a crash of the collector."""
+    for key in ("cdiVersion", "kind"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            return f"{key} is not a string"
+    devices = data.get("devices")
+    if devices is not None and not isinstance(devices, list):
+        return "devices is not a list"
+    for device in devices or []:
+        if not isinstance(device, dict):
+            return f"devices holds a {type(device).__name__}, not a mapping"
+        error = _edits_shape_error(device.get("containerEdits"), "devices[].containerEdits")
+        if error:
+            return error
+    return _edits_shape_error(data.get("containerEdits"), "containerEdits")
+
+
 def parse_spec(path: str, text: str) -> CdiSpec:
     import yaml  # only hosts with spec files pay for the import
 
@@ -96,6 +134,10 @@ def parse_spec(path: str, text: str) -> CdiSpec:
         return spec
     if not isinstance(data, dict):
         spec.error = "not a CDI spec: top level is not a mapping"
+        return spec
+    shape = shape_error(data)
+    if shape:
+        spec.error = f"not a CDI spec: {shape}"
         return spec
     spec.cdi_version = str(data.get("cdiVersion", ""))
     spec.kind = str(data.get("kind", ""))

@@ -132,6 +132,8 @@ def read_daemon_json(path: str) -> tuple[dict[str, Any] | None, str]:
         return None, ""
     except OSError as exc:
         return None, f"{path}: {exc.strerror}"
+    except UnicodeDecodeError as exc:
+        return None, f"{path}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r})"
     if not text.strip():
         return {}, ""
     try:

@@ -348,6 +348,10 @@ def largest_image(client: EngineClient) -> tuple[str, int] | None:
     return (images[0].reference, images[0].size_bytes) if images else None
 
 
+# 1 TiB: far above any useful probe; larger numbers overflow the free-space arithmetic
+MAX_PROBE_MIB = 1024 * 1024
+
+
 def probe_storage(
     path: str = "",
     size_mib: int = 512,
@@ -357,8 +361,9 @@ def probe_storage(
     record: str = "",
 ) -> StorageProbeReport:
     """Measure where `path` (default: Docker's data-root) lives and predict an image's unpack time."""
-    if size_mib < 16:
-        raise UsageError("--size-mib must be at least 16")
+    if not 16 <= size_mib <= MAX_PROBE_MIB:
+        raise UsageError(f"--size-mib must be from 16 to {MAX_PROBE_MIB} (1 TiB), got {str(size_mib)[:40]}",
+                         "Example: --size-mib 512")
     if not path:
         if client is None:
             raise UsageError("no path given and no Docker client to ask for its data-root")
