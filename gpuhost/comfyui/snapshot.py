@@ -12,8 +12,10 @@ from gpuhost.comfyui.wait import state_event
 from gpuhost.engine import EngineClient, LogDemuxer
 
 # Startup output is at the start of the log; a long-running server's log can be huge. Reading
-# stops at the GUI line (everything readiness needs is before it) or after this many bytes.
+# stops at the GUI line (everything readiness needs is before it), after this many bytes, or at
+# the deadline (a daemon that trickles its answer).
 MAX_LOG_BYTES = 8 * 1024 * 1024
+LOG_DEADLINE_S = 5.0
 
 
 def snapshot_verdict(
@@ -37,7 +39,9 @@ def snapshot_verdict(
         params["since"] = since_param(container.started_at)
     demuxer = LogDemuxer(tty=container.tty)
     read = 0
-    handle = client.open_stream(f"/containers/{container.id}/logs", params=params, timeout=5.0)
+    handle = client.open_stream(
+        f"/containers/{container.id}/logs", params=params, timeout=5.0, deadline=LOG_DEADLINE_S
+    )
     try:
         while read < MAX_LOG_BYTES and not machine.gui_seen:
             chunk = handle.read()

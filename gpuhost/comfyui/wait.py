@@ -21,7 +21,7 @@ from gpuhost.comfyui.container import (
     since_param,
     split_log_line,
 )
-from gpuhost.comfyui.http import probe
+from gpuhost.comfyui.http import check_url, probe
 from gpuhost.comfyui.readiness import (
     DEFAULT_STALL_TIMEOUT,
     ContainerState,
@@ -65,7 +65,7 @@ class WaitOptions:
         return cls(
             timeout=parse_duration(timeout, "--timeout"),
             stall_timeout=parse_duration(stall_timeout, "--stall-timeout"),
-            url=url,
+            url=check_url(url, "--url").geturl() if url is not None else None,
         )
 
 

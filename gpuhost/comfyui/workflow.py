@@ -12,12 +12,13 @@ is what POST /prompt would answer, so the two can be compared side by side.
 
 from __future__ import annotations
 
-import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from gpuhost.comfyui.http import base_url, get_json
+from gpuhost.comfyui.http import base_url, check_url, get_json
+from gpuhost.engine import strict_json
 from gpuhost.model import Finding, Severity, SourceError, UsageError
 
 MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx", ".sft", ".pkl")
@@ -91,14 +92,16 @@ class WorkflowReport:
 def load_workflow(path: str) -> dict[str, Any]:
     """The prompt graph of an API-format workflow file (bare, or a POST /prompt body)."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        with open(path, "rb") as fh:
+            raw = fh.read()
     except FileNotFoundError as exc:
         raise UsageError(f"workflow file not found: {path}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read workflow {path}: {exc}") from exc
+    except OSError as exc:
+        raise UsageError(f"cannot read workflow {path}: {exc.strerror or exc}") from exc
+    try:
+        data = strict_json(raw)  # no NaN or Infinity: neither is JSON, and neither fits an input
     except ValueError as exc:
-        raise UsageError(f"workflow {path} is not valid JSON: {exc}") from exc
+        raise UsageError(f"workflow {path} is not valid JSON: {str(exc)[:300]}") from exc
     return prompt_graph(data, path)
 
 
@@ -120,10 +123,43 @@ def prompt_graph(data: Any, origin: str = "workflow") -> dict[str, Any]:
             )
         if "inputs" in node and not isinstance(node["inputs"], dict):
             raise UsageError(f"{origin}: node {node_id!r} has inputs that are not an object")
+        if node.get("class_type") is not None and not isinstance(node["class_type"], str):
+            raise UsageError(f"{origin}: node {node_id!r}: class_type must be a string, got {node['class_type']!r:.80}")
     return graph
 
 
 # --- object_info helpers -----------------------------------------------------------------
+
+
+def check_object_info(info: Any) -> dict[str, Any]:
+    """/object_info as ComfyUI publishes it (the parts validation reads); ValueError names the first
+    part that is not: a server that answers otherwise is not a ComfyUI to validate against."""
+    if not isinstance(info, dict):
+        raise ValueError("not a JSON object of node classes")
+    for name, definition in info.items():
+        if not isinstance(definition, dict):
+            raise ValueError(f"node class {name} is described by {type(definition).__name__}, not an object")
+        inputs = definition.get("input")
+        if inputs is not None and not isinstance(inputs, dict):
+            raise ValueError(f"{name}: `input` is not an object")
+        for category in ("required", "optional"):
+            specs = (inputs or {}).get(category)
+            if specs is None:
+                continue
+            if not isinstance(specs, dict):
+                raise ValueError(f"{name}: `input.{category}` is not an object")
+            for input_name, spec in specs.items():
+                if not isinstance(spec, list) or not spec:
+                    raise ValueError(f"{name}: {input_name}: the input is described by {spec!r:.60}, not a list")
+                options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+                for bound in ("min", "max"):
+                    value = options.get(bound)
+                    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                        raise ValueError(f"{name}: {input_name}: {bound} is {value!r:.40}, not a number")
+        output = definition.get("output")
+        if output is not None and not isinstance(output, list):
+            raise ValueError(f"{name}: `output` is not a list")
+    return info
 
 
 def _input_spec(definition: dict[str, Any]) -> list[tuple[str, str, Any]]:
@@ -162,7 +198,22 @@ def _types_match(received: str, expected: str) -> bool:
 # --- validation --------------------------------------------------------------------------
 
 
+@dataclass
+class _Frame:
+    """One node being validated: its own errors, and the linked nodes whose verdict it waits for."""
+
+    node_id: str
+    errors: list[dict[str, Any]]
+    valid: bool
+    sources: list[str]
+    next_source: int = 0
+
+
 class _Validator:
+    """ComfyUI's validate_inputs, walked with an explicit stack: a chain of any length validates
+    without reaching Python's recursion limit, in the same order (and with the same verdicts) as
+    ComfyUI's recursion."""
+
     def __init__(self, graph: dict[str, Any], object_info: dict[str, Any]) -> None:
         self.graph = graph
         self.info = object_info
@@ -171,55 +222,76 @@ class _Validator:
     def node_inputs(self, node_id: str, class_type: str) -> tuple[bool, list[dict[str, Any]]]:
         if node_id in self.validated:
             return self.validated[node_id]
+        stack = [self._start(node_id, class_type)]
+        while stack:
+            frame = stack[-1]
+            if frame.next_source < len(frame.sources):
+                source_id = frame.sources[frame.next_source]
+                frame.next_source += 1
+                if source_id in self.validated:  # done, or in progress (a cycle counts as valid, as in ComfyUI)
+                    frame.valid = frame.valid and self.validated[source_id][0]
+                else:
+                    stack.append(self._start(source_id, str(self.graph[source_id].get("class_type"))))
+                continue
+            stack.pop()
+            result = (frame.valid and not frame.errors, frame.errors)
+            self.validated[frame.node_id] = result
+            if stack:
+                stack[-1].valid = stack[-1].valid and result[0]
+        return self.validated[node_id]
+
+    def _start(self, node_id: str, class_type: str) -> _Frame:
         self.validated[node_id] = (True, [])  # guards against cycles
         node = self.graph[node_id]
         inputs = node.get("inputs") or {}
         definition = self.info[class_type]
-        errors: list[dict[str, Any]] = []
-        valid = True
+        frame = _Frame(node_id, [], True, [])
         for name, category, spec in _input_spec(definition):
             kind, options = _type_and_options(spec)
             if name not in inputs:
                 if category == "required":
-                    errors.append(_error("required_input_missing", "Required input is missing", name,
-                                         {"input_name": name}))
+                    frame.errors.append(_error("required_input_missing", "Required input is missing", name,
+                                               {"input_name": name}))
                 continue
             value = inputs[name]
             if isinstance(value, list):
-                link_ok, link_error = self.link(name, spec, kind, value)
+                link_ok, link_error, source_id = self.link(name, spec, kind, value)
                 if link_error is not None:
-                    errors.append(link_error)
+                    frame.errors.append(link_error)
+                elif source_id is not None:
+                    frame.sources.append(source_id)
                 elif not link_ok:
-                    valid = False
+                    frame.valid = False
                 continue
             error = self.value(class_type, name, spec, kind, options, value, inputs)
             if error is not None:
-                errors.append(error)
-        result = (valid and not errors, errors)
-        self.validated[node_id] = result
-        return result
+                frame.errors.append(error)
+        return frame
 
-    def link(self, name: str, spec: Any, kind: Any, value: list[Any]) -> tuple[bool, Optional[dict[str, Any]]]:
+    def link(
+        self, name: str, spec: Any, kind: Any, value: list[Any]
+    ) -> tuple[bool, Optional[dict[str, Any]], Optional[str]]:
+        """(ok, error, the linked node to validate next)."""
         if len(value) != 2:
             return False, _error(
                 "bad_linked_input",
                 "Bad linked input, must be a length-2 list of [node_id, slot_index]",
                 name,
                 {"input_name": name, "input_config": spec, "received_value": value},
-            )
+            ), None
         source_id, slot = str(value[0]), value[1]
         source = self.graph.get(source_id)
         if source is None:
             return False, _error("linked_node_missing", "Linked node does not exist in the workflow",
-                                 f"{name}: node {source_id!r}", {"input_name": name, "linked_node": value})
+                                 f"{name}: node {source_id[:80]!r}", {"input_name": name, "linked_node": value}), None
         source_class = source.get("class_type")
         if source_class not in self.info:
-            return False, None  # reported on that node
+            return False, None, None  # reported on that node
         outputs = self.info[source_class].get("output") or []
         if not isinstance(slot, int) or not 0 <= slot < len(outputs):
             return False, _error("linked_output_missing", "Linked node has no such output",
-                                 f"{name}: {source_class} has {len(outputs)} outputs, not slot {slot!r}",
-                                 {"input_name": name, "linked_node": value})
+                                 f"{name}: {source_class} has {len(outputs)} outputs, not slot {slot!r:.40}",
+                                 {"input_name": name, "linked_node": value}), None
         received = outputs[slot]
         expected = kind if isinstance(kind, str) else "COMBO"
         received_text = received if isinstance(received, str) else "COMBO"
@@ -227,9 +299,8 @@ class _Validator:
             return False, _error("return_type_mismatch", "Return type mismatch between linked nodes",
                                  f"{name}, received_type({received_text}) mismatch input_type({expected})",
                                  {"input_name": name, "input_config": spec, "received_type": received_text,
-                                  "linked_node": value})
-        ok, _ = self.node_inputs(source_id, str(source_class))
-        return ok, None
+                                  "linked_node": value}), None
+        return True, None, source_id
 
     def value(self, class_type: str, name: str, spec: Any, kind: Any, options: dict[str, Any], value: Any,
               inputs: dict[str, Any]) -> Optional[dict[str, Any]]:
@@ -238,12 +309,15 @@ class _Validator:
                 if kind == "INT":
                     value = int(value)
                 elif kind == "FLOAT":
-                    value = float(value)
+                    converted = float(value)
+                    if not math.isfinite(converted):  # "1e400" as text: ComfyUI would compare infinity
+                        raise ValueError(f"{converted} is not a finite number")
+                    value = converted
                 elif kind == "STRING":
                     value = str(value)
                 elif kind == "BOOLEAN":
                     value = bool(value)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, OverflowError) as exc:
                 return _error("invalid_input_type", f"Failed to convert an input value to a {kind} value",
                               f"{name}, {value}, {exc}",
                               {"input_name": name, "input_config": spec, "received_value": value,
@@ -345,14 +419,13 @@ def check_workflow(path: str, server: str, timeout: float = 30.0) -> WorkflowRep
     """Load `path`, fetch `server`/object_info and validate (nothing is queued)."""
 
     graph = load_workflow(path)
+    check_url(server if "://" in server else f"http://{server}", "--comfyui-url")
     base = base_url(server) if "://" in server else f"http://{server}"
     try:
-        info = get_json(f"{base}/object_info", timeout=timeout)
+        info = check_object_info(get_json(f"{base}/object_info", timeout=timeout))
     except (OSError, ValueError) as exc:
         raise SourceError(f"{base}/object_info", str(exc) or type(exc).__name__,
                           "Is ComfyUI ready there? `gpuhost wait-ready CONTAINER`, or pass --comfyui-url.") from exc
-    if not isinstance(info, dict):
-        raise SourceError(f"{base}/object_info", "did not answer a JSON object of node classes")
     return validate(graph, info, path=path, server=base)
 
 

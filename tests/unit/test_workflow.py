@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
-from gpuhost.comfyui.workflow import load_workflow, prompt_graph, validate, workflow_findings
-from gpuhost.model import Severity, UsageError
+from gpuhost.cli import app
+from gpuhost.comfyui.workflow import check_workflow, load_workflow, prompt_graph, validate, workflow_findings
+from gpuhost.model import Severity, SourceError, UsageError
+from tests.support.bad_servers import SSH_BANNER, BadServer, Script, http_response
 from tests.support.paths import FIXTURES
 
 OBJECT_INFO = FIXTURES / "comfyui" / "object_info.json"
@@ -163,3 +167,148 @@ def test_bad_workflow_files_are_usage_errors(tmp_path: Path, content: str, messa
 def test_missing_workflow_file(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="not found"):
         load_workflow(str(tmp_path / "nope.json"))
+
+
+# --- hostile workflows and servers ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"1": {"class_type": ["SaveImage"], "inputs": {}}}', "class_type must be a string"),
+        ('{"1": {"class_type": 5, "inputs": {}}}', "class_type must be a string"),
+        ('{"3": {"class_type": "KSampler", "inputs": {"seed": Infinity}}}', "Infinity is not a JSON number"),
+        ('{"3": {"class_type": "KSampler", "inputs": {"seed": NaN}}}', "NaN is not a JSON number"),
+        ('{"3": {"class_type": "KSampler", "inputs": {"cfg": 1e400}}}', "does not fit a number"),
+        ("[" * 100_000 + "]" * 100_000, "is not valid JSON"),
+    ],
+)
+def test_hostile_workflow_files_are_usage_errors(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "workflow.json"
+    path.write_text(content)
+    with pytest.raises(UsageError, match=message):
+        load_workflow(str(path))
+
+
+def test_a_non_finite_value_given_as_text_is_invalid_input(
+    object_info: dict[str, Any], request_body: dict[str, Any]
+) -> None:
+    info = with_models(object_info, "v1-5-pruned-emaonly.safetensors")
+    report = validate(mutate(request_body, "3", cfg="1e400", seed="inf"), info)
+    assert sorted(p.type for p in report.problems) == ["invalid_input_type", "invalid_input_type"]
+    json.dumps(report.to_dict(), allow_nan=False)  # the report stays strict JSON
+
+
+def chain(length: int) -> dict[str, Any]:
+    """SaveImage <- VAEDecode <- LatentUpscaleBy <- ... <- EmptyLatentImage: `length` linked nodes."""
+    graph: dict[str, Any] = {
+        "0": {"class_type": "EmptyLatentImage", "inputs": {"width": 512, "height": 512, "batch_size": 1}},
+    }
+    for index in range(1, length):
+        graph[str(index)] = {"class_type": "LatentUpscaleBy",
+                             "inputs": {"samples": [str(index - 1), 0], "upscale_method": "nearest-exact",
+                                        "scale_by": 1.0}}
+    return graph
+
+
+def test_a_chain_of_many_linked_nodes_has_no_recursion_limit(object_info: dict[str, Any]) -> None:
+    info = copy.deepcopy(object_info)
+    info["LatentUpscaleBy"] = {
+        "input": {"required": {"samples": ["LATENT"], "upscale_method": [["nearest-exact", "bilinear"]],
+                               "scale_by": ["FLOAT", {"default": 1.5, "min": 0.01, "max": 8.0}]}},
+        "output": ["LATENT"], "output_node": False,
+    }
+    info["LatentSink"] = {"input": {"required": {"samples": ["LATENT"]}}, "output": [], "output_node": True}
+    graph = chain(5000)
+    graph["sink"] = {"class_type": "LatentSink", "inputs": {"samples": ["4999", 0]}}
+    report = validate(graph, info)
+    assert report.valid and report.nodes == 5001
+    graph["0"]["inputs"]["width"] = 0  # the far end of the chain is wrong: the output depends on it
+    report = validate(graph, info)
+    [problem] = report.problems
+    assert (problem.node_id, problem.type) == ("0", "value_smaller_than_min")
+    assert report.comfyui_response["node_errors"]["0"]["dependent_outputs"] == ["sink"]
+
+
+def test_a_cycle_is_walked_once(object_info: dict[str, Any]) -> None:
+    info = copy.deepcopy(object_info)
+    info["Loop"] = {"input": {"required": {"x": ["LATENT"]}}, "output": ["LATENT"], "output_node": True}
+    graph = {"a": {"class_type": "Loop", "inputs": {"x": ["b", 0]}},
+             "b": {"class_type": "Loop", "inputs": {"x": ["a", 0]}}}
+    assert validate(graph, info).valid
+
+
+def object_info_with(**changes: Any) -> bytes:
+    info = json.loads(OBJECT_INFO.read_text())
+    info.update(changes)
+    return json.dumps(info).encode()
+
+
+SAVE_IMAGE_MIN_TEXT = json.loads(OBJECT_INFO.read_text())["KSampler"]
+SAVE_IMAGE_MIN_TEXT["input"]["required"]["steps"][1]["min"] = "1"
+
+BAD_SERVERS = {
+    "ssh-banner": (Script(prefix=SSH_BANNER, answer_before_request=True), "not an HTTP answer"),
+    "short-body": (Script.body(b'{"KSampler": {', length=5000), "cut short"),
+    "not-json": (Script.body(b"<html>", content_type="text/html"), "not valid JSON"),
+    "a-list": (Script.body(b"[]"), "not a JSON object of node classes"),
+    "class-is-a-number": (Script.body(object_info_with(SaveImage=5)), "SaveImage is described by int"),
+    "min-is-text": (Script.body(object_info_with(KSampler=SAVE_IMAGE_MIN_TEXT)), "KSampler: steps: min is '1'"),
+    "http-500": (Script.body(b"{}", status="500 Internal Server Error"), "answered HTTP 500"),
+    "huge": (Script(prefix=b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{",
+                    filler_bytes=100 * 1024 * 1024), "larger than 32.0 MiB"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_SERVERS))
+def test_check_workflow_against_a_bad_server_is_a_source_error(name: str, tmp_path: Path,
+                                                                request_body: dict[str, Any]) -> None:
+    path = tmp_path / "workflow.json"
+    path.write_text(json.dumps(request_body))
+    script, message = BAD_SERVERS[name]
+    started = time.monotonic()
+    with BadServer(script) as server, pytest.raises(SourceError, match=message):
+        check_workflow(str(path), server.url, timeout=5.0)
+    assert time.monotonic() - started < 5.0
+    if name == "huge":
+        assert server.bytes_sent < 80 * 1024 * 1024  # reading stopped at the cap
+
+
+def test_check_workflow_against_a_trickling_server_meets_its_deadline(tmp_path: Path,
+                                                                       request_body: dict[str, Any]) -> None:
+    path = tmp_path / "workflow.json"
+    path.write_text(json.dumps(request_body))
+    body = OBJECT_INFO.read_bytes()
+    slow = Script(prefix=http_response(b"", length=len(body)), trickle=body, interval=0.05)
+    started = time.monotonic()
+    with BadServer(slow) as server, pytest.raises(SourceError, match=r"no complete answer within 0\.5 s"):
+        check_workflow(str(path), server.url, timeout=0.5)
+    assert time.monotonic() - started < 1.5
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://127.0.0.1:8188", "http://127.0.0.1:99999", "http://127.0.0.1:8188 ", "http://", "http://a b:1",
+            "gopher://x", "http://127.0.0.1:0"],
+)
+def test_check_workflow_with_a_bad_url_is_a_usage_error(url: str, tmp_path: Path,
+                                                        request_body: dict[str, Any]) -> None:
+    path = tmp_path / "workflow.json"
+    path.write_text(json.dumps(request_body))
+    with pytest.raises(UsageError, match="--comfyui-url"):
+        check_workflow(str(path), url)
+
+
+def test_check_cli_workflow_exit_codes(tmp_path: Path, request_body: dict[str, Any]) -> None:
+    path = tmp_path / "workflow.json"
+    path.write_text(json.dumps(request_body))
+    base = ["check", "--workflow", str(path), "--docker-host", "unix:///nonexistent/docker.sock", "--json"]
+    with BadServer(BAD_SERVERS["ssh-banner"][0]) as server:
+        result = CliRunner().invoke(app, [*base, "--comfyui-url", server.url])
+    assert result.exit_code == 3, result.output
+    assert "not an HTTP answer" in json.loads(result.stdout)["error"]
+    result = CliRunner().invoke(app, [*base, "--comfyui-url", "ftp://127.0.0.1:8188"])
+    assert result.exit_code == 2, result.output
+    hostile = tmp_path / "hostile.json"
+    hostile.write_text('{"3": {"class_type": ["KSampler"], "inputs": {"seed": Infinity}}}')
+    result = CliRunner().invoke(app, [*base[:2], str(hostile), *base[3:], "--comfyui-url", "http://127.0.0.1:1"])
+    assert result.exit_code == 2, result.output
