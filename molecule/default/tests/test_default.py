@@ -160,6 +160,9 @@ def flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def test_runtime_mode_set_and_other_keys_untouched(host: Any) -> None:
     config = tomllib.loads(host.file("/etc/nvidia-container-runtime/config.toml").content_string)
     assert config["nvidia-container-runtime"]["mode"] == "auto"
+    # Debian ships no /sbin/ldconfig.real; rootful Docker needs the cgroup setup
+    assert config["nvidia-container-cli"]["ldconfig"] == "@/sbin/ldconfig"
+    assert config["nvidia-container-cli"]["no-cgroups"] is False
     if is_trixie(host):
         planted = flatten(tomllib.loads(host.file("/etc/gpuhost-test/planted-config.toml").content_string))
         assert planted.pop("nvidia-container-runtime.mode") == "legacy"
