@@ -76,8 +76,7 @@ def fabric_manager(facts: HostFacts, options: RuleOptions) -> list[Finding]:
             + ". CUDA fails with error 802 `system not yet initialized` until the fabric manager of the driver's "
             "version runs",
             f"Install nvidia-fabricmanager-{branch}" + (f" {driver}" if driver else " at the driver's version")
-            + ", hold it with the driver and `systemctl enable --now nvidia-fabricmanager` "
-            "(roles/nvidia_driver does on NVSwitch hosts).",
+            + ", hold it with the driver and `systemctl enable --now nvidia-fabricmanager`.",
             evidence,
         )
     ]
@@ -129,7 +128,7 @@ def upgrade_risk(facts: HostFacts, options: RuleOptions) -> list[Finding]:
             severity,
             "; ".join(reasons),
             "Hold the driver packages (`apt-mark hold`) and add `\"nvidia-\"; \"libnvidia-\";` to "
-            "Unattended-Upgrade::Package-Blacklist (roles/nvidia_driver does both); upgrade the driver on purpose "
+            "Unattended-Upgrade::Package-Blacklist (roles/nvidia_driver holds them); upgrade the driver on purpose "
             "and reboot"
             + (" now to load the installed one." if severity is Severity.FAIL or pending else "."),
             evidence,
@@ -164,7 +163,7 @@ def next_kernel(facts: HostFacts, options: RuleOptions) -> list[Finding]:
             "after the next reboot `NVIDIA-SMI has failed ... couldn't communicate with the NVIDIA driver`",
             f"Build the module for it before rebooting (`dkms autoinstall -k {boot.next}`, or install "
             f"linux-modules-nvidia-<branch>-server for that kernel on Ubuntu), or keep booting {boot.running}; "
-            "roles/nvidia_driver installs the kernel headers metapackage so DKMS builds for new kernels.",
+            "on Debian, roles/nvidia_driver installs the kernel headers metapackage so DKMS builds for new kernels.",
             evidence,
         )
     ]
@@ -213,8 +212,8 @@ def gsp(facts: HostFacts, options: RuleOptions) -> list[Finding]:
             Severity.WARN,
             f"{itype} ({source}) runs the GPU's GSP firmware ({why}): on g4dn/g5 it brings very slow NVML calls, "
             "`Unknown Error` readings and container hook timeouts",
-            "Install the proprietary kernel module and load it with NVreg_EnableGpuFirmware=0 "
-            "(roles/nvidia_driver: nvidia_driver_gsp_firmware: false, the default on these types), then reboot.",
+            "Install the proprietary kernel module (nvidia_driver_open_modules: false) and load it with "
+            "NVreg_EnableGpuFirmware=0 (`options nvidia NVreg_EnableGpuFirmware=0` in /etc/modprobe.d), then reboot.",
             {"instance_type": itype, "source": source, "evidence": why},
         )
     ]

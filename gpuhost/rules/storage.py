@@ -294,8 +294,8 @@ def containerd_store(facts: HostFacts, options: RuleOptions) -> list[Finding]:
             f"not in data-root {docker.data_root} (on {data.device or '?'}): pulls fill "
             + ("the root volume" if store.on_root_disk else f"{store.device or 'that device'}"),
             "Pin the classic store before the first pull (\"features\": {\"containerd-snapshotter\": false} in "
-            "daemon.json; roles/docker_storage does by default) or move containerd's root onto the data-root volume "
-            "(`root` in /etc/containerd/config.toml; docker_storage_containerd_store: move), then restart containerd "
+            "daemon.json) or move containerd's root onto the data-root volume "
+            "(`root` in /etc/containerd/config.toml), then restart containerd "
             "and docker. Images pulled into the other store stay there until removed.",
             evidence,
         )
