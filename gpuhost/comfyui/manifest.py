@@ -19,16 +19,19 @@ Manifest (YAML or JSON, `models.manifest.yaml` beside the Dockerfile; format in 
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from gpuhost.engine import strict_json
 from gpuhost.model import UsageError
 from gpuhost.units import parse_size
 
 MANIFEST_NAMES = ("models.manifest.yaml", "models.manifest.yml", "models.manifest.json")
+# A manifest lists a few hundred models at most; YAML aliases that would expand it past this many
+# nodes are an alias bomb (367 bytes can expand to 9^9 strings), refused before anything walks it.
+MAX_EXPANDED_NODES = 100_000
 
 
 def parse_bytes(value: Any, what: str = "size") -> int:
@@ -83,17 +86,73 @@ def load_manifest(path: str) -> Manifest:
         raise UsageError(f"cannot read manifest {path}: {exc.strerror}") from exc
     if path.endswith(".json"):
         try:
-            data = json.loads(text)
+            data = strict_json(text.encode())
         except ValueError as exc:
-            raise UsageError(f"manifest {path} is not valid JSON: {exc}") from exc
+            raise UsageError(f"manifest {path} is not valid JSON: {str(exc)[:300]}") from exc
     else:
-        import yaml
-
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise UsageError(f"manifest {path} is not valid YAML: {exc}") from exc
+        data = _load_yaml(text, path)
     return manifest_from_data(data, path)
+
+
+def _load_yaml(text: str, path: str) -> Any:
+    import yaml
+
+    class BoundedLoader(yaml.SafeLoader):
+        """safe_load that refuses a document whose aliases expand past MAX_EXPANDED_NODES."""
+
+        def compose_document(self) -> Any:
+            node = super().compose_document()
+            if node is not None and _expanded_nodes(node, MAX_EXPANDED_NODES) > MAX_EXPANDED_NODES:
+                raise UsageError(
+                    f"manifest {path}: its YAML aliases expand past {MAX_EXPANDED_NODES} nodes",
+                    "Write the models out; a manifest needs no aliases that multiply.",
+                )
+            return node
+
+    try:
+        return yaml.load(text, Loader=BoundedLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise UsageError(f"manifest {path} is not valid YAML: {str(exc)[:300]}") from exc
+    except RecursionError as exc:
+        raise UsageError(f"manifest {path} is not valid YAML: nested too deeply") from exc
+
+
+def _expanded_nodes(root: Any, limit: int) -> int:
+    """How many nodes the YAML graph under `root` holds with every alias expanded (stops past
+    `limit`; a recursive alias counts as past it). Iterative: depth costs no recursion."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            on_path.discard(key)
+            total = 1 + sum(sizes[id(child)] for child in _children(node))
+            sizes[key] = min(total, limit + 1)
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            return limit + 1
+        on_path.add(key)
+        stack.append((node, True))
+        for child in _children(node):
+            if id(child) in on_path:
+                return limit + 1
+            if id(child) not in sizes:
+                stack.append((child, False))
+    return sizes[id(root)]
+
+
+def _children(node: Any) -> list[Any]:
+    value = getattr(node, "value", None)
+    if not isinstance(value, list):
+        return []  # a scalar
+    children: list[Any] = []
+    for item in value:
+        children.extend(item if isinstance(item, tuple) else (item,))
+    return children
 
 
 def manifest_from_data(data: Any, path: str = "manifest") -> Manifest:
@@ -101,19 +160,20 @@ def manifest_from_data(data: Any, path: str = "manifest") -> Manifest:
         raise UsageError(
             f"{path}: expected a mapping with a `models` key", "The format is in docs/layers.md."
         )
-    unknown = sorted(set(data) - {"models", "min_model_bytes", "tolerance", "version"})
+    unknown = sorted(str(key)[:40] for key in set(data) - {"models", "min_model_bytes", "tolerance", "version"})
     if unknown:
-        raise UsageError(f"{path}: unknown keys {', '.join(unknown)}")
+        raise UsageError(f"{path}: unknown keys {', '.join(unknown[:10])}")
     models = data["models"]
     pairs: list[tuple[str, Any]] = []
     extras: list[dict[str, Optional[str]]] = []
     if isinstance(models, dict):
-        pairs = [(str(k), v) for k, v in models.items()]
+        pairs = [(_name(k, f"{path}: a models key"), v) for k, v in models.items()]
     elif isinstance(models, list):
         for number, item in enumerate(models, start=1):
             if not isinstance(item, dict) or not (("path" in item) ^ ("match" in item)) or "size" not in item:
                 raise UsageError(f"{path}: models entry {number} needs `size` and one of `path` or `match`")
-            pairs.append((str(item.get("path") or item.get("match")), item["size"]))
+            field_name = "path" if "path" in item else "match"
+            pairs.append((_name(item[field_name], f"{path}: models entry {number}: `{field_name}`"), item["size"]))
             extras.append(_entry_extras(item, f"{path}: models entry {number}"))
             if "match" in item:
                 pairs[-1] = ("glob:" + pairs[-1][0], pairs[-1][1])
@@ -133,7 +193,7 @@ def manifest_from_data(data: Any, path: str = "manifest") -> Manifest:
                                      sha256=extra.get("sha256"), source=extra.get("source")))
     tolerance = data.get("tolerance", 0.0)
     if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not 0 <= tolerance < 1:
-        raise UsageError(f"{path}: tolerance must be a fraction in [0, 1), got {tolerance!r}")
+        raise UsageError(f"{path}: tolerance must be a fraction in [0, 1), got {tolerance!r:.60}")
     minimum = data.get("min_model_bytes")
     return Manifest(
         path=path,
@@ -144,6 +204,13 @@ def manifest_from_data(data: Any, path: str = "manifest") -> Manifest:
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _name(value: Any, where: str) -> str:
+    """A path or glob as written: a non-empty string (YAML's `path:` alone is null, not a name)."""
+    if not isinstance(value, str) or not value:
+        raise UsageError(f"{where} must be a non-empty string, got {value!r:.60}")
+    return value
 
 
 def _entry_extras(item: dict[Any, Any], where: str) -> dict[str, Optional[str]]:
