@@ -4,9 +4,9 @@ Each host is a container of `gpuhost-fleet-sshd:<release>` (local/debian-systemd
 :trixie plus openssh-server, built here once) in the HOST network namespace, its sshd listening on its own
 127.0.0.1:<port> with its own host key; a user `fleet` (passwordless sudo) logs in with one test key.
 Nothing is reached through a bridge or a container address. A host can be given files (a CDI spec,
-an installed agent), a changed host key (known_hosts lists another key) or no container at all (a
-port where nothing listens). The lab writes an ssh_config, a known_hosts file and an Ansible inventory
-that gpuhost, ssh and Ansible all use as they are.
+an installed agent), a changed host key (known_hosts lists another key), an sshd without the sftp
+subsystem, or no container at all (a port where nothing listens). The lab writes an ssh_config, a
+known_hosts file and an Ansible inventory that gpuhost, ssh and Ansible all use as they are.
 """
 
 from __future__ import annotations
@@ -128,6 +128,7 @@ class LabHost:
     release: str = "bookworm"  # the Debian (and so Python) of the host
     jump_via: str = ""  # reached through this lab host with ProxyJump
     sshd_options: list[str] = field(default_factory=list)  # e.g. ["LogLevel=DEBUG1"]
+    sftp: bool = True  # False: sshd_config without `Subsystem sftp`, as on hardened hosts
     running: bool = True  # False: nothing listens on the port
     changed_key: bool = False  # known_hosts lists another key than the one the host offers
     files: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # path -> (content, mode)
@@ -201,6 +202,11 @@ class FleetLab:
         ]  # fmt: skip
         for option in host.sshd_options:
             command += ["-o", option]
+        if not host.sftp:
+            # no `-o` can remove a subsystem: sshd reads a copy of its config without the Subsystem lines
+            config = "/etc/ssh/sshd_config.nosftp"
+            strip = f"grep -iv '^[[:space:]]*subsystem' /etc/ssh/sshd_config > {config} && exec \"$@\""
+            command = ["/bin/sh", "-c", strip, "sshd", *command, "-f", config]
         container = _docker().containers.create(
             f"{IMAGE}:{host.release}",
             command=command,

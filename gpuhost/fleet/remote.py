@@ -2,8 +2,9 @@
 
 One command probes for an installed agent (roles/gpuhost_agent) that is byte-for-byte the one this
 controller would ship (the zipapp is reproducible, so equal bytes mean equal collectors) and runs it;
-otherwise it makes a private directory (`mktemp -d`, mode 0700), the agent goes there over SFTP, runs
-with the host's python3 (>= 3.9) and the directory is removed. Facts come back as JSON; the rules run
+otherwise it makes a private directory (`mktemp -d`, mode 0700), the agent goes there over SFTP (or,
+where sshd has no sftp subsystem, through `cat` on the exec channel), its sha256 is checked there, it
+runs with the host's python3 (>= 3.9) and the directory is removed. Facts come back as JSON; the rules run
 on the controller (gpuhost.check.report_for), so a host's verdict is what `gpuhost check` on that host
 says for the same facts, under the options of this run.
 """
@@ -37,6 +38,9 @@ from gpuhost.ship import zipapp_bytes
 INSTALLED_AGENT = "/usr/local/lib/gpuhost/gpuhost-agent.pyz"
 SHIP_MARKER = "gpuhost-fleet-ship "
 CLEANUP_SECONDS = 5.0
+# what the run command says when the copied agent's sha256 is not the one sent
+DAMAGED = "gpuhost-fleet: agent checksum mismatch"
+DAMAGED_EXIT = 71
 
 
 class Agent:
@@ -116,6 +120,7 @@ def _cached(name: str, build: Callable[[], bytes]) -> bytes:
 class RemoteFacts:
     facts: dict[str, Any]
     agent: str  # "installed", "shipped" or "shipped-compiled"
+    transfer: str = ""  # how a shipped agent travelled: "sftp", or "pipe" where sshd offers no SFTP
 
 
 def facts_arguments(options: CollectOptions) -> list[str]:
@@ -158,8 +163,8 @@ def collect_remote_facts(
     if probe.exit_status == 0 and first_line.startswith(SHIP_MARKER):
         directory, _, python_version = first_line[len(SHIP_MARKER) :].strip().partition(" ")
         payload, compiled = agent.payload_for(python_version)
-        facts = _ship_and_run(client, target, payload, args, directory, deadline)
-        return RemoteFacts(facts, "shipped-compiled" if compiled else "shipped")
+        facts, transfer = _ship_and_run(client, target, payload, args, directory, deadline)
+        return RemoteFacts(facts, "shipped-compiled" if compiled else "shipped", transfer)
     if probe.exit_status == 70:
         raise ConnectFailure(
             "fleet.agent-failed",
@@ -171,31 +176,46 @@ def collect_remote_facts(
 
 def _ship_and_run(
     client: paramiko.SSHClient, target: Target, payload: bytes, args: list[str], directory: str, deadline: float
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], str]:
+    """Copy the agent into the private directory, check its sha256 there, run it, remove the directory."""
     if not directory.startswith("/") or "gpuhost-fleet." not in directory:
         raise ConnectFailure("fleet.agent-failed", f"unexpected temporary directory {directory!r} from mktemp")
     pyz = f"{directory}/gpuhost-agent.pyz"
     quoted = shlex.quote(directory)
     try:
-        _upload(client, payload, pyz, deadline)
-        result = run_command(
-            client, f"{_agent_command(target, pyz, args)}; rc=$?; rm -rf {quoted}; exit $rc", deadline
-        )
+        transfer = _upload(client, payload, pyz, deadline)
+        result = run_command(client, run_script(target, directory, hashlib.sha256(payload).hexdigest(), args), deadline)
     except ConnectFailure:
         _cleanup(client, quoted)
         raise
-    return _parse_facts(result.exit_status, result.stdout, result.stderr, target)
-
-
-def _upload(client: paramiko.SSHClient, data: bytes, path: str, deadline: float) -> None:
-    try:
-        sftp = client.open_sftp()
-    except (paramiko.SSHException, OSError, EOFError) as exc:
+    if result.exit_status == DAMAGED_EXIT and DAMAGED.encode() in result.stderr:
         raise ConnectFailure(
             "fleet.agent-failed",
-            f"cannot open SFTP to copy the agent: {exc}",
-            "Enable the sftp subsystem in sshd_config, or install the agent (roles/gpuhost_agent).",
-        ) from None
+            f"the agent copied to the host over {transfer} does not have the sha256 it was sent with",
+            "Check the host's disk space in $TMPDIR (or /tmp), then run again.",
+        )
+    return _parse_facts(result.exit_status, result.stdout, result.stderr, target), transfer
+
+
+def run_script(target: Target, directory: str, sha256: str, args: list[str]) -> str:
+    """Check the copied agent's sha256, run it, remove its directory whatever happened; exit with its code."""
+    pyz = f"{directory}/gpuhost-agent.pyz"
+    quoted = shlex.quote(directory)
+    return (
+        f'[ "$(sha256sum < {shlex.quote(pyz)})" = "{sha256}  -" ] || '
+        f"{{ echo '{DAMAGED}' >&2; rm -rf {quoted}; exit {DAMAGED_EXIT}; }}; "
+        f"{_agent_command(target, pyz, args)}; rc=$?; rm -rf {quoted}; exit $rc"
+    )
+
+
+def _upload(client: paramiko.SSHClient, data: bytes, path: str, deadline: float) -> str:
+    """Copy `data` to `path`: over SFTP, or through `cat` on the exec channel where sshd has no sftp
+    subsystem (what Ansible's `smart` transfer falls back to). Returns which one carried it."""
+    try:
+        sftp = client.open_sftp()
+    except (paramiko.SSHException, OSError, EOFError):
+        _pipe(client, data, path, deadline)
+        return "pipe"
     try:
         channel = sftp.get_channel()
         if channel is not None:
@@ -209,6 +229,18 @@ def _upload(client: paramiko.SSHClient, data: bytes, path: str, deadline: float)
         raise ConnectFailure("fleet.agent-failed", f"cannot copy the agent to {path}: {exc}") from None
     finally:
         sftp.close()
+    return "sftp"
+
+
+def _pipe(client: paramiko.SSHClient, data: bytes, path: str, deadline: float) -> None:
+    result = run_command(client, f"umask 077 && cat > {shlex.quote(path)}", deadline, stdin=data)
+    if result.exit_status != 0:
+        raise ConnectFailure(
+            "fleet.agent-failed",
+            f"cannot copy the agent to {path} (no SFTP on this host, and `cat` exited {result.exit_status}): "
+            f"{_tail(result.stderr)}",
+            "Check that $TMPDIR (or /tmp) on the host has room, or install the agent (roles/gpuhost_agent).",
+        )
 
 
 def _cleanup(client: paramiko.SSHClient, quoted_directory: str) -> None:

@@ -21,7 +21,8 @@ class HostResult:
     address: str
     report: CheckReport | None = None
     failure: Finding | None = None
-    agent: str = ""  # "installed", "shipped", "local" or "" when the host was not reached
+    agent: str = ""  # "installed", "shipped", "shipped-compiled", "local" or "" when the host was not reached
+    transfer: str = ""  # how a shipped agent got there: "sftp" or "pipe" (no SFTP on the host)
     duration_ms: float = 0.0
 
     @property
@@ -67,7 +68,12 @@ class HostResult:
             remote_hostname = ""
         data["host"] = self.name
         data["duration_ms"] = self.duration_ms
-        data["fleet"] = {"address": self.address, "agent": self.agent, "hostname": remote_hostname}
+        data["fleet"] = {
+            "address": self.address,
+            "agent": self.agent,
+            "transfer": self.transfer,
+            "hostname": remote_hostname,
+        }
         return data
 
 

@@ -150,6 +150,7 @@ def _remote_facts(
     finally:
         client.close()
     result.agent = remote.agent
+    result.transfer = remote.transfer
     try:
         return from_jsonable(HostFacts, remote.facts)
     except (TypeError, ValueError, KeyError) as exc:

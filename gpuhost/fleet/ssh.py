@@ -507,8 +507,32 @@ class CommandResult:
     stderr: bytes
 
 
-def run_command(client: paramiko.SSHClient, command: str, deadline: float) -> CommandResult:
-    """Run `command` and collect its output, giving up at `deadline` (a ConnectFailure fleet.timeout)."""
+STDIN_CHUNK = 32768
+MAX_OUTPUT = 64 * 2**20  # a host's facts are tens of kB
+
+
+def _send_stdin(channel: paramiko.Channel, data: bytes, deadline: float) -> None:
+    """Feed `data` to the command's stdin, then close it. A command that exits early stops the feed:
+    its exit status and stderr say why."""
+    offset = 0
+    while offset < len(data):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ConnectFailure("fleet.timeout", "the per-host time limit ran out while sending the agent")
+        channel.settimeout(min(left, 1.0))
+        try:
+            offset += channel.send(data[offset : offset + STDIN_CHUNK])
+        except socket.timeout:
+            continue
+        except OSError:
+            return
+    with contextlib.suppress(OSError, EOFError):
+        channel.shutdown_write()
+
+
+def run_command(client: paramiko.SSHClient, command: str, deadline: float, stdin: bytes = b"") -> CommandResult:
+    """Run `command` (fed `stdin`, then end of file) and collect its output, giving up at `deadline`
+    (a ConnectFailure fleet.timeout)."""
     transport = client.get_transport()
     if transport is None:
         raise ConnectFailure("fleet.unreachable", "the SSH connection closed")
@@ -522,12 +546,17 @@ def run_command(client: paramiko.SSHClient, command: str, deadline: float) -> Co
         raise ConnectFailure("fleet.unreachable", f"cannot start a command over SSH: {exc}") from None
     stdout, stderr = bytearray(), bytearray()
     try:
+        if stdin:
+            _send_stdin(channel, stdin, deadline)
         channel.setblocking(False)
         while True:
             while channel.recv_ready():
                 stdout += channel.recv(65536)
             while channel.recv_stderr_ready():
                 stderr += channel.recv_stderr(65536)
+            if len(stdout) + len(stderr) > MAX_OUTPUT:
+                limit = MAX_OUTPUT // 2**20
+                raise ConnectFailure("fleet.agent-failed", f"the host sent more than {limit} MiB of output; stopped")
             pending = channel.recv_ready() or channel.recv_stderr_ready()
             finished = channel.eof_received or channel.closed
             if finished and channel.exit_status_ready() and not pending:

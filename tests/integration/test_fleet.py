@@ -1,4 +1,4 @@
-"""`gpuhost check` across a real fleet: 14 sshd containers in the host network on their own
+"""`gpuhost check` across a real fleet: 15 sshd containers in the host network on their own
 127.0.0.1 ports (tests/fleetlab.py), one more port where nothing listens. Every host's verdict and
 failing finding ids are asserted exactly, for the CLI (--inventory, --host, aws_ec2) and for
 playbooks/check.yml.
@@ -49,6 +49,7 @@ devices:
 containerEdits:
   deviceNodes:
     - path: /dev/nvidiactl
+    - path: /dev/nvidia-uvm
   mounts:
     - hostPath: /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.580.126.09
       containerPath: /usr/lib/x86_64-linux-gnu/libnvidia-ml.so.580.126.09
@@ -67,7 +68,7 @@ SLOW_PYTHON = b"""#!/bin/sh
 sleep 60
 """
 EXPECTED = {  # in inventory order
-    **{f"fleet-{i:02d}": PLAIN for i in range(1, 14)},
+    **{f"fleet-{i:02d}": PLAIN for i in range(1, 15)},
     "fleet-11": sorted([*PLAIN, "cdi.spec-duplicate"]),  # the broken host
     "fleet-changed": ["fleet.host-key-changed"],
     "fleet-down": ["fleet.unreachable"],
@@ -79,6 +80,10 @@ AGENTS = {
     "fleet-13": "shipped",  # Debian 13, Python 3.13: the sources, compiled there
     "fleet-changed": "",
     "fleet-down": "",
+}
+TRANSFERS = {
+    **{name: "sftp" if agent.startswith("shipped") else "" for name, agent in AGENTS.items()},
+    "fleet-14": "pipe",  # its sshd has no sftp subsystem: the agent goes through `cat`
 }
 
 
@@ -98,6 +103,12 @@ def declare_test_fleet(lab: FleetLab) -> None:
     lab.add("fleet-11", files={"/etc/cdi/nvidia.yaml": (CDI_SPEC, 0o644), "/run/cdi/nvidia.yaml": (CDI_SPEC, 0o644)})
     lab.add("fleet-12", jump_via="fleet-01")
     lab.add("fleet-13", release="trixie")
+    lab.add(  # no sftp subsystem: the agent goes through `cat`; the probe records its directory's mode
+        "fleet-14",
+        sftp=False,
+        files={"/usr/local/bin/python3-probe": (PROBE_PYTHON, 0o755)},
+        inventory_vars={"ansible_python_interpreter": "/usr/local/bin/python3-probe"},
+    )
     lab.add("fleet-changed", changed_key=True)
     lab.add("fleet-down", running=False)
 
@@ -145,8 +156,9 @@ def test_every_host_verdict(lab: FleetLab, fleet_run: subprocess.CompletedProces
     assert list(hosts) == list(EXPECTED)  # inventory order
     assert {name: host["failing"] for name, host in hosts.items()} == EXPECTED
     assert {name: host["fleet"]["agent"] for name, host in hosts.items()} == AGENTS
+    assert {name: host["fleet"]["transfer"] for name, host in hosts.items()} == TRANSFERS
     assert {name: host["verdict"] for name, host in hosts.items()} == dict.fromkeys(EXPECTED, "fail")
-    assert data["summary"] == {"hosts": 15, "ok": 0, "warn": 0, "fail": 15, "unreached": 2}
+    assert data["summary"] == {"hosts": 16, "ok": 0, "warn": 0, "fail": 16, "unreached": 2}
     assert data["failing_hosts"] == list(EXPECTED)
     assert (data["schema"], data["verdict"], data["exit_code"]) == ("gpuhost.fleet/v1", "fail", 1)
 
@@ -170,10 +182,18 @@ def test_agent_leaves_nothing_and_runs_private(lab: FleetLab, fleet_run: subproc
     """Shipped into a fresh mode-0700 directory owned by the SSH user, removed afterwards; the
     inventory's ansible_python_interpreter runs it."""
     assert fleet_run.returncode == 1
-    for name in ("fleet-01", "fleet-08", "fleet-11", "fleet-13"):
+    for name in ("fleet-01", "fleet-08", "fleet-11", "fleet-13", "fleet-14"):
         assert leftovers(lab, name) == "", name
-    _, probe = lab.exec("fleet-08", ["cat", "/home/fleet/agent-probe.log"])
-    assert probe.splitlines()[-1] == f"700 {USER} uid=1000"
+    for name in ("fleet-08", "fleet-14"):
+        _, probe = lab.exec(name, ["cat", "/home/fleet/agent-probe.log"])
+        assert probe.splitlines()[-1] == f"700 {USER} uid=1000", name
+    # fleet-14 really has no SFTP: OpenSSH's sftp is refused there
+    port = str(lab["fleet-14"].port)
+    sftp = subprocess.run(
+        ["sftp", "-b", "-", "-F", str(lab.ssh_config), "-P", port, "127.0.0.1"],
+        input="ls\n", capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert sftp.returncode != 0 and "subsystem request failed" in sftp.stderr, sftp.stderr
 
 
 def test_jump_host_carries_the_connection(lab: FleetLab, fleet_run: subprocess.CompletedProcess[str]) -> None:

@@ -447,3 +447,23 @@ def test_a_port_that_answers_http_is_not_called_silent(tmp_path: Path) -> None:
     assert failure.value.finding_id == "fleet.unreachable"
     assert "within 3 s" not in failure.value.message
     assert "not SSH" in failure.value.message
+
+
+def test_the_run_script_checks_the_copy_and_always_removes_it(tmp_path: Path) -> None:
+    """What runs on the host after the copy (over SFTP or through `cat`): a damaged copy is never run;
+    the private directory is removed either way, and the agent's exit code comes back."""
+    import hashlib
+
+    from gpuhost.fleet.remote import DAMAGED, DAMAGED_EXIT, run_script
+
+    target = Target(name="h", hostname="h", python="/bin/sh")
+    payload = b"exit 3\n"  # an "agent" that /bin/sh runs, exiting 3
+    for content, expected in ((payload, 3), (payload + b"tampered", DAMAGED_EXIT)):
+        directory = tmp_path / f"gpuhost-fleet.{expected}"
+        directory.mkdir(mode=0o700)
+        (directory / "gpuhost-agent.pyz").write_bytes(content)
+        script = run_script(target, str(directory), hashlib.sha256(payload).hexdigest(), [])
+        run = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, timeout=30, check=False)
+        assert run.returncode == expected, run.stderr
+        assert (DAMAGED in run.stderr) == (expected == DAMAGED_EXIT)
+        assert not directory.exists()
