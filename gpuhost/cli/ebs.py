@@ -48,7 +48,8 @@ def tune_ebs(
         None,
         "--instance-id",
         metavar="INSTANCE_ID",
-        help="(string) Find the root volume of this instance instead of the one the command runs on. "
+        help="(string) Find the root volume of this instance instead of the one the command runs on; with "
+        "--volume-id, the volume must be attached to it (exit 2 otherwise). "
         "Example: --instance-id i-0123456789abcdef0 --region us-east-1",
     ),
     data_root: Optional[str] = typer.Option(
@@ -62,7 +63,8 @@ def tune_ebs(
         None,
         "--region",
         metavar="REGION",
-        help="(string) The AWS region. Default: AWS_REGION, the profile's region, then the instance's own. "
+        help="(string) The AWS region. Default: AWS_REGION, then AWS_DEFAULT_REGION, the profile's region, then the "
+        "instance's own. "
         "Example: --region us-east-1",
     ),
     profile: Optional[str] = typer.Option(
@@ -156,8 +158,9 @@ def tune_ebs(
         None,
         "--when-image-present",
         metavar="IMAGE",
-        help="(string) Act only once Docker on this host has this image; until then change nothing and exit 1 "
-        "(used by the scheduled revert). Example: --preset baseline --when-image-present comfyui:0.3.64",
+        help="(string) Act only once Docker on this host has this image (a reference in Docker's grammar, else "
+        "exit 2); until then change nothing and exit 1 (used by the scheduled revert). "
+        "Example: --preset baseline --when-image-present comfyui:0.3.64",
     ),
     as_json: bool = typer.Option(
         False,
