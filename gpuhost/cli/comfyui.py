@@ -157,10 +157,12 @@ def layers(
     Output:
     With --json, one object (schema gpuhost.comfyui.layers/v1):
       layers          index (1 = base), id, instruction, command, size, model_step, model_why,
-                      expected_bytes, manifest_keys, severity, problem
+                      expected_bytes, manifest_keys, severity, problem, compression, compressed_bytes
       flagged         indexes of the failing layers
       total_bytes, model_bytes, min_model_bytes, manifest, unmatched_manifest_entries
       unpack          data_root, device, device_class, write_mib_s, write_source, predicted_s, predicted
+      pull            registry_layers (digest, compression, compressed_bytes), registry_error,
+                      decompress_source, predicted (download_s, decompress_s, write_s, total_s)
       findings, exit_code
     """
     with errors_to_exit(as_json):
@@ -279,3 +281,17 @@ def print_layers(report: LayersReport, console: Console | None = None) -> None:
         f"predicted unpack on {report.data_root or 'data-root'} ({report.data_root_device or '?'}, "
         f"{report.data_root_class or '?'}): {predicted} at {report.write_mib_s:g} MiB/s ({report.write_source})"
     )
+    compressions = sorted({layer.compression for layer in report.layers if layer.compression})
+    if compressions:
+        console.print(f"layer compression (from the registry): {', '.join(compressions)}")
+    elif report.registry_error:
+        console.print(f"layer compression unknown: {report.registry_error}")
+    if report.pull is not None:
+        pull = report.pull
+        console.print(
+            f"predicted pull: {format_duration(pull.total_s)} = download {format_duration(pull.download_s)} "
+            f"+ decompression {format_duration(pull.decompress_s)} + write {format_duration(pull.write_s)} "
+            f"({report.decompress_source})"
+        )
+    else:
+        console.print(f"pull decompression: {report.decompress_source}")

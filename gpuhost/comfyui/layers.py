@@ -19,12 +19,20 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from gpuhost.comfyui.manifest import Manifest, ManifestEntry, load_manifest, parse_bytes
+from gpuhost.comfyui.registry import LayerDescriptor, fetch_layer_descriptors
 from gpuhost.engine import EngineError, quote_ref
-from gpuhost.facts.storage import locate
+from gpuhost.facts.storage import STORAGE_PROBE_RECORD, locate, read_recorded_probe
 from gpuhost.model import ExitCode, Finding, Severity, UsageError
 from gpuhost.refs import check_image_reference
 from gpuhost.units import MAX_BYTES, format_duration, human_bytes, positive_number
-from gpuhost.unpack import default_write_mibs, predict_unpack_seconds
+from gpuhost.unpack import (
+    PullLayer,
+    PullPrediction,
+    compression_of,
+    default_write_mibs,
+    predict_pull,
+    predict_unpack_seconds,
+)
 
 LAYERS_SCHEMA = "gpuhost.comfyui.layers/v1"
 DEFAULT_MIN_MODEL_BYTES = 1024 * 1024
@@ -59,6 +67,9 @@ class Layer:
     manifest_keys: list[str] = field(default_factory=list)
     severity: Severity = Severity.OK
     problem: str = ""
+    # from the registry's manifest: "gzip", "zstd", "none"; "" when the registry was not asked
+    compression: str = ""
+    compressed_bytes: Optional[int] = None
 
 
 def split_created_by(created_by: str) -> tuple[str, str]:
@@ -210,6 +221,11 @@ class LayersReport:
     write_source: str = ""
     predicted_unpack_s: Optional[float] = None
     manifest: Optional[Manifest] = None
+    # the pull: layer descriptors from the registry, Docker's measured rates, the split prediction
+    registry_layers: list[LayerDescriptor] = field(default_factory=list)
+    registry_error: str = ""
+    decompress_source: str = ""
+    pull: Optional[PullPrediction] = None
 
     @property
     def flagged(self) -> list[Layer]:
@@ -273,6 +289,8 @@ class LayersReport:
                     "manifest_keys": layer.manifest_keys,
                     "severity": layer.severity.value,
                     "problem": layer.problem,
+                    "compression": layer.compression,
+                    "compressed_bytes": layer.compressed_bytes,
                 }
                 for layer in self.layers
             ],
@@ -286,6 +304,15 @@ class LayersReport:
                 "write_source": self.write_source,
                 "predicted_s": None if self.predicted_unpack_s is None else round(self.predicted_unpack_s, 1),
                 "predicted": None if self.predicted_unpack_s is None else format_duration(self.predicted_unpack_s),
+            },
+            "pull": {
+                "registry_layers": [
+                    {"digest": d.digest, "compression": compression_of(d.media_type), "compressed_bytes": d.size}
+                    for d in self.registry_layers
+                ],
+                "registry_error": self.registry_error,
+                "decompress_source": self.decompress_source,
+                "predicted": None if self.pull is None else self.pull.to_dict(),
             },
             "findings": [f.to_dict() for f in self.findings()],
             "exit_code": int(self.exit_code),
@@ -365,4 +392,42 @@ def image_layers(
         report.write_mib_s = default_write_mibs(report.data_root_class or "other")
         report.write_source = f"default for {report.data_root_class or 'other'} devices (gpuhost.unpack)"
     report.predicted_unpack_s = predict_unpack_seconds(report.total_bytes, report.write_mib_s)
+    _predict_pull(report, inspect, root)
     return report
+
+
+def _predict_pull(report: LayersReport, inspect: dict[str, Any], root: str) -> None:
+    """Each layer's compression from the registry the image came from, and the pull's time split
+    into download, decompression and write with Docker's rates from the recorded storage probe."""
+    for repo_digest in inspect.get("RepoDigests") or []:
+        try:
+            report.registry_layers = fetch_layer_descriptors(str(repo_digest))
+            report.registry_error = ""
+            break
+        except (OSError, ValueError, TimeoutError) as exc:
+            report.registry_error = f"{str(repo_digest)[:200]}: {str(exc)[:300]}"
+    if not inspect.get("RepoDigests"):
+        report.registry_error = "the image came from no registry (built or loaded here)"
+    # history lists empty steps too; the layers with content pair with the manifest's in order
+    with_content = [layer for layer in report.layers if layer.size > 0]
+    if report.registry_layers and len(with_content) == len(report.registry_layers):
+        for layer, descriptor in zip(with_content, report.registry_layers):
+            layer.compression = compression_of(descriptor.media_type)
+            layer.compressed_bytes = descriptor.size
+    probe = read_recorded_probe(root)
+    rates = dict(probe.unpack_rates_mib_s) if probe is not None else {}
+    if not rates and probe is not None and probe.unpack_mib_s:
+        rates = {"none": probe.unpack_mib_s}
+    if not rates:
+        report.decompress_source = (
+            f"not measured: no {STORAGE_PROBE_RECORD} with unpack rates (gpuhost-agent storage-probe --unpack "
+            f"--record {STORAGE_PROBE_RECORD}); write time only"
+        )
+        return
+    report.decompress_source = "recorded storage probe"
+    pull_layers = [
+        PullLayer(layer.compression or "unknown", layer.compressed_bytes or layer.size, layer.size)
+        for layer in report.layers
+        if layer.size > 0
+    ]
+    report.pull = predict_pull(pull_layers, report.write_mib_s, rates)

@@ -303,6 +303,8 @@ class RecordedProbe:
     write_mib_s: float = 0.0
     unpack_mib_s: float | None = None
     measured_at: float = 0.0
+    # Docker's rate per layer compression (none, gzip, zstd), the median of the probe's rounds
+    unpack_rates_mib_s: dict[str, float] = field(default_factory=dict)
 
 
 def _unit_installed(root: str, unit: str) -> bool:
@@ -364,6 +366,9 @@ def read_recorded_probe(root: str = "/") -> RecordedProbe | None:
             write_mib_s=float(write.get("write_mib_s") or 0.0),
             unpack_mib_s=float(unpack["unpack_mib_s"]) if unpack.get("unpack_mib_s") else None,
             measured_at=float(data.get("measured_at") or 0.0),
+            unpack_rates_mib_s={
+                str(k): float(v) for k, v in (unpack.get("rates_mib_s") or {}).items() if float(v or 0) > 0
+            },
         )
     except (OSError, ValueError, TypeError, AttributeError, KeyError):
         return None
