@@ -11,8 +11,8 @@ data from os.urandom), then loads it with `docker load` into two private, short-
 
 For each device: the raw throughput (O_DIRECT writes to the loop device before mkfs), gpuhost's
 own probes on the mounted filesystem (gpuhost.storage.probe: the O_DIRECT write probe and the small
-`docker load` probe of Docker's processing rate), then the timed load until the data is on the
-device (load + syncfs). gpuhost predicts each time from its own probe figures
+`docker load` probe of Docker's processing rate, the median of --probe-rounds rounds), then the
+timed load until the data is on the device (load + syncfs). gpuhost predicts each time from its own probe figures
 (gpuhost.unpack.predict_unpack_seconds); the naive predictions beside it are the write-only model
 with the documented per-class defaults and with the measured write rate alone.
 
@@ -318,7 +318,8 @@ def measure(target: Target, work: Path, archive: Path, image_bytes: int, args: a
     probe = measure_write(str(target.mount), size_bytes=args.probe_mib * MIB)
     data_root = target.mount / "docker"
     with private_dockerd(target.name, data_root, work) as daemon:
-        unpack = measure_unpack(daemon.client, str(work), size_bytes=args.unpack_probe_mib * MIB)
+        unpack = measure_unpack(daemon.client, str(work), size_bytes=args.unpack_probe_mib * MIB,
+                                rounds=args.probe_rounds, compressions=("none",))
         cpu_before, busy_before = tree_cpu_seconds(daemon.pid), system_busy()
         start = time.perf_counter()
         docker_load(daemon.client, archive)
@@ -335,6 +336,7 @@ def measure(target: Target, work: Path, archive: Path, image_bytes: int, args: a
         {
             "probe_write_mib_s": probe.write_mib_s,
             "probe_unpack_mib_s": unpack.unpack_mib_s,
+            "probe_unpack_rounds_mib_s": unpack.round_rates_mib_s.get("none", []),
             "load_s": round(loaded, 2),
             "load_durable_s": round(durable, 2),
             "achieved_mib_s": round(image_bytes / MIB / durable, 1),
@@ -391,7 +393,8 @@ def main() -> int:
     parser.add_argument("--image-gib", type=float, default=2.0, help="incompressible layer data (default 2 GiB)")
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--probe-mib", type=int, default=512, help="gpuhost's write probe per device")
-    parser.add_argument("--unpack-probe-mib", type=int, default=512, help="gpuhost's docker load probe per device")
+    parser.add_argument("--unpack-probe-mib", type=int, default=256, help="gpuhost's docker load probe per round")
+    parser.add_argument("--probe-rounds", type=int, default=3, help="docker load probe rounds; the median counts")
     parser.add_argument("--repeat", type=int, default=1, help="load on both devices this many times; medians")
     parser.add_argument("--work-dir", default="/var/tmp", help="root-disk directory: the archive and the ebs file")
     args = parser.parse_args()
