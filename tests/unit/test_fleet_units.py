@@ -13,8 +13,10 @@ from pathlib import Path
 
 import paramiko
 import pytest
+from typer.testing import CliRunner
 
 from gpuhost.check import report_for
+from gpuhost.cli import app
 from gpuhost.fleet.inventory import load_inventory, target_from_vars
 from gpuhost.fleet.remote import Agent
 from gpuhost.fleet.ssh import load_ssh_config, resolve
@@ -28,14 +30,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def gpuhost(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gpuhost", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "160", **(env or {})},
-    )
+    """The CLI in this process (Ansible's inventory code is imported once, not per call)."""
+    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "160", **(env or {})})
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
 
 
 @pytest.mark.parametrize(
