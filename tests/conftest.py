@@ -7,9 +7,8 @@ tests/roles        ansible-playbook runs of the roles
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
