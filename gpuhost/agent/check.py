@@ -8,14 +8,16 @@ from typing import Any
 from gpuhost.agent.common import Handlers, add_collect_arguments, add_json_flag, print_json
 from gpuhost.check import CheckOptions, run_check
 from gpuhost.engine import EngineClient
+from gpuhost.facts.boot import collect_boot
 from gpuhost.facts.cdi import collect_cdi
 from gpuhost.facts.docker import collect_docker
 from gpuhost.facts.gpu import collect_gpu, parse_proc_driver_version
+from gpuhost.facts.kernel import collect_kernel
 from gpuhost.facts.toolkit import collect_toolkit
 from gpuhost.hostfacts import collect_host_facts
 from gpuhost.model import ExitCode, to_jsonable
 
-FACT_AREAS = ("gpu", "docker", "toolkit", "cdi")
+FACT_AREAS = ("gpu", "docker", "toolkit", "cdi", "boot")
 
 
 def _check_options(args: argparse.Namespace, **rules: Any) -> CheckOptions:
@@ -39,6 +41,8 @@ def _collect_area(area: str, args: argparse.Namespace) -> Any:
         return collect_docker(EngineClient(args.docker_host, timeout=5.0), args.daemon_json, args.root)
     if area == "toolkit":
         return collect_toolkit(args.root)
+    if area == "boot":
+        return collect_boot(args.root, collect_kernel(args.root).release)
     return collect_cdi(args.root)
 
 

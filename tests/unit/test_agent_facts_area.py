@@ -38,3 +38,25 @@ def test_several_areas_in_one_call(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_unknown_area_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["facts", "--area", "bogus"]) == 2
+
+
+def test_boot_area_names_the_next_kernel_and_its_nvidia_modules(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What nvidia_driver's next-kernel step reads: a newer kernel installed, built for or not."""
+    (tmp_path / "proc/sys/kernel").mkdir(parents=True)
+    (tmp_path / "proc/sys/kernel/osrelease").write_text("6.1.0-37-cloud-amd64\n")
+    (tmp_path / "boot").mkdir()
+    for release in ("6.1.0-37-cloud-amd64", "6.1.0-40-cloud-amd64"):
+        (tmp_path / "lib/modules" / release).mkdir(parents=True)
+        (tmp_path / "boot" / f"vmlinuz-{release}").write_bytes(b"")
+    assert main(["facts", "--root", str(tmp_path), "--area", "boot"]) == 0
+    boot = json.loads(capsys.readouterr().out)["boot"]
+    assert (boot["running"], boot["next"]) == ("6.1.0-37-cloud-amd64", "6.1.0-40-cloud-amd64")
+    assert boot["next_nvidia_modules"] == []
+
+    updates = tmp_path / "lib/modules/6.1.0-40-cloud-amd64/updates/dkms"
+    updates.mkdir(parents=True)
+    (updates / "nvidia.ko.xz").write_bytes(b"\x00")
+    assert main(["facts", "--root", str(tmp_path), "--area", "boot"]) == 0
+    assert json.loads(capsys.readouterr().out)["boot"]["next_nvidia_modules"] == ["updates/dkms/nvidia.ko.xz"]
