@@ -69,6 +69,8 @@ def test_daemon_json_points_at_the_disk_and_keeps_other_keys(host: Any) -> None:
     config = json.loads(host.file("/etc/docker/daemon.json").content_string)
     assert config["data-root"] == MOUNT
     assert config["log-driver"] == "json-file"
+    # Docker 20.10 used the classic store, so docker_storage_image_store: auto pinned it
+    assert config["features"]["containerd-snapshotter"] is False
     info = json.loads(host.check_output("docker info --format '{{json .}}'"))
     assert info["DockerRootDir"] == MOUNT
     assert info["Driver"] == "overlay2"
