@@ -204,6 +204,30 @@ def test_driver_install_or_skip_path(host: Any) -> None:
         assert ok(host, "dpkg --get-selections docker.io").split() == ["docker.io", "hold"]
 
 
+BLACKLIST = "/etc/apt/apt.conf.d/51gpuhost-nvidia-driver"
+
+
+def test_driver_packages_held_and_kept_out_of_unattended_upgrades(host: Any, check_report: dict[str, Any]) -> None:
+    packages = json.loads(ok(host, "gpuhost-agent facts"))["packages"]
+    if is_trixie(host):
+        # skip path without unattended-upgrades: no driver package to hold, no blacklist to write
+        assert packages["driver_packages"] == {}
+        assert not host.file(BLACKLIST).exists
+        return
+    # prepare.yml enabled unattended-upgrades; every driver package (dependencies too) is held
+    assert packages["unattended_upgrades_installed"] and packages["unattended_upgrade_periodic"] == "1"
+    assert {"libnvidia-ml1", "nvidia-smi"} <= set(packages["driver_packages"])
+    assert sorted(packages["held"]) == sorted(packages["driver_packages"])
+    blacklist = host.file(BLACKLIST)
+    assert blacklist.mode == 0o644
+    assert {"nvidia-", "libnvidia-"} <= set(packages["unattended_blacklist"])
+    assert "Unattended-Upgrade::Package-Blacklist" in blacklist.content_string
+    # apt itself reads the file: the entries are in its merged configuration
+    dumped = ok(host, "apt-config dump Unattended-Upgrade::Package-Blacklist")
+    assert 'Unattended-Upgrade::Package-Blacklist:: "libnvidia-";' in dumped, dumped
+    assert "gpu.upgrade-risk" not in {f["id"] for f in check_report["findings"]}
+
+
 def role_log() -> str:
     """What the roles printed in this run's prepare, check, converge and idempotence (whitespace folded)."""
     text = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "ansible.log").read_text(errors="replace")
