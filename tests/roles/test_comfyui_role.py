@@ -56,7 +56,7 @@ def test_extra_model_paths_template_is_comfyuis_format() -> None:
     env.filters["bool"] = bool
     rendered = env.get_template("extra_model_paths.yaml.j2").render(
         ansible_managed="Ansible managed",
-        comfyui_extra_model_paths={
+        __comfyui_extra_model_paths={
             "shared": {"base_path": "/mnt/models", "is_default": True,
                        "folders": {"checkpoints": "checkpoints", "loras": ["loras", "more/loras"]}},
             "team b": {"base_path": "/mnt/team b: models", "folders": {"vae": ["vae"]}},
