@@ -1,7 +1,8 @@
 """The comfyui role's models tasks (tasks_from: models-check, models) run by ansible-playbook against this
 machine, syncing from moto's S3 server on 127.0.0.1 (through a proxy that counts the bytes it passes)
 into a temporary directory: check mode first, then for real, then again; then the boot unit's own
-commands after the models directory is wiped, as an EC2 stop/start wipes the instance store."""
+commands after the models directory is wiped, as an EC2 stop/start wipes the instance store. And the
+whole role in check mode, to see the mounts and HF_HOME it would give the container."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import yaml
 
 from gpuhost.comfyui.models.facts import collect_models
 from tests.support.ansible import PlaybookRun, run_playbook
+from tests.support.comfyui_replay import IMAGE, build_image
 from tests.support.paths import REPO
 from tests.support.s3 import BUCKET, S3Proxy, model_bytes, s3_client, s3_server
 
@@ -59,6 +61,14 @@ PLAYBOOK = f"""---
     - name: Show what main.yml gives the container
       ansible.builtin.debug:
         msg: "CONTAINER {{{{ {{'volumes': __comfyui_models_volumes, 'env': __comfyui_models_env}} | to_json }}}}"
+"""
+WHOLE_ROLE = """---
+- name: Deploy ComfyUI
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  roles:
+    - role: comfyui
 """
 
 
@@ -211,3 +221,35 @@ def test_bad_models_variables_stop_before_anything_changes(tmp_path: Path, s3_pr
     assert "comfyui_models_source is s3://BUCKET/PREFIX or an https:// base URL (ftp://models/comfyui)" in run.flat
     assert run.recap()["changed"] == 0
     assert not (tmp_path / "etc").exists() and not (tmp_path / "agent").exists()
+
+
+@pytest.mark.docker
+def test_whole_role_in_check_mode_gives_the_container_the_models(
+    tmp_path: Path, s3_proxy: S3Proxy, shared_dir: Path
+) -> None:
+    build_image(shared_dir)
+    variables = {
+        **role_vars(tmp_path, s3_proxy),
+        "comfyui_image": IMAGE,
+        "comfyui_image_source": "load",
+        "comfyui_image_archive": str(tmp_path / "absent.tar"),
+        "comfyui_container_name": "gpuhost-comfyui-models-check",
+        "comfyui_host_user": "gpuhost-models-check",
+        "comfyui_require_gpu": False,
+        "comfyui_cpu_mode": True,
+    }
+    run = run_playbook(tmp_path, WHOLE_ROLE, "-i", "localhost,", "-e", json.dumps(variables), "--check", "-v",
+                       env=AWS_ENV)
+    assert run.returncode == 0, run.output
+    assert "2 of 2 files to fetch, 130000 bytes" in run.output
+    lines = run.output.splitlines()
+    at = next(i for i, line in enumerate(lines) if "TASK [comfyui : Run the ComfyUI container]" in line)
+    answer = json.loads(lines[at + 1].split(" => ", 1)[1])
+    created = answer["actions"][0]["create_parameters"]
+    models, hf_home = tmp_path / "disk" / "models", tmp_path / "disk" / "huggingface"
+    assert f"{models}:/gpuhost/models:ro" in created["HostConfig"]["Binds"]
+    assert f"{hf_home}:/gpuhost/huggingface:rw" in created["HostConfig"]["Binds"]
+    assert "HF_HOME=/gpuhost/huggingface" in created["Env"]
+    assert "COMFY_CMDLINE_EXTRA=--extra-model-paths-config /basedir/extra_model_paths.yaml --cpu" in created["Env"]
+    for path in (models, hf_home, tmp_path / "etc", tmp_path / "systemd"):
+        assert not path.exists(), path
