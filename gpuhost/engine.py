@@ -83,7 +83,10 @@ def check_address(host: str) -> tuple[str | None, str]:
     """(socket path, host:port) of a Docker daemon address; ValueError names what is wrong with it."""
     if host != host.strip():
         raise ValueError(f"Docker address {host!r} has spaces or a newline around it")
-    parsed = urlparse(host)
+    try:
+        parsed = urlparse(host)
+    except ValueError as exc:  # e.g. "Invalid IPv6 URL"
+        raise ValueError(f"Docker address {host!r}: {exc}") from None
     if parsed.scheme == "unix":
         if not parsed.path.startswith("/"):
             raise ValueError(f"Docker address {host!r}: unix:// needs an absolute socket path")

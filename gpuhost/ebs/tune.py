@@ -263,6 +263,8 @@ def run(
     volume = aws.describe_volume(client, selection.volume_id)
     if selection.by == "volume-id":
         selection.instance_id = _attached_instance(volume, options.instance_id)
+    elif not selection.instance_id:  # found by its NVMe serial: the instance it is attached to
+        selection.instance_id = _attached_instance(volume, instance_id)
     modifications = aws.describe_modifications(client, [volume.volume_id])
     plan = make_plan(options.settings, volume, modifications, region, clock())
 

@@ -113,6 +113,13 @@ def test_a_killed_sync_resumes_with_the_remainder_only(s3: dict[str, Any], tmp_p
         assert 3 <= held < 21 and not (target / big).exists()
 
         proxy.server.delay_per_chunk = 0.0
+        # the killed process's streams may still be draining through the proxy: let them end first
+        settle = time.monotonic() + 10
+        while time.monotonic() < settle:
+            before = dict(proxy.sent)
+            time.sleep(0.3)
+            if dict(proxy.sent) == before:
+                break
         proxy.sent.clear()
         resumed = run(SyncOptions.parse(source=f"s3://{BUCKET}/{PREFIX}", manifest=path, to=str(target),
                                         endpoint_url=proxy.endpoint, part_size="1MiB", region="us-east-1"))
