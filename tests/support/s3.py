@@ -18,14 +18,13 @@ import os
 import ssl
 import threading
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from moto.server import ThreadedMotoServer
+from tests.support.aws import clean_moto_server
 
 BUCKET = "models"
 SLOWDOWN = (
@@ -38,15 +37,8 @@ SLOWDOWN = (
 def s3_server() -> Iterator[str]:
     """A moto S3 server on loopback with nothing left from earlier tests; yields its endpoint."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    try:
-        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=30)
+    with clean_moto_server() as endpoint:
         yield endpoint
-    finally:
-        server.stop()
 
 
 def s3_client(endpoint: str) -> Any:
