@@ -5,8 +5,9 @@ findings): unpacking is bound by the data-root device's sustained write throughp
 figure it must reproduce: 140 GB at gp3's 125 MB/s baseline is about 18-19 minutes.
 
 On a fast disk Docker's own processing (decompressing, hashing, extracting: CPU) sets the time,
-not the disk: `gpuhost storage probe --unpack` measures it per layer compression, and
-predict_pull() splits a pull into download, decompression and write.
+not the disk: `gpuhost storage probe --unpack` measures it per layer compression (1 GiB loads
+timed until the data is on the device, the device's share taken out), and predict_pull() splits
+a pull into download, decompression and write.
 """
 
 from __future__ import annotations
@@ -53,6 +54,20 @@ def predict_unpack_seconds(image_bytes: int, write_mib_s: float, unpack_mib_s: f
             raise ValueError("unpack throughput must be positive")
         seconds += image_bytes / (unpack_mib_s * MIB)
     return seconds
+
+
+def processing_rate(image_mib: float, durable_seconds: float, write_mib_s: float | None) -> float:
+    """Docker's own rate (MiB/s) from a load timed until its data was on a device that writes
+    `write_mib_s`: the device's share of the unpacked bytes taken out, so that predicting for the
+    same device (gpuhost.unpack.predict_unpack_seconds) gives back the measured time, and for a
+    faster or slower one moves only that share."""
+    per_mib = durable_seconds / image_mib
+    if write_mib_s and write_mib_s > 0:
+        processing = per_mib - 1.0 / write_mib_s
+        # a device probe faster than the load itself leaves nothing sensible to take out
+        if processing > per_mib * 0.1:
+            per_mib = processing
+    return 1.0 / per_mib
 
 
 def compression_of(media_type: str) -> str:
@@ -109,12 +124,16 @@ def predict_pull(
     write_mib_s: float,
     decompress_mib_s: dict[str, float] | None = None,
     download_mib_s: float | None = None,
+    cpu_busy_pct: float | None = None,
 ) -> PullPrediction:
     """Seconds until a pull of `layers` is on a device that writes `write_mib_s`, in three parts.
 
     download: the compressed bytes at `download_mib_s` (left out: 0, a local registry or a
-    cache). Docker fetches layers in parallel but decompresses and extracts them one after the
-    other, so only the first layer's download does not overlap the decompression of others.
+    cache). Docker fetches the next layers while it extracts one, but receiving and hashing
+    them needs CPU too: `cpu_busy_pct`, how busy the host's CPUs were while the storage probe
+    unpacked, is the share of the download that cannot run beside the unpacking and adds to
+    it; the rest overlaps the decompression. Unknown, the download overlaps fully. The first
+    layer's download never overlaps anything.
     decompress: each layer's unpacked bytes at the rate `gpuhost storage probe --unpack`
     measured for its compression (Docker's reading, decompressing, hashing and extracting);
     a compression it did not measure uses the uncompressed rate, a floor.
@@ -122,6 +141,8 @@ def predict_pull(
     """
     if write_mib_s <= 0:
         raise ValueError("write throughput must be positive")
+    if cpu_busy_pct is not None and not 0 <= cpu_busy_pct <= 100:
+        raise ValueError("the CPU busy share must be from 0 to 100")
     rates = {k: v for k, v in (decompress_mib_s or {}).items() if v and v > 0}
     size = sum(layer.size_bytes for layer in layers)
     write_s = size / (write_mib_s * MIB)
@@ -139,7 +160,8 @@ def predict_pull(
             raise ValueError("download throughput must be positive")
         compressed = [layer.compressed_bytes for layer in layers]
         total_download = sum(compressed) / (download_mib_s * MIB)
-        # downloads overlap the decompression of earlier layers; what does not overlap counts
         first = (max(compressed) if compressed else 0) / (download_mib_s * MIB)
-        download_s = max(first, total_download - decompress_s)
+        serial = total_download * (cpu_busy_pct or 0.0) / 100
+        beside = total_download - serial
+        download_s = max(first, serial + max(0.0, beside - decompress_s))
     return PullPrediction(download_s=download_s, decompress_s=decompress_s, write_s=write_s, rates_used=used)

@@ -27,7 +27,8 @@ from gpuhost.storage.plan import (
     StorageRequest,
     plan_docker_storage,
 )
-from gpuhost.storage.probe import probe_storage
+from gpuhost.storage.probe import DEFAULT_UNPACK_PROBE_BYTES, probe_storage
+from gpuhost.units import MIB
 
 
 def cmd_storage_plan(args: argparse.Namespace) -> int:
@@ -77,6 +78,10 @@ def cmd_storage_ensure(args: argparse.Namespace) -> int:
 
 
 def cmd_storage_probe(args: argparse.Namespace) -> int:
+    def progress(message: str) -> None:
+        sys.stderr.write(f"gpuhost-agent storage-probe: {message}\n")
+        sys.stderr.flush()
+
     report = probe_storage(
         path=args.path,
         size_mib=args.size_mib,
@@ -84,6 +89,8 @@ def cmd_storage_probe(args: argparse.Namespace) -> int:
         image_bytes=args.image_bytes,
         client=EngineClient(args.docker_host, timeout=30.0),
         record=args.record,
+        unpack_mib=args.unpack_mib,
+        progress=progress,
     )
     print_json(to_jsonable(report))
     return int(ExitCode.OK)
@@ -121,7 +128,10 @@ def add_commands(sub: Any, handlers: Handlers) -> None:
     probe.add_argument("--path", default="", help="a directory on the filesystem to measure (default: data-root)")
     probe.add_argument("--size-mib", type=int, default=512)
     probe.add_argument(
-        "--unpack", action="store_true", help="also time `docker load` of a small image per layer compression, 3 rounds"
+        "--unpack", action="store_true", help="also time `docker load` of an image per layer compression, 3 rounds"
+    )
+    probe.add_argument(
+        "--unpack-mib", type=int, default=DEFAULT_UNPACK_PROBE_BYTES // MIB, help="the --unpack image's size in MiB"
     )
     probe.add_argument("--image-bytes", type=int, default=0, help="predict for this size (default: largest image)")
     probe.add_argument("--record", default="", help="also write the result to this JSON file")

@@ -132,6 +132,14 @@ def layers(
         help="(number) The data-root device's sustained write throughput for the unpack prediction. Default: "
         "gpuhost.unpack's figure for the device class under Docker's data-root. Example: --write-mibs 1000",
     ),
+    download_mibs: Optional[float] = typer.Option(
+        None,
+        "--download-mibs",
+        metavar="MiB/s",
+        help="(number) How fast this host downloads from the image's registry, for the pull prediction's "
+        "download part. Default: left out (a registry on this network or a pull-through cache). "
+        "Example: --download-mibs 250",
+    ),
     docker_host: Optional[str] = docker_host_option(),
     as_json: bool = typer.Option(
         False, "--json", help="(boolean) Print the report as JSON (schema gpuhost.comfyui.layers/v1). Example: --json"
@@ -166,13 +174,14 @@ def layers(
       findings, exit_code
     """
     with errors_to_exit(as_json):
-        options = LayersOptions.parse(manifest, min_model_bytes, write_mibs)
+        options = LayersOptions.parse(manifest, min_model_bytes, write_mibs, download_mibs)
         report = image_layers(
             engine_client(docker_host, timeout=30.0),
             image,
             options.min_model_bytes,
             options.manifest,
             options.write_mib_s,
+            download_mib_s=options.download_mib_s,
         )
     if as_json:
         emit_json(report.to_dict())

@@ -16,8 +16,8 @@ from gpuhost.storage.plan import (
     StorageRequest,
     plan_docker_storage,
 )
-from gpuhost.storage.probe import probe_storage
-from gpuhost.units import format_duration, parse_size
+from gpuhost.storage.probe import DEFAULT_UNPACK_PROBE_BYTES, probe_storage
+from gpuhost.units import MIB, format_duration, parse_size
 
 EXIT_CODES = (
     "Exit codes: 0 done (plan: every disk accepted); 1 a disk is refused or the data-root move is blocked; "
@@ -135,8 +135,13 @@ def probe(
     unpack: bool = typer.Option(
         False,
         "--unpack",
-        help="Also time `docker load` of a small image, uncompressed, gzip and zstd, 3 rounds each: "
-        "Docker's own processing rate per layer compression.",
+        help="Also time `docker load` of an image, uncompressed, gzip and zstd, 3 rounds each, until the data "
+        "is on the device: Docker's own processing rate per layer compression (a few minutes).",
+    ),
+    unpack_mib: int = typer.Option(
+        DEFAULT_UNPACK_PROBE_BYTES // MIB,
+        "--unpack-mib",
+        help="The --unpack image's size in MiB; smaller than 1024 measures a rate a large image will not reach.",
     ),
     image_size: str = typer.Option(
         "", "--image-size", help="Predict for this size (e.g. 140GB, 60GiB); default: the largest local image."
@@ -157,7 +162,13 @@ def probe(
         size = parse_size(image_size, "--image-size") if image_size else 0
         try:
             report = probe_storage(
-                path=path, size_mib=size_mib, unpack=unpack, image_bytes=size, client=engine_client(docker_host, 30.0)
+                path=path,
+                size_mib=size_mib,
+                unpack=unpack,
+                image_bytes=size,
+                client=engine_client(docker_host, 30.0),
+                unpack_mib=unpack_mib,
+                progress=None if as_json else lambda message: typer.echo(message, err=True),
             )
         except OSError as exc:
             raise SourceError(path or "data-root", str(exc), "Run as root, on a writable filesystem.") from exc

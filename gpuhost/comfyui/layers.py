@@ -331,15 +331,23 @@ class LayersOptions:
     min_model_bytes: Optional[int] = None
     manifest: Optional[Manifest] = None
     write_mib_s: Optional[float] = None
+    download_mib_s: Optional[float] = None
 
     @classmethod
     def parse(
-        cls, manifest: Optional[str] = None, min_model_bytes: Optional[str] = None, write_mibs: Optional[float] = None
+        cls,
+        manifest: Optional[str] = None,
+        min_model_bytes: Optional[str] = None,
+        write_mibs: Optional[float] = None,
+        download_mibs: Optional[float] = None,
     ) -> LayersOptions:
         return cls(
             min_model_bytes=parse_bytes(min_model_bytes, "--min-model-bytes") if min_model_bytes is not None else None,
             manifest=load_manifest(manifest) if manifest else None,
             write_mib_s=positive_number(write_mibs, "--write-mibs", maximum=1e6) if write_mibs is not None else None,
+            download_mib_s=(
+                positive_number(download_mibs, "--download-mibs", maximum=1e6) if download_mibs is not None else None
+            ),
         )
 
 
@@ -350,6 +358,7 @@ def image_layers(
     manifest: Optional[Manifest] = None,
     write_mib_s: Optional[float] = None,
     root: str = "/",
+    download_mib_s: Optional[float] = None,
 ) -> LayersReport:
     """Read IMAGE's history and inspect through the Engine API (an EngineClient) and judge it."""
 
@@ -392,11 +401,13 @@ def image_layers(
         report.write_mib_s = default_write_mibs(report.data_root_class or "other")
         report.write_source = f"default for {report.data_root_class or 'other'} devices (gpuhost.unpack)"
     report.predicted_unpack_s = predict_unpack_seconds(report.total_bytes, report.write_mib_s)
-    _predict_pull(report, inspect, root)
+    _predict_pull(report, inspect, root, download_mib_s)
     return report
 
 
-def _predict_pull(report: LayersReport, inspect: dict[str, Any], root: str) -> None:
+def _predict_pull(
+    report: LayersReport, inspect: dict[str, Any], root: str, download_mib_s: Optional[float] = None
+) -> None:
     """Each layer's compression from the registry the image came from, and the pull's time split
     into download, decompression and write with Docker's rates from the recorded storage probe."""
     for repo_digest in inspect.get("RepoDigests") or []:
@@ -418,16 +429,19 @@ def _predict_pull(report: LayersReport, inspect: dict[str, Any], root: str) -> N
     rates = dict(probe.unpack_rates_mib_s) if probe is not None else {}
     if not rates and probe is not None and probe.unpack_mib_s:
         rates = {"none": probe.unpack_mib_s}
-    if not rates:
+    if rates:
+        report.decompress_source = "recorded storage probe"
+    else:
         report.decompress_source = (
             f"not measured: no {STORAGE_PROBE_RECORD} with unpack rates (gpuhost-agent storage-probe --unpack "
             f"--record {STORAGE_PROBE_RECORD}); write time only"
         )
-        return
-    report.decompress_source = "recorded storage probe"
+        if download_mib_s is None:
+            return
     pull_layers = [
         PullLayer(layer.compression or "unknown", layer.compressed_bytes or layer.size, layer.size)
         for layer in report.layers
         if layer.size > 0
     ]
-    report.pull = predict_pull(pull_layers, report.write_mib_s, rates)
+    busy = probe.cpu_busy_pct if probe is not None else None
+    report.pull = predict_pull(pull_layers, report.write_mib_s, rates, download_mib_s, busy)

@@ -305,6 +305,16 @@ class RecordedProbe:
     measured_at: float = 0.0
     # Docker's rate per layer compression (none, gzip, zstd), the median of the probe's rounds
     unpack_rates_mib_s: dict[str, float] = field(default_factory=dict)
+    # how busy the host's CPUs were while the probe unpacked (percent of all of them)
+    cpu_busy_pct: float | None = None
+
+
+def _busy_share(value: object) -> float | None:
+    import math
+
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 100:
+        return float(value)
+    return None
 
 
 def _unit_installed(root: str, unit: str) -> bool:
@@ -367,8 +377,11 @@ def read_recorded_probe(root: str = "/") -> RecordedProbe | None:
             unpack_mib_s=float(unpack["unpack_mib_s"]) if unpack.get("unpack_mib_s") else None,
             measured_at=float(data.get("measured_at") or 0.0),
             unpack_rates_mib_s={
-                str(k): float(v) for k, v in (unpack.get("rates_mib_s") or {}).items() if float(v or 0) > 0
+                str(k): float(v)
+                for k, v in (unpack.get("rates_mib_s") or {}).items()
+                if 0 < float(v or 0) < float("inf")
             },
+            cpu_busy_pct=_busy_share(unpack.get("cpu_busy_pct")),
         )
     except (OSError, ValueError, TypeError, AttributeError, KeyError):
         return None

@@ -14,8 +14,10 @@ import json
 import mmap
 import os
 import statistics
+import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -24,7 +26,13 @@ from gpuhost.facts.docker import image_sizes
 from gpuhost.facts.storage import locate
 from gpuhost.model import UsageError, to_jsonable
 from gpuhost.units import MIB, format_duration
-from gpuhost.unpack import COMPRESSIONS, default_write_mibs, median_rate, predict_unpack_seconds
+from gpuhost.unpack import (
+    COMPRESSIONS,
+    default_write_mibs,
+    median_rate,
+    predict_unpack_seconds,
+    processing_rate,
+)
 
 if TYPE_CHECKING:
     from gpuhost.engine import EngineClient
@@ -124,6 +132,12 @@ class UnpackProbeResult:
     rates_mib_s: dict[str, float] = field(default_factory=dict)
     round_rates_mib_s: dict[str, list[float]] = field(default_factory=dict)
     unsupported: dict[str, str] = field(default_factory=dict)
+    # rounds timed until the data was on the device, and the device's write rate taken out
+    until_durable: bool = False
+    device_write_mib_s: float | None = None
+    # how busy all the host's CPUs were during the rounds (median): near 100, a pull's download
+    # cannot run beside the unpacking
+    cpu_busy_pct: float | None = None
 
 
 # A model image is mostly weights (incompressible) with a Python environment beside them: the
@@ -160,12 +174,16 @@ def _compress_layer(layer_path: str, compression: str) -> str:
         import gzip
         import shutil
 
+        pigz = shutil.which("pigz")
+        if pigz is not None:  # the same bytes' kind, made on every core
+            with open(layer_path + ".gz", "wb") as target:
+                subprocess.run([pigz, "-6", "-c", layer_path], stdout=target, check=True)
+            return layer_path + ".gz"
         with open(layer_path, "rb") as source, gzip.open(layer_path + ".gz", "wb", compresslevel=6) as target:
             shutil.copyfileobj(source, target, 4 * MIB)
         return layer_path + ".gz"
     if compression == "zstd":
         import shutil
-        import subprocess
 
         zstd = shutil.which("zstd")
         if zstd is None:
@@ -240,20 +258,103 @@ def probe_image_archive(
 
 
 PROBE_IMAGE_REPO = "gpuhost-storage-probe"
-DEFAULT_UNPACK_PROBE_BYTES = 256 * MIB
+# Large enough that Docker's per-byte cost reaches what a large image pays: on a 2-core host it
+# rose by half from 256 MiB to 1 GiB loads and stayed there at 2 GiB (bench/unpack.py).
+DEFAULT_UNPACK_PROBE_BYTES = 1024 * MIB
+MIN_UNPACK_PROBE_MIB = 64
+MAX_UNPACK_PROBE_MIB = 16 * 1024
 DEFAULT_UNPACK_ROUNDS = 3
+# How often the probe pushes the data-root filesystem's dirty pages to the device during a load.
+WRITEBACK_INTERVAL_S = 0.2
 
 
-def _load_archive(client: EngineClient, archive: str, tag: str) -> float:
-    """Seconds `docker load` of `archive` took; the image is removed again."""
+def _syncfs(fd: int) -> None:
+    """Flush one filesystem (the one `fd` is on); the whole system where syncfs is missing."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syncfs(fd) == 0:
+            return
+    except (OSError, AttributeError):
+        pass
+    os.sync()
+
+
+@contextlib.contextmanager
+def _written_back(data_root: str) -> Iterator[None]:
+    """While the block runs, write the data-root filesystem's dirty pages to the device every
+    WRITEBACK_INTERVAL_S, and once more at its end.
+
+    An image much larger than the kernel's dirty-page threshold (10% of memory) is unpacked with
+    the device writing all along, Docker's staging copy of every layer included; a probe small
+    enough to sit in the page cache would otherwise time only the copying into memory."""
+    if not data_root:
+        yield
+        return
+    import threading
+
+    fd = os.open(data_root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    stop = threading.Event()
+
+    def flush() -> None:
+        while not stop.wait(WRITEBACK_INTERVAL_S):
+            _syncfs(fd)
+
+    flusher = threading.Thread(target=flush, name="gpuhost-probe-writeback", daemon=True)
+    flusher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        flusher.join()
+        try:
+            _syncfs(fd)
+        finally:
+            os.close(fd)
+
+
+def _cpu_counters() -> tuple[int, int] | None:
+    """(busy, total) clock ticks of all CPUs since boot, or None off Linux."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            values = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    if len(values) < 5:
+        return None
+    total = sum(values[:8])
+    return total - values[3] - values[4], total
+
+
+def _busy_pct(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round((after[0] - before[0]) / (after[1] - before[1]) * 100, 1)
+
+
+@dataclass
+class _Round:
+    seconds: float
+    busy_pct: float | None
+
+
+def _load_archive(client: EngineClient, archive: str, tag: str, data_root: str = "") -> _Round:
+    """`docker load` of `archive` until its data is on the data-root device (when `data_root` is
+    given); the image is removed again."""
     try:
         with open(archive, "rb") as fh:
+            before = _cpu_counters()
             start = time.perf_counter()
-            body = client.upload("/images/load", fh, os.path.getsize(archive), params={"quiet": True}, timeout=600.0)
+            with _written_back(data_root):
+                body = client.upload(
+                    "/images/load", fh, os.path.getsize(archive), params={"quiet": True}, timeout=1800.0
+                )
             seconds = time.perf_counter() - start
+            busy = _busy_pct(before, _cpu_counters())
         if b"errorDetail" in body:
             raise EngineError(500, f"docker load of the probe image failed: {body[-300:]!r}")
-        return seconds
+        return _Round(seconds, busy)
     finally:
         with contextlib.suppress(EngineError):
             client.request("DELETE", f"/images/{tag}", params={"force": True})
@@ -265,40 +366,53 @@ def measure_unpack(
     size_bytes: int = DEFAULT_UNPACK_PROBE_BYTES,
     rounds: int = DEFAULT_UNPACK_ROUNDS,
     compressions: tuple[str, ...] = COMPRESSIONS,
+    *,
+    data_root: str = "",
+    write_mib_s: float | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> UnpackProbeResult:
-    """Time `docker load` of a small image into the daemon's data-root, `rounds` times for each
-    layer compression, then remove it: Docker's own per-byte cost (reading, decompressing,
-    hashing, extracting) on this host, the median round per compression.
+    """Time `docker load` of an image into the daemon's data-root, `rounds` times for each layer
+    compression, then remove it: Docker's own per-byte cost (reading, decompressing, hashing,
+    extracting) on this host, the median round per compression.
 
-    The probe is small enough to stay in the page cache, so it measures the processing side of
-    unpacking; measure_write() measures the device side. gpuhost.unpack combines the two. A
+    With `data_root` (Docker's data-root, on this machine) each round lasts until the data is on
+    the device, with the device writing all along as it does for a large image
+    (_written_back), and `write_mib_s` (measure_write's figure for that device) takes the
+    device's share back out (processing_rate). Without, the rounds time the load alone. A
     compression this host cannot make (no zstd tool) or the daemon refuses (Docker before 23
     cannot extract zstd layers) is listed in `unsupported`.
     """
     if rounds < 1:
         raise ValueError("the unpack probe needs at least one round")
-    result = UnpackProbeResult(image_bytes=0, seconds=0.0, unpack_mib_s=0.0, rounds=rounds)
+    result = UnpackProbeResult(image_bytes=0, seconds=0.0, unpack_mib_s=0.0, rounds=rounds,
+                               until_durable=bool(data_root), device_write_mib_s=write_mib_s)
+    say = progress or (lambda _message: None)
     # the first load into a daemon pays one-time setup; a small untimed load takes it
     warm_up = [("none", 8 * MIB, 1, False)]
     plan = warm_up + [(compression, size_bytes, rounds, True) for compression in compressions]
+    busy: list[float] = []
     for compression, size, count, timed in plan:
         tag = f"{PROBE_IMAGE_REPO}:{os.getpid()}-{int(time.time() * 1000)}-{compression}"
         fd, archive = tempfile.mkstemp(prefix=".gpuhost-probe-", suffix=".tar", dir=work_dir)
         os.close(fd)
         try:
+            if timed:
+                say(f"building a {size / MIB:.0f} MiB probe image with {compression} layers")
             try:
                 layer_bytes = probe_image_archive(
                     archive, size, tag, layer_bytes=min(size, 128 * MIB), compression=compression
                 )
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, subprocess.CalledProcessError) as exc:
                 if compression == "none":
                     raise
                 result.unsupported[compression] = f"no probe archive: {exc}"
                 continue
-            seconds: list[float] = []
-            for _ in range(count):
+            measured: list[_Round] = []
+            for number in range(count):
+                if timed:
+                    say(f"docker load, {compression} layers, round {number + 1} of {count}")
                 try:
-                    seconds.append(_load_archive(client, archive, tag))
+                    measured.append(_load_archive(client, archive, tag, data_root if timed else ""))
                 except EngineError as exc:
                     if compression == "none":
                         raise
@@ -308,13 +422,17 @@ def measure_unpack(
             os.unlink(archive)
         if not timed or compression in result.unsupported:
             continue
-        rates = [round(layer_bytes / MIB / s, 1) for s in seconds]
-        result.round_rates_mib_s[compression] = rates
-        result.rates_mib_s[compression] = round(median_rate(rates), 1)
+        image_mib = layer_bytes / MIB
+        result.round_rates_mib_s[compression] = [round(image_mib / r.seconds, 1) for r in measured]
+        median_seconds = image_mib / median_rate(result.round_rates_mib_s[compression])
+        result.rates_mib_s[compression] = round(processing_rate(image_mib, median_seconds, write_mib_s), 1)
+        busy.extend(r.busy_pct for r in measured if r.busy_pct is not None)
         if compression == "none":
             result.image_bytes = layer_bytes
-            result.seconds = round(statistics.median(seconds), 4)
+            result.seconds = round(median_seconds, 4)
             result.unpack_mib_s = result.rates_mib_s["none"]
+    if busy:
+        result.cpu_busy_pct = round(statistics.median(busy), 1)
     return result
 
 
@@ -359,18 +477,31 @@ def probe_storage(
     image_bytes: int = 0,
     client: EngineClient | None = None,
     record: str = "",
+    unpack_mib: int = DEFAULT_UNPACK_PROBE_BYTES // MIB,
+    progress: Callable[[str], None] | None = None,
 ) -> StorageProbeReport:
     """Measure where `path` (default: Docker's data-root) lives and predict an image's unpack time."""
     if not 16 <= size_mib <= MAX_PROBE_MIB:
         raise UsageError(f"--size-mib must be from 16 to {MAX_PROBE_MIB} (1 TiB), got {str(size_mib)[:40]}",
                          "Example: --size-mib 512")
+    if not MIN_UNPACK_PROBE_MIB <= unpack_mib <= MAX_UNPACK_PROBE_MIB:
+        raise UsageError(
+            f"--unpack-mib must be from {MIN_UNPACK_PROBE_MIB} to {MAX_UNPACK_PROBE_MIB}, got {str(unpack_mib)[:40]}",
+            "Example: --unpack-mib 1024",
+        )
+    data_root = ""
+    if client is not None and (unpack or not path):
+        try:
+            data_root = str(client.get("/info").get("DockerRootDir") or "")
+        except (EngineUnavailable, EnginePermissionDenied, EngineError, OSError) as exc:
+            if not path:
+                raise UsageError(
+                    f"no path given and Docker's data-root is unknown: {exc}", "Pass --path DIR."
+                ) from exc
     if not path:
         if client is None:
             raise UsageError("no path given and no Docker client to ask for its data-root")
-        try:
-            path = str(client.get("/info").get("DockerRootDir") or "")
-        except (EngineUnavailable, EnginePermissionDenied, EngineError, OSError) as exc:
-            raise UsageError(f"no path given and Docker's data-root is unknown: {exc}", "Pass --path DIR.") from exc
+        path = data_root
     if not os.path.isdir(path):
         raise UsageError(f"{path} is not a directory")
     location = locate(path)
@@ -386,7 +517,20 @@ def probe_storage(
     if unpack:
         if client is None:
             raise UsageError("--unpack needs Docker (the probe loads a small image)")
-        report.unpack = measure_unpack(client, path if os.access(path, os.W_OK) else "/var/tmp")
+        # the rounds last until the data is on the device only where that device is the one
+        # measured here: a daemon whose data-root is elsewhere (or on another machine) is
+        # timed loading alone
+        same_device = bool(data_root) and os.path.isdir(data_root) and (
+            os.stat(data_root).st_dev == os.stat(path).st_dev
+        )
+        report.unpack = measure_unpack(
+            client,
+            path if os.access(path, os.W_OK) else "/var/tmp",
+            size_bytes=unpack_mib * MIB,
+            data_root=data_root if same_device else "",
+            write_mib_s=report.write.write_mib_s if same_device else None,
+            progress=progress,
+        )
     if image_bytes <= 0 and client is not None:
         found = largest_image(client)
         if found is not None and found[1] > 0:

@@ -14,6 +14,7 @@ import pytest
 from gpuhost.comfyui.layers import image_layers
 from gpuhost.comfyui.registry import fetch_layer_descriptors, split_repo_digest
 from gpuhost.engine import EngineClient, EngineError
+from gpuhost.units import MIB
 from tests.support.images import import_busybox
 from tests.support.registry import LocalRegistry, free_port, registry_available, skopeo_available
 
@@ -89,6 +90,9 @@ def test_each_compression_pulls_and_layers_reports_it(
         assert payload["pull"]["registry_layers"][0]["compression"] == compression
         assert payload["layers"][0]["compression"] == compression
         assert fetch_layer_descriptors(f"{registry.address}/{repository}@{digest}")[0].size == layer.compressed_bytes
+        # one layer: its download overlaps nothing, whatever the recorded probe says
+        predicted = image_layers(EngineClient(), destination, download_mib_s=0.5).to_dict()["pull"]["predicted"]
+        assert predicted["download_s"] == round(layer.compressed_bytes / MIB / 0.5, 1)
     finally:
         remove(destination)
 

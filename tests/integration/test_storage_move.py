@@ -96,3 +96,17 @@ def test_unpack_probe_loads_and_removes_its_image(tmp_path: Path) -> None:
         assert report.write is not None
         assert report.predicted_unpack_s == round(predict_unpack_seconds(found[1], report.write.write_mib_s), 1)
         assert json.loads(record.read_text())["write"]["write_mib_s"] == report.write.write_mib_s
+
+        # until the data is on the device, with the device's share taken back out
+        said: list[str] = []
+        durable = measure_unpack(client, str(tmp_path), size_bytes=32 * MIB, rounds=1, compressions=("none",),
+                                 data_root=str(daemon.base / "data"), write_mib_s=2000.0, progress=said.append)
+        assert durable.until_durable and durable.device_write_mib_s == 2000.0
+        assert durable.cpu_busy_pct is not None and 0 <= durable.cpu_busy_pct <= 100
+        measured = durable.round_rates_mib_s["none"][0]
+        assert durable.unpack_mib_s > measured
+        assert "docker load, none layers, round 1 of 1" in said
+        for bad in (16, 10**9):
+            with pytest.raises(UsageError, match="--unpack-mib"):
+                probe_storage(size_mib=16, unpack=True, unpack_mib=bad, client=client)
+        assert [i["RepoTags"] for i in client.get("/images/json")] == [[image]]  # the probe image is gone

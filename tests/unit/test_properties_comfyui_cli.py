@@ -99,12 +99,13 @@ def test_a_valid_name_reaches_the_engine(engine: BadServer) -> None:
     ]
 
 
+@pytest.mark.parametrize("option", ["--write-mibs", "--download-mibs"])
 @pytest.mark.parametrize("value", ["nan", "inf", "-1", "0", "1e400"])
-def test_layers_write_mibs_must_be_a_finite_positive_number(value: str) -> None:
-    code, stdout, output = cli("layers", "comfyui:0.3.64", "--write-mibs", value, "--json",
+def test_layers_rates_must_be_finite_positive_numbers(option: str, value: str) -> None:
+    code, stdout, output = cli("layers", "comfyui:0.3.64", option, value, "--json",
                                "--docker-host", "unix:///nonexistent/docker.sock")
     assert code == 2, output
-    assert "--write-mibs" in strict_json(stdout)["error"]
+    assert option in strict_json(stdout)["error"]
 
 
 @pytest.mark.parametrize("url", ["ftp://127.0.0.1:8188/system_stats", "http://127.0.0.1:99999/", "http://x:1 ", ""])
