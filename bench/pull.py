@@ -22,9 +22,12 @@ there:
 
 Each pull is timed until the data is on the device (pull + syncfs), with dockerd's CPU-seconds
 (it and its reaped children: unpigz, the untar re-exec), achieved vs the raw device write, and
-gpuhost's prediction (gpuhost.unpack.predict_pull from its own probes: the O_DIRECT write probe and
-`measure_unpack`'s per-compression rates, median of three rounds, run under the same daemon
-setting) and its error. One JSON line. Target: every prediction within 25%.
+gpuhost's prediction (gpuhost.unpack.predict_pull from its own probes: the O_DIRECT write probe,
+`measure_unpack`'s per-compression rates (1 GiB loads until the data is on the device, median of
+three rounds, run under the same daemon setting) and the CPU share they kept busy, and the rate
+at which one connection downloads, verifies and stores the largest blob on that disk) and its
+error. One JSON line.
+Target: every prediction within 25%.
 
 The registry, skopeo and every dockerd share one private network namespace (loopback only): a
 dockerd there cannot touch the host's docker0, and the registry is never on a bridge address.
@@ -39,7 +42,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -54,18 +56,30 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.unpack import (  # noqa: E402
+from bench._harness import (  # noqa: E402
     GIB,
+    Daemon,
     Target,
     add_bytes,
+    both_disks,
+    error_pct,
+    finish_archive,
     import_base,
     loop_xfs,
+    network_namespace,
+    private_dockerd,
     random_layer,
-    system_busy,
-    tree_cpu_seconds,
+    run,
+    sha256_file,
+    timed_until_durable,
 )
-from gpuhost.engine import EngineClient, EngineUnavailable  # noqa: E402
-from gpuhost.storage.probe import measure_unpack, measure_write  # noqa: E402
+from gpuhost.engine import EngineClient  # noqa: E402
+from gpuhost.storage.probe import (  # noqa: E402
+    DEFAULT_UNPACK_PROBE_BYTES,
+    UnpackProbeResult,
+    measure_unpack,
+    measure_write,
+)
 from gpuhost.units import MIB  # noqa: E402
 from gpuhost.unpack import PullLayer, compression_of, predict_pull  # noqa: E402
 from tests.support.registry import LocalRegistry, in_netns  # noqa: E402
@@ -96,21 +110,12 @@ def log(message: str) -> None:
     sys.stderr.flush()
 
 
-def run(*command: str) -> str:
-    proc = subprocess.run(command, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)}: {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout.strip()
-
-
 # --- the image ------------------------------------------------------------------------------
 
 
 def files_layer(path: Path, size: int, skip: int) -> str:
     """A layer tar of real files from /usr (after the first `skip` bytes of them), about `size`
     bytes; returns its diff id."""
-    import hashlib
-
     taken = seen = 0
     with tarfile.open(path, "w") as tar:
         for directory, _, names in os.walk("/usr"):
@@ -129,19 +134,13 @@ def files_layer(path: Path, size: int, skip: int) -> str:
                     break
             if taken >= size:
                 break
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(4 * MIB), b""):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
+    return sha256_file(path)
 
 
 def build_image(shared: EngineClient, work: Path, image_bytes: int, weight_layers: int,
                 file_layers: int) -> tuple[Path, list[int]]:
     """A `docker save` archive; returns it and every layer's unpacked size, base first."""
-    import hashlib
-
-    base_layer, base_config = import_base(shared)
+    base_layer, base_config = import_base(shared, PREFIX)
     names, sizes = ["base/layer.tar"], [len(base_layer)]
     diff_ids = list(base_config["rootfs"]["diff_ids"])
     history = list(base_config.get("history") or [])
@@ -166,93 +165,23 @@ def build_image(shared: EngineClient, work: Path, image_bytes: int, weight_layer
             tar.add(layer_path, arcname=names[-1])
             sizes.append(layer_path.stat().st_size)
             layer_path.unlink()
-        config = dict(base_config, rootfs={"type": "layers", "diff_ids": diff_ids}, history=history)
-        config_bytes = json.dumps(config).encode()
-        config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
-        add_bytes(tar, config_name, config_bytes)
-        add_bytes(tar, "manifest.json", json.dumps([{"Config": config_name, "RepoTags": [f"{PREFIX}:big"],
-                                                     "Layers": names}]).encode())
+        finish_archive(tar, base_config, diff_ids, history, names, f"{PREFIX}:big")
     return archive, sizes
 
 
-# --- the network namespace and the daemons --------------------------------------------------
+# --- the daemons ----------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def network_namespace() -> Iterator[int]:
-    """A network namespace with only loopback, held by a sleeping process; yields its pid."""
-    holder = subprocess.Popen(["unshare", "--net", "--", "sleep", "7200"], start_new_session=True)
-    try:
-        deadline = time.monotonic() + 10
-        while os.readlink(f"/proc/{holder.pid}/ns/net") == os.readlink("/proc/self/ns/net"):
-            if time.monotonic() > deadline:
-                raise RuntimeError("unshare --net did not start")
-            time.sleep(0.05)
-        run(*in_netns(holder.pid, ["ip", "link", "set", "lo", "up"]))
-        yield holder.pid
-    finally:
-        holder.kill()
-        holder.wait(timeout=10)
-
-
-@dataclass
-class Daemon:
-    client: EngineClient
-    pid: int
-    host: str
-
-
-@contextlib.contextmanager
-def dockerd_in(netns: int, name: str, data_root: Path, log_dir: Path, setting: Setting) -> Iterator[Daemon]:
-    run_dir = Path(tempfile.mkdtemp(prefix=f"gh-pb-{name[:6]}-", dir="/run"))
-    socket = run_dir / "docker.sock"
-    config = run_dir / "daemon.json"
-    config.write_text(json.dumps({"max-concurrent-downloads": setting.max_concurrent_downloads}))
+def dockerd_for(netns: int, name: str, data_root: Path, log_dir: Path, setting: Setting) -> Iterator[Daemon]:
     environment = dict(os.environ)
     if not setting.pigz:
         environment["MOBY_DISABLE_PIGZ"] = "1"
     elif shutil.which("unpigz") is None:
         raise RuntimeError("unpigz is not on PATH (apt-get install pigz)")
-    command = in_netns(netns, [
-        shutil.which("dockerd") or "/usr/sbin/dockerd",
-        "--config-file", str(config),
-        "--data-root", str(data_root),
-        "--exec-root", str(run_dir / "exec"),
-        "--pidfile", str(run_dir / "docker.pid"),
-        "-H", f"unix://{socket}",
-        "--bridge", "none",
-        "--iptables=false",
-        "--ip-masq=false",
-        "--storage-driver", "overlay2",
-    ])
-    log_path = log_dir / f"dockerd-{name}.log"
-    with open(log_path, "ab") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-                                   env=environment)
-    client = EngineClient(f"unix://{socket}", timeout=900.0)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"dockerd {name} exited: {log_path.read_text()[-1500:]}")
-            with contextlib.suppress(EngineUnavailable, OSError):
-                if client.ping():
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"dockerd {name} did not answer within 60 s")
-            time.sleep(0.2)
-        # nsenter execs dockerd: the pid is dockerd's own
-        yield Daemon(client, process.pid, f"unix://{socket}")
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
-        subprocess.run(["umount", "-R", str(data_root)], capture_output=True, check=False)
-        shutil.rmtree(run_dir, ignore_errors=True)
+    with private_dockerd(name, data_root, log_dir, netns_pid=netns, environment=environment,
+                         daemon_json={"max-concurrent-downloads": setting.max_concurrent_downloads}) as daemon:
+        yield daemon
 
 
 def pull(daemon: Daemon, image: str, tag: str) -> None:
@@ -263,65 +192,93 @@ def pull(daemon: Daemon, image: str, tag: str) -> None:
         raise RuntimeError(f"docker pull failed: {proc.stderr.strip()[-400:]}")
 
 
-def error_pct(predicted: float, measured: float) -> float:
-    return round((predicted - measured) / measured * 100, 1)
-
-
 # --- the run --------------------------------------------------------------------------------
 
 
-def manifest_layers(registry: LocalRegistry, repository: str, tag: str, sizes: list[int]) -> list[PullLayer]:
+def manifest_layers(registry: LocalRegistry, repository: str, tag: str,
+                    sizes: list[int]) -> tuple[list[PullLayer], tuple[str, int]]:
+    """The pushed image's layers for the prediction, and its largest blob (digest and size)."""
     raw = run(*in_netns(registry.netns_pid, ["skopeo", "inspect", "--raw", "--tls-verify=false",
                                              f"docker://{registry.address}/{repository}:{tag}"]))
     layers = json.loads(raw)["layers"]
+    largest = max(layers, key=lambda layer: int(layer["size"]))
     return [PullLayer(compression_of(layer["mediaType"]), int(layer["size"]), size)
-            for layer, size in zip(layers, sizes)]
+            for layer, size in zip(layers, sizes)], (largest["digest"], int(largest["size"]))
+
+
+def download_mib_s(registry: LocalRegistry, repository: str, digest: str, size: int, directory: Path,
+                   rounds: int = 3) -> float:
+    """How fast one connection fetches a blob from the registry the way dockerd does before it
+    extracts anything: received, its digest verified, stored in the data-root disk (curl | tee |
+    sha256sum, the median of `rounds`; the copy is deleted). The figure a user would pass to
+    `gpuhost layers --download-mibs`."""
+    url = f"http://{registry.address}/v2/{repository}/blobs/{digest}"
+    target = directory / "download-probe"
+    rates = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        output = run(*in_netns(registry.netns_pid, [
+            "bash", "-c", 'set -o pipefail; curl -sSf --max-time 300 "$1" | tee "$2" | sha256sum',
+            "download", url, str(target)]))
+        seconds = time.perf_counter() - start
+        target.unlink(missing_ok=True)
+        if not digest.endswith(output.split()[0]):
+            raise RuntimeError(f"{url}: the blob's digest is {output.split()[0]}")
+        rates.append(size / MIB / seconds)
+    return round(statistics.median(rates), 1)
 
 
 def measure_disk(target: Target, netns: int, registry: LocalRegistry, pushed: dict[str, list[PullLayer]],
-                 work: Path, args: argparse.Namespace, settings: list[Setting],
+                 blobs: dict[str, tuple[str, int]], work: Path, args: argparse.Namespace, settings: list[Setting],
                  refused: dict[str, str]) -> dict[str, Any]:
     assert target.mount is not None
     figures: dict[str, Any] = {"raw_write_mib_s": target.figures["raw_write_mib_s"]}
     write = measure_write(str(target.mount), size_bytes=args.probe_mib * MIB)
     figures["probe_write_mib_s"] = write.write_mib_s
+    downloads = {tag: download_mib_s(registry, f"bench-{tag}", *blobs[tag], target.mount) for tag in pushed}
+    figures["download_mib_s"] = downloads
     data_root = target.mount / "docker"
-    probes: dict[bool, dict[str, float]] = {}
+    probes: dict[bool, UnpackProbeResult] = {}
     for setting in settings:
         if setting.tag in refused or setting.tag not in pushed:
             continue
         layers = pushed[setting.tag]
         size = sum(layer.size_bytes for layer in layers)
-        with dockerd_in(netns, f"{target.name}-{setting.name}", data_root, work, setting) as daemon:
-            if setting.pigz not in probes:
+        if setting.pigz not in probes:
+            # the probe runs in a daemon of its own, as `gpuhost storage probe` runs apart from
+            # the pulls it predicts; every pull starts on a fresh daemon
+            which = "pigz" if setting.pigz else "nopigz"
+            with dockerd_for(netns, f"{target.name}-probe-{which}", data_root, work, setting) as daemon:
                 probe = measure_unpack(daemon.client, str(work), size_bytes=args.unpack_probe_mib * MIB,
-                                       rounds=args.probe_rounds, compressions=("none", "gzip"))
-                probes[setting.pigz] = probe.rates_mib_s
-                figures[f"probe_rates_mib_s_{'pigz' if setting.pigz else 'nopigz'}"] = probe.round_rates_mib_s
-            cpu_before, busy_before = tree_cpu_seconds(daemon.pid), system_busy()
-            start = time.perf_counter()
+                                       rounds=args.probe_rounds, compressions=("none", "gzip"),
+                                       data_root=str(data_root), write_mib_s=write.write_mib_s)
+            probes[setting.pigz] = probe
+            figures[f"probe_rounds_mib_s_{which}"] = probe.round_rates_mib_s
+            figures[f"probe_rates_mib_s_{which}"] = probe.rates_mib_s
+            figures[f"probe_cpu_busy_pct_{which}"] = probe.cpu_busy_pct
+        with dockerd_for(netns, f"{target.name}-{setting.name}", data_root, work, setting) as daemon:
             try:
-                pull(daemon, f"{registry.address}/bench-{setting.tag}", setting.tag)
+                with timed_until_durable(target, daemon) as timed:
+                    pull(daemon, f"{registry.address}/bench-{setting.tag}", setting.tag)
             except RuntimeError as exc:
                 refused[setting.tag] = str(exc)[-300:]
                 log(f"{target.name} {setting.name}: {exc}")
                 continue
-            pulled = time.perf_counter() - start
-            run("sync", "-f", str(target.mount))
-            durable = time.perf_counter() - start
-            cpu_after, busy_after = tree_cpu_seconds(daemon.pid), system_busy()
             with contextlib.suppress(Exception):
                 daemon.client.request("DELETE", f"/images/{registry.address}/bench-{setting.tag}:{setting.tag}",
                                       params={"force": True})
-        prediction = predict_pull(layers, write.write_mib_s, probes[setting.pigz])
+        probe = probes[setting.pigz]
+        prediction = predict_pull(layers, write.write_mib_s, probe.rates_mib_s, downloads[setting.tag],
+                                  probe.cpu_busy_pct)
+        durable = timed.durable_seconds
         figures[setting.name] = {
-            "pull_s": round(pulled, 2),
+            "pull_s": round(timed.seconds, 2),
             "pull_durable_s": round(durable, 2),
             "mib_s": round(size / MIB / durable, 1),
             "achieved_of_raw_pct": round(size / MIB / durable / target.figures["raw_write_mib_s"] * 100, 1),
-            "dockerd_cpu_s": round(cpu_after - cpu_before, 2),
-            "system_busy_pct": round((busy_after[0] - busy_before[0]) / max(1, busy_after[1] - busy_before[1]) * 100,
-                                     1),
+            "dockerd_cpu_s": timed.dockerd_cpu_s,
+            "system_busy_pct": timed.system_busy_pct,
+            "device_written_of_image": round(timed.device_written_bytes / size, 2),
             "predicted": prediction.to_dict(),
             "prediction_error_pct": error_pct(prediction.total_s, durable),
         }
@@ -365,7 +322,8 @@ def main() -> int:
     parser.add_argument("--weight-layers", type=int, default=6)
     parser.add_argument("--file-layers", type=int, default=2)
     parser.add_argument("--probe-mib", type=int, default=512, help="gpuhost's write probe per device")
-    parser.add_argument("--unpack-probe-mib", type=int, default=256, help="gpuhost's docker load probe per round")
+    parser.add_argument("--unpack-probe-mib", type=int, default=DEFAULT_UNPACK_PROBE_BYTES // MIB,
+                        help="gpuhost's docker load probe per round")
     parser.add_argument("--probe-rounds", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=1, help="pull on both devices this many times; medians")
     parser.add_argument("--only", default="", help="comma-separated settings (default: all)")
@@ -387,6 +345,7 @@ def main() -> int:
         result.update(image_bytes=sum(sizes), image_layers=len(sizes))
         with network_namespace() as netns, LocalRegistry(base=work, netns_pid=netns) as registry:
             pushed: dict[str, list[PullLayer]] = {}
+            blobs: dict[str, tuple[str, int]] = {}
             refused: dict[str, str] = {}
             tags = {s.tag for s in settings}
             for tag in ("gzip", "zstd", "none"):
@@ -398,7 +357,7 @@ def main() -> int:
                 else:
                     extra = ["--format", "oci", "--dest-compress-format", "zstd"] if tag == "zstd" else []
                     registry.skopeo_copy(f"docker-archive:{archive}", f"bench-{tag}", tag, *extra, timeout=1800.0)
-                pushed[tag] = manifest_layers(registry, f"bench-{tag}", tag, sizes)
+                pushed[tag], blobs[tag] = manifest_layers(registry, f"bench-{tag}", tag, sizes)
                 result[f"push_{tag}_s"] = round(time.perf_counter() - start, 1)
                 result[f"compressed_bytes_{tag}"] = sum(layer.compressed_bytes for layer in pushed[tag])
                 log(f"pushed {tag} in {result[f'push_{tag}_s']} s")
@@ -406,11 +365,10 @@ def main() -> int:
             runs = []
             for number in range(args.repeat):
                 disks: dict[str, Any] = {}
-                for target in (Target("ebs", Path(args.work_dir), device_bytes, direct_io=True),
-                               Target("nvme", Path("/dev/shm"), device_bytes, direct_io=False)):
-                    with loop_xfs(target, work, raw_probe_bytes=min(GIB, device_bytes // 4)):
-                        disks[target.name] = measure_disk(target, netns, registry, pushed, work, args, settings,
-                                                          refused)
+                for target in both_disks(Path(args.work_dir), device_bytes):
+                    with loop_xfs(target, work, raw_probe_bytes=min(GIB, device_bytes // 4), prefix=PREFIX):
+                        disks[target.name] = measure_disk(target, netns, registry, pushed, blobs, work, args,
+                                                          settings, refused)
                 log(f"run {number + 1} done")
                 runs.append(disks)
         result.update(summarise(runs))

@@ -10,9 +10,10 @@ data from os.urandom), then loads it with `docker load` into two private, short-
          an instance-store NVMe disk
 
 For each device: the raw throughput (O_DIRECT writes to the loop device before mkfs), gpuhost's
-own probes on the mounted filesystem (gpuhost.storage.probe: the O_DIRECT write probe and the small
-`docker load` probe of Docker's processing rate, the median of --probe-rounds rounds), then the
-timed load until the data is on the device (load + syncfs). gpuhost predicts each time from its own probe figures
+own probes on the mounted filesystem (gpuhost.storage.probe: the O_DIRECT write probe and the 1 GiB
+`docker load` probe of Docker's processing rate, each round until the data is on the device, the
+median of --probe-rounds rounds), then the timed load until the data is on the device (load +
+syncfs). gpuhost predicts each time from its own probe figures
 (gpuhost.unpack.predict_unpack_seconds); the naive predictions beside it are the write-only model
 with the documented per-class defaults and with the measured write rate alone.
 
@@ -28,34 +29,38 @@ Run as root:  .venv/bin/python bench/unpack.py [--image-gib 2] [--repeat 3]
 from __future__ import annotations
 
 import argparse
-import contextlib
-import hashlib
-import io
 import json
-import mmap
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from gpuhost.engine import EngineClient, EngineUnavailable  # noqa: E402
-from gpuhost.storage.probe import measure_unpack, measure_write  # noqa: E402
+from bench._harness import (  # noqa: E402
+    GIB,
+    Target,
+    add_bytes,
+    both_disks,
+    error_pct,
+    finish_archive,
+    import_base,
+    loop_xfs,
+    private_dockerd,
+    random_layer,
+    timed_until_durable,
+)
+from gpuhost.engine import EngineClient  # noqa: E402
+from gpuhost.storage.probe import DEFAULT_UNPACK_PROBE_BYTES, measure_unpack, measure_write  # noqa: E402
 from gpuhost.units import MIB  # noqa: E402
 from gpuhost.unpack import default_write_mibs, predict_unpack_seconds  # noqa: E402
 
-GIB = 1024 * MIB
 PREFIX = "gpuhost-storage-bench"
 IMAGE_REF = f"{PREFIX}:big"
 
@@ -65,95 +70,10 @@ def log(message: str) -> None:
     sys.stderr.flush()
 
 
-def run(*command: str) -> str:
-    proc = subprocess.run(command, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)}: {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout.strip()
-
-
-# --- the image ------------------------------------------------------------------------------
-
-
-def busybox_rootfs() -> bytes:
-    busybox = shutil.which("busybox") or "/bin/busybox"
-    if not os.path.exists(busybox):
-        raise SystemExit("bench/unpack.py needs busybox (apt-get install busybox-static)")
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for directory in ("bin", "tmp", "data"):
-            info = tarfile.TarInfo(directory)
-            info.type, info.mode = tarfile.DIRTYPE, 0o755
-            tar.addfile(info)
-        tar.add(busybox, arcname="bin/busybox")
-        for applet in ("sh", "ls", "cat", "du"):
-            link = tarfile.TarInfo(f"bin/{applet}")
-            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-            tar.addfile(link)
-    return buffer.getvalue()
-
-
-def import_base(shared: EngineClient) -> tuple[bytes, dict[str, Any]]:
-    """`docker import` the busybox rootfs on the shared daemon, save it, remove it again."""
-    ref = f"{PREFIX}:base-{os.getpid()}"
-    rootfs = busybox_rootfs()
-    shared.upload(
-        "/images/create",
-        io.BytesIO(rootfs),
-        len(rootfs),
-        params={"fromSrc": "-", "repo": PREFIX, "tag": f"base-{os.getpid()}"},
-        timeout=120.0,
-    )
-    try:
-        saved = b"".join(shared.stream(f"/images/{ref}/get", timeout=120.0))
-    finally:
-        shared.request("DELETE", f"/images/{ref}", params={"force": True})
-    with tarfile.open(fileobj=io.BytesIO(saved)) as tar:
-        manifest = json.load(tar.extractfile("manifest.json"))[0]  # type: ignore[arg-type]
-        config = json.load(tar.extractfile(manifest["Config"]))  # type: ignore[arg-type]
-        layer = tar.extractfile(manifest["Layers"][0]).read()  # type: ignore[union-attr]
-    return layer, config
-
-
-class RandomReader(io.RawIOBase):
-    def __init__(self, size: int) -> None:
-        self.left = size
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        count = min(len(buffer), self.left, 4 * MIB)
-        buffer[:count] = os.urandom(count)
-        self.left -= count
-        return count
-
-
-def random_layer(path: Path, index: int, layer_bytes: int, files: int) -> str:
-    """A layer tar of `files` files of incompressible data under /data; returns its diff id."""
-    per_file = layer_bytes // files
-    with tarfile.open(path, mode="w") as tar:
-        for number in range(files):
-            info = tarfile.TarInfo(f"data/shard{index:02d}-{number:02d}.bin")
-            info.size, info.mode, info.mtime = per_file, 0o644, int(time.time())
-            tar.addfile(info, io.BufferedReader(RandomReader(per_file), 4 * MIB))
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(4 * MIB), b""):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
-
-
-def add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
-
-
 def build_image(shared: EngineClient, work: Path, image_bytes: int, layers: int) -> tuple[Path, int]:
     """The image as a `docker save` archive: the busybox base, then `layers` random layers.
     Returns the archive and the size of its layers (what the load unpacks)."""
-    base_layer, base_config = import_base(shared)
+    base_layer, base_config = import_base(shared, PREFIX)
     names = ["base/layer.tar"]
     diff_ids = list(base_config["rootfs"]["diff_ids"])
     history = list(base_config.get("history") or [])
@@ -169,137 +89,8 @@ def build_image(shared: EngineClient, work: Path, image_bytes: int, layers: int)
             tar.add(layer_path, arcname=names[-1])
             content += layer_path.stat().st_size
             layer_path.unlink()
-        config = dict(base_config, rootfs={"type": "layers", "diff_ids": diff_ids}, history=history)
-        config_bytes = json.dumps(config).encode()
-        config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
-        add_bytes(tar, config_name, config_bytes)
-        add_bytes(tar, "manifest.json", json.dumps([{"Config": config_name, "RepoTags": [IMAGE_REF],
-                                                     "Layers": names}]).encode())
+        finish_archive(tar, base_config, diff_ids, history, names, IMAGE_REF)
     return archive, content
-
-
-# --- devices and daemons --------------------------------------------------------------------
-
-
-@dataclass
-class Target:
-    name: str
-    backing_dir: Path
-    size_bytes: int
-    direct_io: bool
-    loop: str = ""
-    mount: Path | None = None
-    figures: dict[str, Any] = field(default_factory=dict)
-
-
-def raw_write_mibs(device: str, size_bytes: int) -> float:
-    """O_DIRECT sequential writes straight to the block device (before mkfs)."""
-    block = 8 * MIB
-    buffer = mmap.mmap(-1, block)
-    buffer[:] = os.urandom(block)
-    fd = os.open(device, os.O_WRONLY | getattr(os, "O_DIRECT", 0))
-    try:
-        start = time.perf_counter()
-        written = 0
-        while written < size_bytes:
-            written += os.write(fd, buffer)
-        os.fdatasync(fd)
-        seconds = time.perf_counter() - start
-    finally:
-        os.close(fd)
-        buffer.close()
-    return written / MIB / seconds
-
-
-@contextlib.contextmanager
-def loop_xfs(target: Target, work: Path, raw_probe_bytes: int) -> Iterator[Target]:
-    fd, name = tempfile.mkstemp(prefix=f"{PREFIX}-{target.name}-", suffix=".img", dir=target.backing_dir)
-    os.close(fd)
-    backing = Path(name)
-    try:
-        os.truncate(backing, target.size_bytes)
-        args = ["losetup", "--find", "--show"] + (["--direct-io=on"] if target.direct_io else [])
-        target.loop = run(*args, str(backing))
-        try:
-            target.figures["raw_write_mib_s"] = round(raw_write_mibs(target.loop, raw_probe_bytes), 1)
-            run("mkfs.xfs", "-q", "-f", target.loop)
-            target.mount = work / f"mnt-{target.name}"
-            target.mount.mkdir(exist_ok=True)
-            run("mount", "-o", "noatime", target.loop, str(target.mount))
-            try:
-                yield target
-            finally:
-                subprocess.run(["umount", "-R", str(target.mount)], capture_output=True, check=False)
-        finally:
-            subprocess.run(["losetup", "-d", target.loop], capture_output=True, check=False)
-    finally:
-        backing.unlink(missing_ok=True)
-
-
-@dataclass
-class Daemon:
-    client: EngineClient
-    pid: int
-
-
-@contextlib.contextmanager
-def private_dockerd(name: str, data_root: Path, log_dir: Path) -> Iterator[Daemon]:
-    run_dir = Path(tempfile.mkdtemp(prefix=f"gh-sb-{name}-", dir="/run"))
-    socket = run_dir / "docker.sock"
-    config = run_dir / "daemon.json"
-    config.write_text("{}")
-    log_path = log_dir / f"dockerd-{name}.log"
-    # its own network namespace: a dockerd with --bridge none deletes the host's docker0
-    command = [
-        "unshare", "--net", "--",
-        shutil.which("dockerd") or "/usr/sbin/dockerd",
-        "--config-file", str(config),
-        "--data-root", str(data_root),
-        "--exec-root", str(run_dir / "exec"),
-        "--pidfile", str(run_dir / "docker.pid"),
-        "-H", f"unix://{socket}",
-        "--bridge", "none",
-        "--iptables=false",
-        "--ip-masq=false",
-        "--storage-driver", "overlay2",
-    ]
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-    client = EngineClient(f"unix://{socket}", timeout=600.0)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"dockerd {name} exited: {log_path.read_text()[-1500:]}")
-            with contextlib.suppress(EngineUnavailable, OSError):
-                if client.ping():
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"dockerd {name} did not answer within 60 s")
-            time.sleep(0.2)
-        yield Daemon(client, process.pid)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
-        subprocess.run(["umount", "-R", str(data_root)], capture_output=True, check=False)
-        shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU time of a process and its reaped children (dockerd re-execs itself to apply layers)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
-def system_busy() -> tuple[int, int]:
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = values[3] + values[4]
-    return sum(values) - idle, sum(values)
 
 
 def docker_load(client: EngineClient, archive: Path) -> None:
@@ -309,25 +100,18 @@ def docker_load(client: EngineClient, archive: Path) -> None:
         raise RuntimeError(f"docker load failed: {body[-500:]!r}")
 
 
-def error_pct(predicted: float, measured: float) -> float:
-    return round((predicted - measured) / measured * 100, 1)
-
-
 def measure(target: Target, work: Path, archive: Path, image_bytes: int, args: argparse.Namespace) -> None:
     assert target.mount is not None
     probe = measure_write(str(target.mount), size_bytes=args.probe_mib * MIB)
     data_root = target.mount / "docker"
     with private_dockerd(target.name, data_root, work) as daemon:
         unpack = measure_unpack(daemon.client, str(work), size_bytes=args.unpack_probe_mib * MIB,
-                                rounds=args.probe_rounds, compressions=("none",))
-        cpu_before, busy_before = tree_cpu_seconds(daemon.pid), system_busy()
-        start = time.perf_counter()
-        docker_load(daemon.client, archive)
-        loaded = time.perf_counter() - start
-        run("sync", "-f", str(target.mount))
-        durable = time.perf_counter() - start
-        cpu_after, busy_after = tree_cpu_seconds(daemon.pid), system_busy()
+                                rounds=args.probe_rounds, compressions=("none",), data_root=str(data_root),
+                                write_mib_s=probe.write_mib_s)
+        with timed_until_durable(target, daemon) as timed:
+            docker_load(daemon.client, archive)
         daemon.client.get(f"/images/{IMAGE_REF}/json")  # it is really there
+    durable = timed.durable_seconds
     predicted = predict_unpack_seconds(image_bytes, probe.write_mib_s, unpack.unpack_mib_s)
     write_only = predict_unpack_seconds(image_bytes, probe.write_mib_s)
     default_class = "ebs" if target.name == "ebs" else "instance-store"
@@ -337,7 +121,8 @@ def measure(target: Target, work: Path, archive: Path, image_bytes: int, args: a
             "probe_write_mib_s": probe.write_mib_s,
             "probe_unpack_mib_s": unpack.unpack_mib_s,
             "probe_unpack_rounds_mib_s": unpack.round_rates_mib_s.get("none", []),
-            "load_s": round(loaded, 2),
+            "probe_cpu_busy_pct": unpack.cpu_busy_pct,
+            "load_s": round(timed.seconds, 2),
             "load_durable_s": round(durable, 2),
             "achieved_mib_s": round(image_bytes / MIB / durable, 1),
             "achieved_of_raw_pct": round(image_bytes / MIB / durable / target.figures["raw_write_mib_s"] * 100, 1),
@@ -345,10 +130,9 @@ def measure(target: Target, work: Path, archive: Path, image_bytes: int, args: a
             "prediction_error_pct": error_pct(predicted, durable),
             "write_only_error_pct": error_pct(write_only, durable),
             "class_default_error_pct": error_pct(by_default, durable),
-            "dockerd_cpu_s": round(cpu_after - cpu_before, 2),
-            "system_busy_pct": round(
-                (busy_after[0] - busy_before[0]) / max(1, busy_after[1] - busy_before[1]) * 100, 1
-            ),
+            "dockerd_cpu_s": timed.dockerd_cpu_s,
+            "system_busy_pct": timed.system_busy_pct,
+            "device_written_of_image": round(timed.device_written_bytes / image_bytes, 2),
         }
     )
 
@@ -379,7 +163,7 @@ def preflight(args: argparse.Namespace, device_bytes: int, image_bytes: int) -> 
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemAvailable:"):
             available = int(line.split()[1]) * 1024
-    need_memory = image_bytes * 2 + GIB  # the /dev/shm disk fills with the archive's copy and the layers
+    need_memory = device_bytes + image_bytes + GIB  # the /dev/shm disk is allocated in full, the archive is cached
     if shm.free < device_bytes or available < need_memory:
         return (f"/dev/shm has {shm.free / GIB:.1f} GiB free and {available / GIB:.1f} GiB of memory is available; "
                 f"the memory-backed disk needs {device_bytes / GIB:.1f} GiB of room and {need_memory / GIB:.1f} GiB")
@@ -393,7 +177,8 @@ def main() -> int:
     parser.add_argument("--image-gib", type=float, default=2.0, help="incompressible layer data (default 2 GiB)")
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--probe-mib", type=int, default=512, help="gpuhost's write probe per device")
-    parser.add_argument("--unpack-probe-mib", type=int, default=256, help="gpuhost's docker load probe per round")
+    parser.add_argument("--unpack-probe-mib", type=int, default=DEFAULT_UNPACK_PROBE_BYTES // MIB,
+                        help="gpuhost's docker load probe per round")
     parser.add_argument("--probe-rounds", type=int, default=3, help="docker load probe rounds; the median counts")
     parser.add_argument("--repeat", type=int, default=1, help="load on both devices this many times; medians")
     parser.add_argument("--work-dir", default="/var/tmp", help="root-disk directory: the archive and the ebs file")
@@ -416,12 +201,9 @@ def main() -> int:
         )
         runs = []
         for number in range(args.repeat):
-            targets = [
-                Target("ebs", Path(args.work_dir), device_bytes, direct_io=True),
-                Target("nvme", Path("/dev/shm"), device_bytes, direct_io=False),
-            ]
+            targets = both_disks(Path(args.work_dir), device_bytes)
             for target in targets:
-                with loop_xfs(target, work, raw_probe_bytes=min(GIB, device_bytes // 4)):
+                with loop_xfs(target, work, raw_probe_bytes=min(GIB, device_bytes // 4), prefix=PREFIX):
                     measure(target, work, archive, content, args)
                 log(f"run {number + 1} {target.name}: {json.dumps(target.figures)}")
             runs.append({t.name: t.figures for t in targets})
