@@ -132,6 +132,7 @@ def measure(target: Target, work: Path, archive: Path, image_bytes: int, args: a
             "class_default_error_pct": error_pct(by_default, durable),
             "dockerd_cpu_s": timed.dockerd_cpu_s,
             "system_busy_pct": timed.system_busy_pct,
+            "steal_pct": timed.steal_pct,
             "device_written_of_image": round(timed.device_written_bytes / image_bytes, 2),
         }
     )
