@@ -23,12 +23,12 @@ there:
 Each setting is pulled --pulls times (default 3) by one daemon, the image removed between pulls,
 and the median pull counts. Each pull is timed until the data is on the device (pull + syncfs),
 with dockerd's CPU-seconds (it and its reaped children: unpigz, the untar re-exec), achieved vs the
-raw device write, the CPU time the hypervisor gave elsewhere (steal), and gpuhost's prediction (gpuhost.unpack.predict_pull from its own probes: the O_DIRECT write probe,
-`measure_unpack`'s per-compression rates (1 GiB loads until the data is on the device, median of
-three rounds, run under the same daemon setting) and the CPU share they kept busy, and the rate
-at which one connection downloads, verifies and stores the largest blob on that disk) and its
-error. One JSON line.
-Target: every prediction within 25%.
+raw device write, the CPU time the hypervisor gave elsewhere (steal), and gpuhost's prediction
+(gpuhost.unpack.predict_pull from its own probes: the O_DIRECT write probe, `measure_unpack`'s
+per-compression rates (1 GiB loads until the data is on the device, median of three rounds, run
+under the same daemon setting) and the CPU share they kept busy, and the rate at which one
+connection downloads, verifies and stores the largest blob on that disk) and its error. One JSON
+line. Target: every prediction within 25%.
 
 The registry, skopeo and every dockerd share one private network namespace (loopback only): a
 dockerd there cannot touch the host's docker0, and the registry is never on a bridge address.
