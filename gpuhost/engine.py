@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO, Optional
 from urllib.parse import quote, urlencode, urlparse
 
+from gpuhost.redact import redact_url
+
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 # Far above any answer gpuhost reads (an inspect is a few KB, a list of a thousand containers a few
 # MB); a larger one is not the Engine API, and reading it would only cost memory.
@@ -80,28 +82,35 @@ def quote_ref(ref: str) -> str:
 
 
 def check_address(host: str) -> tuple[str | None, str]:
-    """(socket path, host:port) of a Docker daemon address; ValueError names what is wrong with it."""
+    """(socket path, host:port) of a Docker daemon address; ValueError names what is wrong with it
+    (showing the address without credentials: gpuhost.redact)."""
+    shown = redact_url(host)
     if host != host.strip():
-        raise ValueError(f"Docker address {host!r} has spaces or a newline around it")
+        raise ValueError(f"Docker address {shown!r} has spaces or a newline around it")
     try:
         parsed = urlparse(host)
     except ValueError as exc:  # e.g. "Invalid IPv6 URL"
-        raise ValueError(f"Docker address {host!r}: {exc}") from None
+        raise ValueError(f"Docker address {shown!r}: {exc}") from None
+    if "@" in parsed.netloc:
+        raise ValueError(
+            f"Docker address {shown!r}: Docker takes no user or password in its address "
+            "(a tcp:// daemon authenticates with TLS client certificates)"
+        )
     if parsed.scheme == "unix":
         if not parsed.path.startswith("/"):
-            raise ValueError(f"Docker address {host!r}: unix:// needs an absolute socket path")
+            raise ValueError(f"Docker address {shown!r}: unix:// needs an absolute socket path")
         return parsed.path, ""
     if parsed.scheme in ("tcp", "http"):
         try:
             port = parsed.port
         except ValueError:
-            raise ValueError(f"Docker address {host!r}: the port is not a number from 1 to 65535") from None
+            raise ValueError(f"Docker address {shown!r}: the port is not a number from 1 to 65535") from None
         if port == 0:
-            raise ValueError(f"Docker address {host!r}: the port is not a number from 1 to 65535")
+            raise ValueError(f"Docker address {shown!r}: the port is not a number from 1 to 65535")
         if not parsed.hostname or port is None or parsed.path not in ("", "/"):
-            raise ValueError(f"Docker address {host!r}: write tcp://HOST:PORT")
+            raise ValueError(f"Docker address {shown!r}: write tcp://HOST:PORT")
         return None, parsed.netloc
-    raise ValueError(f"unsupported Docker address {host!r}: use unix:///path/to/docker.sock or tcp://HOST:PORT")
+    raise ValueError(f"unsupported Docker address {shown!r}: use unix:///path/to/docker.sock or tcp://HOST:PORT")
 
 
 class UnusableAnswer(Exception):

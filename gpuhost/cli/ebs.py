@@ -6,9 +6,10 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from gpuhost.cli.common import docs_epilog, emit_json, errors_to_exit
+from gpuhost.cli.common import docs_epilog, emit_json, errors_to_exit, shown
 from gpuhost.cli.help import ReferenceCommand
 from gpuhost.ebs.tune import TuneOptions, run
+from gpuhost.printable import printable
 from gpuhost.units import format_duration
 
 if TYPE_CHECKING:
@@ -276,7 +277,7 @@ def _n(value: Any, unit: str = "") -> str:
 
 def plan_table(plan: Plan, title: str) -> Table:
     from rich.table import Table
-    table = Table(title=title, show_header=True)
+    table = Table(title=shown(title), show_header=True)
     table.add_column("", style="bold")
     table.add_column("current", justify="right")
     table.add_column("target", justify="right")
@@ -317,13 +318,12 @@ def plan_table(plan: Plan, title: str) -> Table:
         )
     )
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(shown(cell) for cell in row))
     return table
 
 
 def print_result(result: TuneResult, console: Console | None = None) -> None:
     from rich.console import Console
-    from rich.text import Text
     console = console or Console()
     plan = result.plan
     if plan is not None:
@@ -334,11 +334,11 @@ def print_result(result: TuneResult, console: Console | None = None) -> None:
             where += f" ({selection.by} volume{owner}, {selection.device or selection.path})"
         console.print(plan_table(plan, where))
         for note in plan.notes:
-            console.print(f"note: {note}")
+            console.print(shown(f"note: {note}"))
         if not plan.at_target:
-            console.print(Text(plan.revert_note(), style="dim"))
-    line = Text(f"{result.action}: ", style=ACTION_STYLE.get(result.action, ""))
-    line.append(result.message)
+            console.print(shown(plan.revert_note(), style="dim"))
+    line = shown(f"{result.action}: ", style=ACTION_STYLE.get(result.action, ""))
+    line.append(shown(result.message))
     console.print(line)
 
 
@@ -350,7 +350,7 @@ class WaitProgress:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         self._progress = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             TextColumn("{task.percentage:>3.0f}%"),
             TimeElapsedColumn(),
@@ -374,5 +374,5 @@ class WaitProgress:
         self._progress.update(
             self._task,
             completed=modification.progress or 0,
-            description=f"{modification.volume_id} {modification.state}",
+            description=printable(f"{modification.volume_id} {modification.state}"),
         )

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from gpuhost.cli.common import docs_epilog, emit_json, errors_to_exit
+from gpuhost.cli.common import docs_epilog, emit_json, errors_to_exit, shown
 from gpuhost.cli.help import ReferenceCommand
 from gpuhost.comfyui.models import sync as models_sync
 from gpuhost.comfyui.models import verify as models_verify
+from gpuhost.printable import printable
 from gpuhost.units import format_duration, human_bytes
 
 if TYPE_CHECKING:
@@ -206,19 +207,18 @@ ACTION_STYLE = {
 def print_result(result: ModelsResult) -> None:
     from rich.console import Console
     from rich.table import Table
-    from rich.text import Text
 
     console = Console()
-    table = Table(title=f"{result.directory}" + (f" <- {result.source}" if result.source else ""))
+    table = Table(title=shown(f"{result.directory}" + (f" <- {result.source}" if result.source else "")))
     for column in ("file", "size", "action", "fetched", "time", "problem"):
         table.add_column(column, justify="right" if column in ("size", "fetched", "time") else "left")
     for item in result.files:
         table.add_row(
-            item.relpath, human_bytes(item.size),
-            Text(item.action, style=ACTION_STYLE.get(item.action, "bold red")),
+            shown(printable(item.relpath)), human_bytes(item.size),
+            shown(item.action, style=ACTION_STYLE.get(item.action, "bold red")),
             human_bytes(item.bytes_fetched) if item.bytes_fetched else "-",
             format_duration(item.seconds) if item.seconds else "-",
-            item.problem,
+            shown(item.problem),
         )
     console.print(table)
     if result.prediction is not None:
@@ -228,9 +228,9 @@ def print_result(result: ModelsResult) -> None:
             f"writes {p.write_mibs:.0f} MiB/s, the network {p.network_mibs:.0f} MiB/s)"
         )
     for pattern in result.ignored:
-        console.print(Text(f"ignored: {pattern} (a glob: an entry for `gpuhost layers`)", style="dim"))
+        console.print(shown(f"ignored: {printable(pattern)} (a glob: an entry for `gpuhost layers`)", style="dim"))
     style = "bold red" if result.failed else "bold green"
-    console.print(Text(result.message, style=style))
+    console.print(shown(result.message, style=style))
 
 
 class SyncBar:
@@ -248,8 +248,8 @@ class SyncBar:
         )
 
         self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-            TimeRemainingColumn(), TextColumn("{task.fields[files]}"), console=Console(stderr=True),
+            TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+            TimeRemainingColumn(), TextColumn("{task.fields[files]}", markup=False), console=Console(stderr=True),
         )
         self._task = self._progress.add_task("models", total=None, files="")
 
@@ -263,6 +263,6 @@ class SyncBar:
     def update(self, progress: SyncProgress) -> Any:
         self._progress.update(
             self._task, total=progress.total_bytes or None, completed=progress.done_bytes,
-            description=progress.current or "models",
+            description=printable(progress.current or "models"),
             files=f"{progress.files_done}/{progress.files_total} files",
         )

@@ -25,6 +25,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
+from gpuhost.model import for_humans
+
 DEFAULT_STALL_TIMEOUT = 180.0
 TAIL_LINES = 30
 
@@ -324,8 +326,9 @@ class ReadinessMachine:
         verdict.phase = phase
         verdict.reason = reason
         verdict.decided_at = at
-        verdict.message = message
-        verdict.remedy = remedy
+        # sentences for people: a log line quoted in them keeps no terminal control, a URL no credentials
+        verdict.message = for_humans(message)
+        verdict.remedy = for_humans(remedy)
         verdict.failing_line = line
 
     # -- log lines --------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from typing import Any, Optional
 from gpuhost.comfyui.http import base_url, check_url, get_json
 from gpuhost.engine import strict_json
 from gpuhost.model import Finding, Severity, SourceError, UsageError
+from gpuhost.redact import redact_url
 
 MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx", ".sft", ".pkl")
 
@@ -424,9 +425,9 @@ def check_workflow(path: str, server: str, timeout: float = 30.0) -> WorkflowRep
     try:
         info = check_object_info(get_json(f"{base}/object_info", timeout=timeout))
     except (OSError, ValueError) as exc:
-        raise SourceError(f"{base}/object_info", str(exc) or type(exc).__name__,
+        raise SourceError(redact_url(f"{base}/object_info"), str(exc) or type(exc).__name__,
                           "Is ComfyUI ready there? `gpuhost wait-ready CONTAINER`, or pass --comfyui-url.") from exc
-    return validate(graph, info, path=path, server=base)
+    return validate(graph, info, path=path, server=redact_url(base))
 
 
 def workflow_findings(report: WorkflowReport) -> list[Finding]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from gpuhost.ebs.volume import Modification, Performance, Volume, modification_from_api, volume_from_api
 from gpuhost.model import ExitCode, UsageError
+from gpuhost.redact import redact_urls
 
 IAM_ACTIONS = "ec2:DescribeVolumes, ec2:DescribeVolumesModifications, ec2:ModifyVolume, ec2:DescribeInstances"
 
@@ -21,7 +22,7 @@ class AwsError(Exception):
     """An AWS failure as gpuhost reports it: one line, a remedy, an exit code."""
 
     def __init__(self, message: str, remedy: str, exit_code: ExitCode, aws_code: str = "") -> None:
-        super().__init__(message)
+        super().__init__(redact_urls(message))
         self.remedy = remedy
         self.exit_code = exit_code
         self.aws_code = aws_code
@@ -159,7 +160,8 @@ _REJECTED = {"InvalidParameterValue", "InvalidParameterCombination", "InvalidPar
 
 
 def _first_line(text: str) -> str:
-    return " ".join(str(text).split())
+    """An error's text on one line, without URL credentials (botocore names the endpoint URL)."""
+    return " ".join(redact_urls(str(text)).split())
 
 
 def _credential_load_errors(bexc: Any) -> tuple[type[Exception], ...]:

@@ -14,6 +14,7 @@ from typing import Optional
 from gpuhost.comfyui.models.catalog import ModelFile
 from gpuhost.comfyui.models.local import check_local
 from gpuhost.comfyui.models.sync import DEFAULT_RECORD
+from gpuhost.redact import redact_url
 
 
 @dataclass
@@ -45,7 +46,7 @@ def collect_models(root: str = "/", record: str = DEFAULT_RECORD) -> ModelsFacts
         return ModelsFacts(record=record, error=f"{record}: {getattr(exc, 'strerror', None) or exc}")
     facts = ModelsFacts(record=record)
     try:
-        facts.source = str(data.get("source", ""))
+        facts.source = redact_url(str(data.get("source", "")))
         facts.directory = str(data["directory"])
         entries = list(data["files"])
         models = [

@@ -17,6 +17,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 from gpuhost.comfyui.models.source import ChangedObject, MissingObject, RemoteObject, TransientError
 from gpuhost.model import SourceError, UsageError
+from gpuhost.redact import redact_url
 
 MAX_REDIRECTS = 5
 CHUNK = 1024 * 1024
@@ -26,9 +27,10 @@ RETRY_STATUSES = {408, 425, 429, 500, 502, 503, 504}
 def check_http_url(url: str, what: str = "source") -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"{what} {url!r} is not an http(s) URL", "Example: https://models.example.com/comfyui")
+        raise UsageError(f"{what} {redact_url(url)!r} is not an http(s) URL",
+                         "Example: https://models.example.com/comfyui")
     if ".." in parts.path.split("/"):
-        raise UsageError(f"{what} {url!r}: the path must not contain `..`")
+        raise UsageError(f"{what} {redact_url(url)!r}: the path must not contain `..`")
     return url
 
 
@@ -56,7 +58,7 @@ class HttpSource:
         """The answer after redirects (each hop sent the same headers), and the URL that gave it."""
         for _ in range(MAX_REDIRECTS + 1):
             parts = urlsplit(url)
-            timeout = deadline.left(url)
+            timeout = deadline.left(redact_url(url))
             conn: http.client.HTTPConnection
             if parts.scheme == "https":
                 conn = http.client.HTTPSConnection(parts.hostname or "", parts.port or 443, timeout=timeout,
@@ -75,7 +77,7 @@ class HttpSource:
                 conn.close()
                 if isinstance(exc, ConnectionRefusedError):
                     raise SourceError(url, "connection refused", "Check the URL and that the server runs.") from exc
-                raise TransientError(f"{url}: {type(exc).__name__}: {exc}") from exc
+                raise TransientError(f"{redact_url(url)}: {type(exc).__name__}: {exc}") from exc
             if response.status in (301, 302, 303, 307, 308):
                 location = response.getheader("Location") or ""
                 response.read(64 * 1024)
@@ -92,14 +94,14 @@ class HttpSource:
     def _judge(self, response: http.client.HTTPResponse, url: str) -> None:
         status = response.status
         if status == 404 or status == 410:
-            raise MissingObject(f"{url}: not in the source (HTTP {status})")
+            raise MissingObject(f"{redact_url(url)}: not in the source (HTTP {status})")
         if status in (401, 403):
             raise SourceError(url, f"access refused (HTTP {status})",
                               "Check the URL's credentials or token; the server refuses this client.")
         if status == 412:
-            raise ChangedObject(f"{url}: changed while it was being copied")
+            raise ChangedObject(f"{redact_url(url)}: changed while it was being copied")
         if status in RETRY_STATUSES:
-            raise TransientError(f"{url}: HTTP {status}")
+            raise TransientError(f"{redact_url(url)}: HTTP {status}")
         if status >= 400:
             raise SourceError(url, f"HTTP {status}")
 
@@ -133,24 +135,25 @@ class HttpSource:
             self._judge(response, final)
             whole = response.status == 200 and start == 0 and end == obj.size
             if response.status == 200 and not whole:
-                raise ChangedObject(f"{final}: answered the whole object to a Range request (changed, or no ranges)")
+                raise ChangedObject(
+                    f"{redact_url(final)}: answered the whole object to a Range request (changed, or no ranges)")
             if response.status == 206:
                 expected = f"bytes {start}-{end - 1}/"
                 content_range = response.getheader("Content-Range") or ""
                 if not content_range.startswith(expected):
-                    raise TransientError(f"{final}: asked for {expected}, got {content_range!r}")
+                    raise TransientError(f"{redact_url(final)}: asked for {expected}, got {content_range!r}")
             elif not whole:
                 raise SourceError(final, f"HTTP {response.status} to a Range request")
             left = end - start
             while left:
                 if conn.sock is not None:
-                    conn.sock.settimeout(min(deadline.left(final), self.timeout_s))
+                    conn.sock.settimeout(min(deadline.left(redact_url(final)), self.timeout_s))
                 try:
                     chunk = response.read(min(CHUNK, left))
                 except (OSError, http.client.HTTPException) as exc:
-                    raise TransientError(f"{final}: {type(exc).__name__}: {exc}") from exc
+                    raise TransientError(f"{redact_url(final)}: {type(exc).__name__}: {exc}") from exc
                 if not chunk:
-                    raise TransientError(f"{final}: the answer broke off {left} bytes short")
+                    raise TransientError(f"{redact_url(final)}: the answer broke off {left} bytes short")
                 left -= len(chunk)
                 yield chunk
         finally:
@@ -174,7 +177,7 @@ def get_json(url: str, timeout_s: float = 10.0, max_bytes: int = 16 * 1024 * 102
         data = b""
         while len(data) <= max_bytes:
             if conn.sock is not None:
-                conn.sock.settimeout(deadline.left(final))
+                conn.sock.settimeout(deadline.left(redact_url(final)))
             chunk = response.read(CHUNK)
             if not chunk:
                 break

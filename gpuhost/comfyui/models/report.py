@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 from gpuhost.comfyui.models.catalog import ModelFile
 from gpuhost.model import ExitCode, UsageError
+from gpuhost.redact import redact_url, redact_urls
 
 SCHEMA = "gpuhost.models/v1"
 
@@ -50,6 +51,9 @@ class FileResult:
         return cls(folder=model.folder, name=model.name, path=path, size=model.size, action=action,
                    bytes_fetched=fetched, bytes_resumed=resumed, seconds=round(seconds, 3), problem=problem)
 
+    def __post_init__(self) -> None:
+        self.problem = redact_urls(self.problem)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "folder": self.folder, "name": self.name, "path": self.path, "size": self.size, "action": self.action,
@@ -83,6 +87,9 @@ class ModelsResult:
     seconds: float = 0.0
     prediction: Optional[Prediction] = None
     url: str = ""
+
+    def __post_init__(self) -> None:
+        self.source, self.url = redact_url(self.source), redact_url(self.url)
 
     @property
     def failed(self) -> list[FileResult]:

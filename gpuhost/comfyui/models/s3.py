@@ -8,12 +8,14 @@ a body that breaks off is a TransientError the sync retries itself.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from gpuhost.comfyui.models.source import ChangedObject, MissingObject, RemoteObject, TransientError
 from gpuhost.model import SourceError, UsageError
+from gpuhost.redact import redact_url
 
 S3_ACTIONS = "s3:GetObject (and s3:ListBucket, so that a missing key reads as missing, not as denied)"
 CHUNK = 1024 * 1024
@@ -25,6 +27,9 @@ _DENIED = {"AccessDenied", "403", "AllAccessDisabled", "AccountProblem", "Invali
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 
 
+_BUCKET_RE = re.compile(r"[A-Za-z0-9._-]{3,63}", re.ASCII)
+
+
 @dataclass
 class S3Location:
     bucket: str
@@ -34,10 +39,11 @@ class S3Location:
 def parse_s3_url(url: str) -> S3Location:
     rest = url[len("s3://"):]
     bucket, _, prefix = rest.partition("/")
-    if not bucket or any(c in bucket for c in " \t\n\\") or not (3 <= len(bucket) <= 63):
-        raise UsageError(f"source {url!r}: no valid bucket name", "Example: s3://my-models/comfyui")
+    # S3's bucket characters (legacy names add upper case and `_`): nothing else, `user:pw@` included
+    if not _BUCKET_RE.fullmatch(bucket):
+        raise UsageError(f"source {redact_url(url)!r}: no valid bucket name", "Example: s3://my-models/comfyui")
     if ".." in prefix.split("/"):
-        raise UsageError(f"source {url!r}: the prefix must not contain `..`")
+        raise UsageError(f"source {redact_url(url)!r}: the prefix must not contain `..`")
     return S3Location(bucket=bucket, prefix=prefix.strip("/"))
 
 

@@ -32,6 +32,7 @@ from gpuhost.comfyui.models.safetensors import check_model_file
 from gpuhost.comfyui.models.source import ChangedObject, MissingObject, RemoteObject, Source, TransientError
 from gpuhost.facts.storage import locate
 from gpuhost.model import UsageError
+from gpuhost.redact import redact_url
 from gpuhost.units import MIB, parse_duration, parse_size
 from gpuhost.unpack import default_write_mibs
 
@@ -82,7 +83,7 @@ class SyncOptions:
     ) -> SyncOptions:
         """The options as typed (CLI or agent), all checked before the source is contacted."""
         if not isinstance(source, str) or source != source.strip() or not source:
-            raise UsageError(f"source {source!r}: give s3://BUCKET/PREFIX or an https:// base URL")
+            raise UsageError(f"source {redact_url(source)!r}: give s3://BUCKET/PREFIX or an https:// base URL")
         if source.startswith("s3://"):
             from gpuhost.comfyui.models.s3 import parse_s3_url
 
@@ -419,7 +420,7 @@ def record(options: SyncOptions) -> None:
     assert options.record is not None
     write_json_atomic(options.record, {
         "schema": RECORD_SCHEMA,
-        "source": options.source,
+        "source": redact_url(options.source),
         "manifest": os.path.abspath(options.catalog.manifest),
         "directory": os.path.abspath(options.directory),
         "files": [{"folder": m.folder, "name": m.name, "size": m.size, "sha256": m.sha256}
