@@ -8,6 +8,7 @@ from typing import Any, Optional
 from gpuhost.comfyui.container import ComfyContainer, container_from_inspect, since_param, split_log_line
 from gpuhost.comfyui.http import probe
 from gpuhost.comfyui.readiness import DEFAULT_STALL_TIMEOUT, LogLine, ProbeResult, ReadinessMachine, Tick, Verdict
+from gpuhost.comfyui.scrub import scrubber_for
 from gpuhost.comfyui.wait import state_event
 from gpuhost.engine import EngineClient, LogDemuxer
 
@@ -65,4 +66,4 @@ def snapshot_verdict(
             else ProbeResult(at=now, url="", error=why, reachable=False)
         )
     machine.feed(Tick(now))
-    return container, machine.verdict
+    return container, scrubber_for(inspect).verdict(machine.verdict)

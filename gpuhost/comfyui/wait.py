@@ -32,6 +32,7 @@ from gpuhost.comfyui.readiness import (
     Tick,
     Verdict,
 )
+from gpuhost.comfyui.scrub import scrubber_for
 from gpuhost.engine import (
     EngineClient,
     EngineError,
@@ -274,8 +275,8 @@ def wait_ready(
             machine.feed(Tick(clock()))
             if on_progress is not None:
                 verdict = machine.verdict
-                on_progress(Progress(verdict.phase, clock() - begin, verdict.lines_seen, verdict.last_line,
-                                     verdict.last_probe))
+                on_progress(Progress(verdict.phase, clock() - begin, verdict.lines_seen,
+                                     scrubber_for(body).text(verdict.last_line), verdict.last_probe))
     finally:
         follower.stop()
     reached = clock()
@@ -288,7 +289,7 @@ def wait_ready(
         container=container.name,
         container_id=container.id,
         image=container.image,
-        verdict=machine.verdict,
+        verdict=scrubber_for(body).verdict(machine.verdict),
         elapsed_s=reached - begin,
         reached_at=reached,
         started_at=container.started_at,
