@@ -35,7 +35,7 @@ from gpuhost.ebs.target import (
 from gpuhost.ebs.volume import Modification, Volume, latest
 from gpuhost.ebs.wait import WAIT_UNTIL, Progress, WaitOutcome, wait_for_modification
 from gpuhost.engine import EngineClient, EngineError, EnginePermissionDenied, EngineUnavailable, quote_ref
-from gpuhost.model import ExitCode, UsageError
+from gpuhost.model import ExitCode, UsageError, for_humans
 from gpuhost.refs import check_image_reference
 from gpuhost.units import parse_duration, parse_size, positive_number
 
@@ -137,7 +137,7 @@ class TuneResult:
             "would_change": self.would_change,
             "dry_run": self.dry_run,
             "exit_code": int(self.exit_code),
-            "message": self.message,
+            "message": for_humans(self.message),
             "selection": self.selection.to_dict() if self.selection else None,
             "plan": self.plan.to_dict() if self.plan else None,
             "modification": self.modification.to_dict() if self.modification else None,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from gpuhost.comfyui.models.catalog import ModelFile
-from gpuhost.model import ExitCode, UsageError
+from gpuhost.model import ExitCode, UsageError, for_humans
 from gpuhost.redact import redact_url, redact_urls
 
 SCHEMA = "gpuhost.models/v1"
@@ -109,6 +109,10 @@ class ModelsResult:
 
     @property
     def message(self) -> str:
+        """One sentence for people (file names and problems in it escaped: gpuhost.model.for_humans)."""
+        return for_humans(self._message())
+
+    def _message(self) -> str:
         failed = self.failed
         if failed:
             names = ", ".join(f"{f.relpath} ({f.action}: {f.problem})" for f in failed[:5])
