@@ -103,6 +103,19 @@ def test_a_late_log_stream_is_no_stall(aged: str) -> None:
     assert (result.verdict.phase, result.verdict.reason) == (Phase.READY, "ready"), result.verdict.message
 
 
+@pytest.mark.parametrize("skew_s", [-3600.0, 3600.0])
+def test_a_client_clock_off_by_an_hour_judges_on_the_daemon_s_clock(aged: str, skew_s: float) -> None:
+    """Ticks and probes are moved onto the clock that stamped the log (GET /info's SystemTime): an hour
+    behind, every probe would look older than the GUI line (another process's answer)."""
+    result = wait_ready(
+        EngineClient(), aged, WaitOptions(timeout=20, stall_timeout=STALL_S), clock=lambda: time.time() + skew_s
+    )
+    verdict = result.verdict
+    assert (verdict.phase, verdict.reason) == (Phase.READY, "ready"), verdict.message
+    assert not verdict.foreign_answer
+    assert verdict.decided_at is not None and abs(verdict.decided_at - time.time()) < 60
+
+
 def test_wait_ready_cli_on_a_long_running_server(aged: str) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "gpuhost", "wait-ready", aged, "--stall-timeout", "3s", "--timeout", "60", "--json"],
