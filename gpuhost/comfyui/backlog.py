@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional
 from gpuhost.comfyui.container import ComfyContainer, since_param, split_log_line
 from gpuhost.comfyui.readiness import LogLine, ReadinessMachine
 from gpuhost.engine import EngineClient, LogDemuxer
+from gpuhost.units import human_bytes
 
 # Start-up output sits at the start of a run's log and is small (tens of kB; a few MB with many
 # custom nodes); a server that ran for months can have hundreds of MB after it. Past this many bytes
@@ -88,8 +89,7 @@ def read_backlog(
     if not capped or remaining <= 0:
         return cursor  # cut short by the deadline (or a broken read): the newest line is not known
     cursor.gap = True
-    machine.note(f"more than {MAX_HEAD_BYTES // (1024 * 1024)} MiB of log: read its start and its last "
-                 f"{TAIL_LINES} lines")
+    machine.note(f"more than {human_bytes(MAX_HEAD_BYTES)} of log: read its start and its last {TAIL_LINES} lines")
     tail = {**params, "tail": TAIL_LINES}
     if cursor.last_at is not None:
         tail["since"] = since_param(cursor.last_at)

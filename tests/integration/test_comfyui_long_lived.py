@@ -200,3 +200,42 @@ def test_check_says_it_was_serving_then_how_it_stopped(after_serving: dict[str, 
     [finding] = readiness(facts, RuleOptions())
     assert finding.severity is severity
     assert finding.message.startswith(f"ComfyUI container {container.name}: ComfyUI was serving")
+
+
+def test_a_log_past_the_head_cap_is_read_at_its_start_and_its_end(
+    docker_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that has logged for months: its start (up to the cap), then its last lines, not the
+    middle; following resumes after the last line."""
+    from gpuhost.comfyui import backlog
+    from gpuhost.comfyui.container import container_from_inspect
+    from gpuhost.comfyui.readiness import ReadinessMachine, Tick
+    from tests.support.comfyui_replay import IMAGE
+
+    monkeypatch.setattr(backlog, "MAX_HEAD_BYTES", 64 * 1024)
+    name = f"{NAME_PREFIX}long-log"
+    remove(docker_client, name)
+    script = (
+        "import sys, time\n"
+        "print('ComfyUI version: 0.3.64')\n"
+        "for n in range(4000): print(f'got prompt {n:05d} ' + 'x' * 40)\n"
+        "print('Prompt executed in 1.23 seconds', flush=True)\n"
+        "time.sleep(3600)\n"
+    )
+    try:
+        container = docker_client.containers.run(IMAGE, entrypoint=["python3", "-c", script], name=name, detach=True)
+        wait_for_line(container, "Prompt executed in 1.23 seconds")
+        client = EngineClient()
+        machine = ReadinessMachine(stall_timeout=600.0, started_at=0.0)
+        facts = container_from_inspect(client.get(f"/containers/{name}/json"))
+        cursor = backlog.read_backlog(client, facts, machine, time.time, 30.0)
+        verdict = machine.verdict
+        assert cursor.gap and cursor.reached_end
+        assert verdict.comfyui_version == "0.3.64"  # from the head
+        assert verdict.last_line == "Prompt executed in 1.23 seconds"  # from the tail
+        assert verdict.lines_seen < 4002 and verdict.tail[-2].startswith("got prompt 03999 ")
+        assert "more than 65.5 kB of log: read its start and its last 200 lines" in verdict.notes
+        machine.feed(Tick(time.time()))
+        assert verdict.phase is Phase.STARTING  # idleness from the real last line, not the head's
+    finally:
+        remove(docker_client, name)
