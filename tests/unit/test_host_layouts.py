@@ -113,6 +113,27 @@ def test_module_names_of_every_packaging(tmp_path: Path, name: str, core: bool) 
     assert nvidia_modules(str(tmp_path), "6.1.0-20-amd64")[0] == ([f"updates/dkms/{name}"] if core else [])
 
 
+@pytest.mark.parametrize(
+    "directory",
+    [
+        "kernel/nvidia-580srv-open",  # linux-modules-nvidia-580-server-open-<kernel>
+        "kernel/nvidia-580",  # linux-modules-nvidia-580-<kernel>
+        "kernel/drivers/video",  # NVIDIA's .run installer
+        "extra",  # a module built by hand (`make modules_install`)
+    ],
+)
+def test_the_module_counts_wherever_the_packaging_puts_it(h100: HostFacts, tmp_path: Path, directory: str) -> None:
+    copy = tmp_path / "host"
+    shutil.copytree(HOSTS / "ubuntu2404-nvidia-lrm", copy, symlinks=True)
+    modules = copy / "lib/modules/6.8.0-1031-aws"
+    shutil.move(modules / "kernel/nvidia-580srv", tmp_path / "moved")
+    (modules / directory).parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(tmp_path / "moved", modules / directory)
+    boot = collect_boot(str(copy), "6.8.0-1029-aws")
+    assert boot.next_nvidia_modules == [f"{directory}/nvidia.ko"]
+    assert found(with_boot(h100, boot), "gpu.next-kernel") == []
+
+
 def test_an_unsigned_module_of_debian_s_name_is_seen_under_secure_boot(h100: HostFacts, tmp_path: Path) -> None:
     copy = tmp_path / "host"
     shutil.copytree(HOSTS / "debian12-nvidia-dkms", copy, symlinks=True)
