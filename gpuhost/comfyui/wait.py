@@ -284,7 +284,8 @@ def wait_ready(
         except EngineError as exc:
             raise log_unreadable(container, str(exc)) from exc
     follower = LogFollower(client, container, cursor, timeout=options.timeout + 30)
-    follower.start()
+    if not machine.decided:
+        follower.start()
     next_inspect = clock()
     next_probe = clock()
     stream_open = True
