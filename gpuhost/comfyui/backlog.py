@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from gpuhost.comfyui.container import ComfyContainer, since_param, split_log_line
+from gpuhost.comfyui.container import ComfyContainer, run_log_since, since_param, split_log_line
 from gpuhost.comfyui.readiness import LogLine, ReadinessMachine
 from gpuhost.engine import EngineClient, LogDemuxer
 from gpuhost.units import human_bytes
@@ -78,8 +78,9 @@ def read_backlog(
     clock: it stamps a line that comes without a timestamp. Reading ends by `deadline_s` seconds."""
     cursor = LogCursor()
     params: dict[str, Any] = {"stdout": True, "stderr": True, "timestamps": True}
-    if container.started_at:
-        params["since"] = since_param(container.started_at)
+    since = run_log_since(container)
+    if since is not None:
+        params["since"] = since_param(since)
     started = now()
     complete, capped = _feed(client, container, machine, params, cursor, now, deadline_s, MAX_HEAD_BYTES, stop_at_gui)
     if complete or machine.decided or (stop_at_gui and machine.gui_seen):

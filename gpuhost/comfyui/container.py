@@ -68,6 +68,25 @@ def since_param(epoch: float) -> str:
     return f"{nanos // 1_000_000_000}.{nanos % 1_000_000_000:09d}"
 
 
+# Docker sets State.StartedAt once the process has started, so the run's first lines can carry an
+# earlier time (21 ms before it, measured on a loaded host): a run's log is read from a little before.
+RUN_START_SLACK_S = 1.0
+
+
+def run_log_since(container: ComfyContainer) -> Optional[float]:
+    """Where the log of the container's current run starts (the `since` to read it from); None: the
+    whole log is this run's. While it runs, State.FinishedAt is the previous run's end (zero before a
+    first run); a stopped container's earlier runs ended at an unknown time before StartedAt."""
+    if container.started_at is None:
+        return None
+    if container.status in ("running", "paused", "restarting"):
+        if container.finished_at is None:
+            return None
+        if container.finished_at <= container.started_at:
+            return max(container.finished_at, container.started_at - RUN_START_SLACK_S)
+    return container.started_at - RUN_START_SLACK_S
+
+
 def _flag_value(tokens: list[str], flag: str) -> Optional[str]:
     for index, token in enumerate(tokens):
         if token == flag and index + 1 < len(tokens):

@@ -22,6 +22,7 @@ from gpuhost.comfyui.container import (
     check_container_ref,
     container_from_inspect,
     parse_timestamp,
+    run_log_since,
     since_param,
     split_log_line,
 )
@@ -177,8 +178,8 @@ class LogFollower(threading.Thread):
 
     def run(self) -> None:
         params: dict[str, Any] = {"follow": True, "stdout": True, "stderr": True, "timestamps": True}
-        since = self.cursor.last_at if self.cursor.last_at is not None else self.container.started_at
-        if since:
+        since = self.cursor.last_at if self.cursor.last_at is not None else run_log_since(self.container)
+        if since is not None:
             params["since"] = since_param(since)
         if self.cursor.last_at is not None and not self.cursor.reached_end:
             params["tail"] = 0  # the backlog was cut short: new lines only, not the rest of a huge log

@@ -231,7 +231,7 @@ def test_a_log_past_the_head_cap_is_read_at_its_start_and_its_end(
         cursor = backlog.read_backlog(client, facts, machine, time.time, 30.0)
         verdict = machine.verdict
         assert cursor.gap and cursor.reached_end
-        assert verdict.comfyui_version == "0.3.64"  # from the head
+        assert verdict.comfyui_version == "0.3.64"  # from the head, its first line
         assert verdict.last_line == "Prompt executed in 1.23 seconds"  # from the tail
         assert verdict.lines_seen < 4002 and verdict.tail[-2].startswith("got prompt 03999 ")
         assert "more than 65.5 kB of log: read its start and its last 200 lines" in verdict.notes

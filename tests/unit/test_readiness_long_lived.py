@@ -227,3 +227,29 @@ def test_the_check_rule_says_it_was_serving(shared_dir: Path, state: ContainerSt
     assert finding.message.startswith("ComfyUI container comfyui: ComfyUI was serving (")
     assert "before ComfyUI was ready" not in finding.message
     assert finding.evidence["was_serving"] is True
+
+
+def inspect(status: str, started: str, finished: str = "0001-01-01T00:00:00Z") -> dict[str, object]:
+    return {"Id": "c0ffee", "Name": "/comfyui", "State": {"Status": status, "Running": status == "running",
+                                                         "StartedAt": started, "FinishedAt": finished}}
+
+
+@pytest.mark.parametrize(
+    ("body", "since"),
+    [
+        # a first run: its whole log is its own, lines stamped before StartedAt included
+        (inspect("running", "2026-12-07T19:16:29.921898979Z"), None),
+        # a later run: from the end of the previous one, or a second before its start
+        (inspect("running", "2026-12-07T19:16:46.835119155Z", "2026-12-07T19:16:45.958620888Z"), 1796671005.9586208),
+        (inspect("running", "2026-12-07T19:16:46.835119155Z", "2026-12-07T10:00:00Z"), 1796671005.8351192),
+        # stopped: FinishedAt is this run's end; the runs before ended before its start
+        (inspect("exited", "2026-12-07T19:16:46.835119155Z", "2026-12-07T19:20:00Z"), 1796671005.8351192),
+        (inspect("created", "0001-01-01T00:00:00Z"), None),
+    ],
+)
+def test_a_run_s_log_starts_before_docker_stamps_its_start(body: dict[str, object], since: float | None) -> None:
+    """Docker sets StartedAt after the process started: a first line can be stamped 21 ms before it."""
+    from gpuhost.comfyui.container import container_from_inspect, run_log_since
+
+    found_since = run_log_since(container_from_inspect(body))
+    assert found_since == (pytest.approx(since) if since is not None else None)
