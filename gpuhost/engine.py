@@ -418,13 +418,18 @@ class EngineStream:
         self._conn = conn
         self._response = response
         self._watchdog = watchdog
+        # True once the server itself ended the answer (not a deadline, a shutdown or a broken read)
+        self.complete = False
 
     def read(self) -> bytes:
         """The next chunk as it arrives; b"" at the end of the stream or after close()."""
         try:
-            return self._response.read1(65536)
+            chunk = self._response.read1(65536)
         except (OSError, ValueError, AttributeError, http.client.HTTPException):
             return b""  # ended, or shut down from another thread
+        if not chunk:
+            self.complete = not (self._watchdog is not None and self._watchdog.expired) and self._response.isclosed()
+        return chunk
 
     def shutdown(self) -> None:
         """End the stream from another thread: a blocked read() returns b"" (the reader closes)."""

@@ -59,8 +59,10 @@ def wait_ready(
 ) -> None:
     """Wait until ComfyUI in CONTAINER really serves, or say why it will not.
 
-    Follows the container's log through the Docker Engine API and its state (running, exit code,
-    restart count), and probes GET /system_stats through the container's own published port. Ready
+    Reads the container's log so far, then follows it through the Docker Engine API, with its state
+    (running, exit code, restart count), and probes GET /system_stats through the container's own
+    published port. Idleness counts from the last line's own timestamp: a server that printed its
+    GUI line long ago is ready at once, whatever --stall-timeout says. Ready
     needs both the line `To see the GUI go to: http://...` in THIS container's log and HTTP 200 after
     it: a 200 before it comes from another process holding the port.
 
@@ -84,8 +86,9 @@ def wait_ready(
     With --json, one object (schema gpuhost.wait-ready/v1):
       verdict         ready | failed | stalled
       reason          ready, missing-module, port-in-use, crashed, exited, stopped, restarted,
-                      listen-loopback, not-published, stalled, timeout
+                      paused, dead, listen-loopback, not-published, stalled, timeout
       message, remedy, failing_line, last_line, url, gui_url, last_probe, comfyui_version
+      was_serving     true when the run had printed the GUI line before it stopped
       warnings        nodes that failed to import: kind (custom-node | comfy-extras), node, path, reason
       tail            the last 30 log lines
       elapsed_s, exit_code

@@ -115,6 +115,26 @@ def parse_comfy_arguments(argv: Sequence[str], extra: Sequence[str] = ()) -> Com
     return ComfyArguments(listen=listen, port=port)
 
 
+# Docker sets State.StartedAt once the process has started, so the run's first lines can carry an
+# earlier time (21 ms before it, measured on a loaded host): a run's log is read from a little before.
+RUN_START_SLACK_S = 1.0
+
+
+def run_log_since(container: ComfyContainer) -> Optional[float]:
+    """Where the log of the container's current run starts (the `since` to read it from); None: the
+    whole log is this run's. While it runs, State.FinishedAt is the previous run's end (zero before a
+    first run); a stopped container's earlier runs ended at an unknown time before StartedAt."""
+    if container.started_at is None:
+        return None
+    if container.status in ("running", "paused", "restarting"):
+        if container.finished_at is None:
+            return None
+        if container.finished_at <= container.started_at:
+            return max(container.finished_at, container.started_at - RUN_START_SLACK_S)
+    return container.started_at - RUN_START_SLACK_S
+
+
+
 @dataclass
 class ComfyContainer:
     id: str

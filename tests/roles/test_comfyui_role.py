@@ -1,6 +1,6 @@
 """The comfyui role on this machine, changing nothing: check mode, refused variables, and the
-extra_model_paths.yaml template read the way ComfyUI reads it. (The converged role is tested by
-molecule/comfyui.)"""
+extra_model_paths.yaml template read the way ComfyUI reads it, and a re-run long after the start on
+this machine's dockerd. (The converged role is tested by molecule/comfyui.)"""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 import yaml
 
 from tests.support.ansible import run_playbook
-from tests.support.comfyui_replay import IMAGE, build_image
+from tests.support.comfyui_replay import IMAGE, NAME_PREFIX, build_image, free_port, remove
 from tests.support.paths import REPO
 
 ROLE = REPO / "roles" / "comfyui"
@@ -116,3 +117,47 @@ def test_bad_variables_stop_before_anything_changes(tmp_path: Path, variables: d
     assert rc == 2, output
     assert message in output
     assert "changed=0" in output
+
+
+@pytest.mark.docker
+def test_rerun_long_after_the_start_is_ready_and_changes_nothing(tmp_path: Path, shared_dir: Path) -> None:
+    """The role waits on every run: run it again after ComfyUI has served for longer than the stall
+    timeout, on this machine's dockerd, with the replay image (its GUI line 3 s after the start).
+    Nothing outside tmp_path changes: no user is created (nobody exists), the agent goes to tmp_path."""
+    import docker
+
+    build_image(shared_dir)
+    name, data = f"{NAME_PREFIX}role-rerun", tmp_path / "data"
+    client = docker.from_env()
+    remove(client, name)
+    variables = {
+        "comfyui_image": IMAGE,
+        "comfyui_image_source": "load",
+        "comfyui_image_archive": str(tmp_path / "absent.tar"),  # the image is there: nothing to load
+        "comfyui_container_name": name,
+        "comfyui_host_user": "nobody",
+        "comfyui_create_user": False,
+        "comfyui_run_as": "user",
+        "comfyui_data_dir": str(data),
+        "comfyui_require_gpu": False,
+        "comfyui_cpu_mode": True,
+        "comfyui_host_port": free_port(),
+        "comfyui_command": ["play", "startup-cpu", "--listen", "0.0.0.0", "--port", "8188", "--speed", "4"],
+        "comfyui_wait_timeout": "1m",
+        "comfyui_wait_stall_timeout": "3s",
+        "gpuhost_agent_path": str(tmp_path / "agent" / "gpuhost-agent.pyz"),
+        "gpuhost_agent_bin": str(tmp_path / "agent" / "gpuhost-agent"),
+        "gpuhost_agent_build_path": str(tmp_path / "build" / "gpuhost-agent.pyz"),
+    }
+    try:
+        first = run_playbook(tmp_path, PLAYBOOK, "-i", "localhost,", "-e", json.dumps(variables))
+        assert first.returncode == 0, first.output
+        assert f"ComfyUI in {name} is ready after" in first.flat
+        time.sleep(5.0)  # its last line (the GUI line) is now older than the 3 s stall timeout
+        again = run_playbook(tmp_path, PLAYBOOK, "-i", "localhost,", "-e", json.dumps(variables))
+        assert again.returncode == 0, again.output
+        assert f"ComfyUI in {name} is ready after" in again.flat
+        assert again.recap()["changed"] == 0, again.output
+        assert client.containers.get(name).attrs["RestartCount"] == 0
+    finally:
+        remove(client, name)
