@@ -5,19 +5,18 @@ molecule/comfyui.)"""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import pytest
 import yaml
 
 from tests.support.ansible import run_playbook
 from tests.support.comfyui_replay import IMAGE, build_image
 from tests.support.paths import REPO
+from tests.support.role_templates import comfyui_extra_paths, render
 
 ROLE = REPO / "roles" / "comfyui"
 PLAYBOOK = """---
@@ -35,27 +34,9 @@ def playbook(tmp_path: Path, variables: dict[str, Any], *extra: str) -> tuple[in
     return run.returncode, run.output
 
 
-def comfyui_extra_paths(config: dict[str, Any]) -> dict[str, list[str]]:
-    """What ComfyUI makes of an extra_model_paths.yaml (utils/extra_config.py: base_path joined to
-    each non-empty line of each folder value)."""
-    found: dict[str, list[str]] = {}
-    for section in config.values():
-        section = dict(section)
-        base = section.pop("base_path", "")
-        section.pop("is_default", None)
-        for folder, value in section.items():
-            for line in str(value).split("\n"):
-                if line:
-                    found.setdefault(folder, []).append(os.path.join(base, line))
-    return found
-
-
 def test_extra_model_paths_template_is_comfyuis_format() -> None:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(ROLE / "templates")), trim_blocks=True)
-    env.filters["to_json"] = json.dumps
-    env.filters["bool"] = bool
-    rendered = env.get_template("extra_model_paths.yaml.j2").render(
-        ansible_managed="Ansible managed",
+    rendered = render(
+        ROLE / "templates" / "extra_model_paths.yaml.j2",
         __comfyui_extra_model_paths={
             "shared": {"base_path": "/mnt/models", "is_default": True,
                        "folders": {"checkpoints": "checkpoints", "loras": ["loras", "more/loras"]}},
