@@ -90,10 +90,28 @@ def test_check_mode_changes_nothing(tmp_path: Path, shared_dir: Path) -> None:
         ({"comfyui_bind_address": "0.0.0.0"}, "needs comfyui_expose: true"),
         ({"comfyui_gpu_mode": "legacy"}, "value of comfyui_gpu_mode must be one of"),
         ({"comfyui_image_source": "build"}, "build needs comfyui_build_path"),
+        ({"comfyui_extra_model_paths": {"s": {"base_path": "/m\nother: {base_path: /etc}", "folders": {}}}},
+         "comfyui_extra_model_paths maps section names"),
+        ({"comfyui_extra_model_paths": {"s": {"base_path": "/m", "folders": {"vae": ["a", "b\nc"]}}}},
+         "comfyui_extra_model_paths maps section names"),
+        ({"comfyui_extra_model_paths": {"s\n[x]": {"base_path": "/m", "folders": {}}}},
+         "comfyui_extra_model_paths maps section names"),
+        ({"comfyui_extra_model_paths": {"s": {"base_path": "/m", "folders": {"base_path": "/etc"}}}},
+         "comfyui_extra_model_paths maps section names"),
+        ({"comfyui_extra_model_paths": {"s": "/m"}}, "comfyui_extra_model_paths maps section names"),
+        ({"comfyui_extra_model_paths": {"s": {"folders": {"vae": "vae"}}}}, "comfyui_extra_model_paths maps section"),
+        ({"comfyui_extra_model_paths": {"s": {"base_path": "/m", "folders": {"vae": {"x": 1}}}}},
+         "comfyui_extra_model_paths maps section names"),
+        ({"comfyui_models_source": "s3://b/p", "comfyui_models_manifest": {"models": []},
+          "comfyui_models_sync_args": ["--concurrency", "4\nExecStartPost=/bin/true"]}, "no control characters"),
+        ({"comfyui_models_source": "s3://b/p\x01", "comfyui_models_manifest": {"models": []}}, "no control characters"),
+        ({"comfyui_models_source": "s3://b/p", "comfyui_models_manifest": {"models": []},
+          "comfyui_models_dir": "/mnt/models\n"}, "without `..`, spaces or `%`"),
     ],
+    ids=lambda v: ascii(v)[:60],
 )
 def test_bad_variables_stop_before_anything_changes(tmp_path: Path, variables: dict[str, Any], message: str) -> None:
     rc, output = playbook(tmp_path, {"comfyui_container_name": "gpuhost-comfyui-refused", **variables})
     assert rc == 2, output
-    assert message in output
+    assert message in " ".join(output.split())
     assert "changed=0" in output

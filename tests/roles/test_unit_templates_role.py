@@ -78,3 +78,37 @@ def test_a_value_a_unit_cannot_carry_fails_the_task_and_writes_nothing(tmp_path:
     assert run.returncode == 2, run.output
     assert "cannot write" in run.output and "control character" in run.output
     assert not list((tmp_path / "units").iterdir()), "a unit was written"
+
+
+ROLE_PLAY = """---
+- name: Run one role
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  roles:
+    - role: {role}
+"""
+
+
+@pytest.mark.parametrize(
+    ("role", "variables", "words"),
+    [
+        ("docker_storage", {"docker_storage_mount_path": "/mnt/docker\n[Service]"}, "no control characters"),
+        ("docker_storage", {"docker_storage_devices": ["/dev/nvme1n1\r"]}, "no control characters"),
+        ("docker_storage", {"docker_storage_fallback_data_root": "/var/lib/docker\x1b"}, "no control characters"),
+        ("gpuhost_agent", {"gpuhost_agent_bin": "/usr/local/bin/gpuhost agent"}, "absolute paths without spaces"),
+        ("gpuhost_agent", {"gpuhost_agent_bin": "-/usr/local/bin/gpuhost-agent"}, "absolute paths without spaces"),
+        ("gpuhost_agent", {"gpuhost_agent_python": "/usr/bin/python3 -c 'import os'"}, "absolute paths without"),
+        ("gpuhost_agent", {"gpuhost_agent_path": "/usr/local/lib/../gpuhost.pyz"}, "absolute paths without"),
+        ("gpuhost_agent", {"gpuhost_agent_bin": "/usr/local/bin/$HOME"}, "absolute paths without"),
+    ],
+    ids=lambda v: ascii(v)[:50],
+)
+def test_a_role_refuses_what_its_units_cannot_carry_before_it_changes_anything(
+    tmp_path: Path, role: str, variables: dict[str, Any], words: str
+) -> None:
+    (tmp_path / "vars.json").write_text(json.dumps(variables))
+    run = run_playbook(tmp_path, ROLE_PLAY.format(role=role), "-i", "localhost,", "-e", f"@{tmp_path / 'vars.json'}")
+    assert run.returncode == 2, run.output
+    assert words in run.flat
+    assert run.recap()["changed"] == 0
