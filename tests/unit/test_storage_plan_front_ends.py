@@ -93,7 +93,7 @@ def test_refused_requests_are_the_same_usage_error(options: list[str], capsys: p
 def linked(tmp_path: Path) -> Path:
     (tmp_path / "real").mkdir()
     for name, target in {"to-etc": "/etc", "to-var-lib": "/var/lib", "relative-up": "../" * len(tmp_path.parts),
-                         "loop": "loop", "to-real": "real"}.items():
+                         "loop": "loop", "to-real": "real", "to-root": "/", "to-usr": "/usr"}.items():
         (tmp_path / name).symlink_to(target)
     return tmp_path
 
@@ -102,6 +102,10 @@ def linked(tmp_path: Path) -> Path:
     "options",
     [
         ["--mount-path", "{tmp}/to-etc"],
+        ["--mount-path", "{tmp}/to-root"],
+        ["--mount-path", "{tmp}/to-usr/local/docker"],
+        ["--mount-path", "{tmp}/relative-up"],
+        ["--mount-path", "{tmp}/to-var-lib"],
         ["--mount-path", "{tmp}/to-var-lib/docker-x/.."],
         ["--mount-path", "{tmp}/relative-up/usr"],
         ["--mount-path", "{tmp}/loop/docker"],
@@ -131,6 +135,7 @@ def test_paths_through_dot_dot_and_symlinks_are_the_same_usage_error(
     ("options", "mount_path", "fallback"),
     [
         (["--mount-path", "{tmp}/to-real"], "{tmp}/real", None),
+        (["--mount-path", "{tmp}/to-var-lib/docker"], "/var/lib/docker", None),
         (["--mount-path", "/mnt/100% docker", "--missing-disk-policy", "fallback", "--fallback-data-root",
           "{tmp}/to-real"], "/mnt/100% docker", "{tmp}/real"),
     ],
