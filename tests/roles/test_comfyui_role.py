@@ -5,20 +5,19 @@ this machine's dockerd. (The converged role is tested by molecule/comfyui.)"""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import pytest
 import yaml
 
 from tests.support.ansible import run_playbook
 from tests.support.comfyui_replay import IMAGE, NAME_PREFIX, build_image, free_port, remove
 from tests.support.paths import REPO
+from tests.support.role_templates import comfyui_extra_paths, render
 
 ROLE = REPO / "roles" / "comfyui"
 PLAYBOOK = """---
@@ -36,27 +35,9 @@ def playbook(tmp_path: Path, variables: dict[str, Any], *extra: str) -> tuple[in
     return run.returncode, run.output
 
 
-def comfyui_extra_paths(config: dict[str, Any]) -> dict[str, list[str]]:
-    """What ComfyUI makes of an extra_model_paths.yaml (utils/extra_config.py: base_path joined to
-    each non-empty line of each folder value)."""
-    found: dict[str, list[str]] = {}
-    for section in config.values():
-        section = dict(section)
-        base = section.pop("base_path", "")
-        section.pop("is_default", None)
-        for folder, value in section.items():
-            for line in str(value).split("\n"):
-                if line:
-                    found.setdefault(folder, []).append(os.path.join(base, line))
-    return found
-
-
 def test_extra_model_paths_template_is_comfyuis_format() -> None:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(ROLE / "templates")), trim_blocks=True)
-    env.filters["to_json"] = json.dumps
-    env.filters["bool"] = bool
-    rendered = env.get_template("extra_model_paths.yaml.j2").render(
-        ansible_managed="Ansible managed",
+    rendered = render(
+        ROLE / "templates" / "extra_model_paths.yaml.j2",
         __comfyui_extra_model_paths={
             "shared": {"base_path": "/mnt/models", "is_default": True,
                        "folders": {"checkpoints": "checkpoints", "loras": ["loras", "more/loras"]}},
@@ -110,12 +91,30 @@ def test_check_mode_changes_nothing(tmp_path: Path, shared_dir: Path) -> None:
         ({"comfyui_bind_address": "0.0.0.0"}, "needs comfyui_expose: true"),
         ({"comfyui_gpu_mode": "legacy"}, "value of comfyui_gpu_mode must be one of"),
         ({"comfyui_image_source": "build"}, "build needs comfyui_build_path"),
+        ({"comfyui_extra_model_paths": {"s": {"base_path": "/m\nother: {base_path: /etc}", "folders": {}}}},
+         "comfyui_extra_model_paths maps section names"),
+        ({"comfyui_extra_model_paths": {"s": {"base_path": "/m", "folders": {"vae": ["a", "b\nc"]}}}},
+         "comfyui_extra_model_paths maps section names"),
+        ({"comfyui_extra_model_paths": {"s\n[x]": {"base_path": "/m", "folders": {}}}},
+         "comfyui_extra_model_paths maps section names"),
+        ({"comfyui_extra_model_paths": {"s": {"base_path": "/m", "folders": {"base_path": "/etc"}}}},
+         "comfyui_extra_model_paths maps section names"),
+        ({"comfyui_extra_model_paths": {"s": "/m"}}, "comfyui_extra_model_paths maps section names"),
+        ({"comfyui_extra_model_paths": {"s": {"folders": {"vae": "vae"}}}}, "comfyui_extra_model_paths maps section"),
+        ({"comfyui_extra_model_paths": {"s": {"base_path": "/m", "folders": {"vae": {"x": 1}}}}},
+         "comfyui_extra_model_paths maps section names"),
+        ({"comfyui_models_source": "s3://b/p", "comfyui_models_manifest": {"models": []},
+          "comfyui_models_sync_args": ["--concurrency", "4\nExecStartPost=/bin/true"]}, "no control characters"),
+        ({"comfyui_models_source": "s3://b/p\x01", "comfyui_models_manifest": {"models": []}}, "no control characters"),
+        ({"comfyui_models_source": "s3://b/p", "comfyui_models_manifest": {"models": []},
+          "comfyui_models_dir": "/mnt/models\n"}, "without `..`, spaces or `%`"),
     ],
+    ids=lambda v: ascii(v)[:60],
 )
 def test_bad_variables_stop_before_anything_changes(tmp_path: Path, variables: dict[str, Any], message: str) -> None:
     rc, output = playbook(tmp_path, {"comfyui_container_name": "gpuhost-comfyui-refused", **variables})
     assert rc == 2, output
-    assert message in output
+    assert message in " ".join(output.split())
     assert "changed=0" in output
 
 
