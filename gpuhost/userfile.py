@@ -245,8 +245,8 @@ def load_json(path: str, what: str, max_bytes: int, *, max_depth: int = MAX_DEPT
     """A regular file of at most max_bytes holding strict JSON nested at most max_depth deep.
 
     The one call bench/bad_answers.py times for special files (FIFO, /dev/zero, huge, deep)."""
-    data = read_bytes(path, what, max_bytes, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
-    return parse_json(data, _label(what, path), path=path, max_depth=max_depth)
+    text = read_text(path, what, max_bytes, dir_fd=dir_fd, follow_symlinks=follow_symlinks)
+    return parse_json(text, _label(what, path), path=path, max_depth=max_depth)
 
 
 def parse_yaml(text: str, where: str, *, path: str = "", max_depth: int = MAX_DEPTH,

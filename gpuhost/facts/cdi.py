@@ -131,7 +131,8 @@ def parse_spec(path: str, text: str) -> CdiSpec:
     try:
         data = userfile.parse_yaml(text, path)
     except userfile.UserFileError as exc:
-        spec.error = str(exc).replace(f"{path} is not valid YAML: ", "invalid YAML: ").splitlines()[0]
+        detail = str(exc).replace(f"{path} ", "", 1).replace("is not valid YAML: ", "invalid YAML: ", 1)
+        spec.error = detail.splitlines()[0]
         return spec
     if not isinstance(data, dict):
         spec.error = "not a CDI spec: top level is not a mapping"
@@ -185,7 +186,7 @@ def collect_cdi(root: str = "/", spec_dirs: tuple[str, ...] = SPEC_DIRS) -> CdiF
                 finally:
                     os.close(fd)
             except userfile.UserFileError as exc:
-                facts.specs.append(CdiSpec(path=path, error=f"unreadable: {exc}"))
+                facts.specs.append(CdiSpec(path=path, error=str(exc).replace(f"{path} ", "", 1)))
                 continue
             spec = parse_spec(os.path.join(spec_dir, name), text)
             spec.mtime = mtime

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import ssl
 import stat
 import threading
 import time
@@ -127,7 +128,7 @@ class SyncOptions:
         if endpoint_url is not None:
             check_http_url(endpoint_url, "--endpoint-url")
         if ca_bundle is not None:
-            userfile.check_regular(ca_bundle, "--ca-bundle", userfile.CA_BUNDLE_MAX)
+            check_ca_bundle(ca_bundle)
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 256:
             raise UsageError(f"--concurrency must be 1 to 256, got {concurrency!r}", "Example: --concurrency 32")
         if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 20:
@@ -160,6 +161,16 @@ class SyncOptions:
             return S3Source(self.source, region=self.region, profile=self.profile, endpoint_url=self.endpoint_url,
                             connections=self.concurrency + 4, timeout_s=self.timeout_s, attempts=self.attempts)
         return HttpSource(self.source, timeout_s=self.timeout_s, ca_bundle=self.ca_bundle)
+
+
+def check_ca_bundle(path: str) -> None:
+    """--ca-bundle: a regular file of PEM certificates ssl can load (checked before any request)."""
+    userfile.check_regular(path, "--ca-bundle", userfile.CA_BUNDLE_MAX)
+    try:
+        ssl.create_default_context(cafile=path)
+    except (ssl.SSLError, ValueError, OSError) as exc:
+        raise UsageError(f"--ca-bundle {path} holds no CA certificate ssl can load ({exc})",
+                         "Give a PEM file of CA certificates (-----BEGIN CERTIFICATE-----).") from None
 
 
 @dataclass
