@@ -187,6 +187,26 @@ def read_host_text(path: str, max_bytes: int = PROC_MAX) -> Optional[str]:
         return None
 
 
+def read_prefix(path: str, what: str, max_bytes: int) -> str:
+    """The first max_bytes of a regular file as text (bad bytes replaced), for readers that always
+    read only the head of a file (an os-release, dpkg's status, a capture of `systemctl show`)."""
+    fd = open_regular(path, what)
+    try:
+        return os.read(fd, max_bytes).decode("utf-8", "replace")
+    except OSError as exc:
+        raise UserFileError(path, "unreadable", f"cannot read {_label(what, path)}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def read_host_prefix(path: str, max_bytes: int) -> Optional[str]:
+    """read_prefix for a collector: None when the file is missing, unreadable or not a regular file."""
+    try:
+        return read_prefix(path, "", max_bytes)
+    except UserFileError:
+        return None
+
+
 def nesting_depth(value: Any, limit: int = MAX_DEPTH) -> int:
     """How deep lists and dicts nest in `value` (a scalar is 0); stops counting past `limit`.
     Iterative: a value nested deeper than the recursion limit costs no recursion here."""
@@ -309,6 +329,8 @@ __all__ = [
     "parse_yaml",
     "read_bytes",
     "read_fd",
+    "read_host_prefix",
     "read_host_text",
+    "read_prefix",
     "read_text",
 ]

@@ -6,6 +6,8 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from gpuhost import userfile
+
 SECURE_BOOT_EFIVAR = "sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-e098032b8c4b"
 MODULE_NAMES = ("nvidia.ko", "nvidia.ko.xz", "nvidia.ko.zst", "nvidia.ko.gz")
 SIGNATURE_MARK = b"~Module signature appended~\n"
@@ -49,10 +51,8 @@ def installed_kernels(root: str) -> list[str]:
 
 def _saved_entry(root: str, installed: list[str]) -> str:
     for relative in GRUBENV:
-        try:
-            with open(os.path.join(root, relative), encoding="utf-8", errors="replace") as fh:
-                text = fh.read(4096)
-        except OSError:
+        text = userfile.read_host_prefix(os.path.join(root, relative), 4096)
+        if text is None:
             continue
         for line in text.splitlines():
             if line.startswith("saved_entry="):
@@ -99,21 +99,29 @@ def nvidia_modules(root: str, release: str) -> tuple[list[str], list[str]]:
 
 def _signed(path: str) -> bool:
     try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - len(SIGNATURE_MARK)))
-            return fh.read() == SIGNATURE_MARK
+        fd = userfile.open_regular(path)
+    except userfile.UserFileError:
+        return False
+    try:
+        size = os.fstat(fd).st_size
+        return os.pread(fd, len(SIGNATURE_MARK), max(0, size - len(SIGNATURE_MARK))) == SIGNATURE_MARK
     except OSError:
         return False
+    finally:
+        os.close(fd)
 
 
 def read_secure_boot(root: str) -> bool | None:
     try:
-        with open(os.path.join(root, SECURE_BOOT_EFIVAR), "rb") as fh:
-            data = fh.read(16)
+        fd = userfile.open_regular(os.path.join(root, SECURE_BOOT_EFIVAR))
+    except userfile.UserFileError:
+        return None
+    try:
+        data = os.read(fd, 16)
     except OSError:
         return None
+    finally:
+        os.close(fd)
     return len(data) >= 5 and data[4] == 1
 
 

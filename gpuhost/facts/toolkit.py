@@ -114,11 +114,8 @@ def collect_toolkit(root: str = "/", path: str | None = None) -> ToolkitFacts:
         if found:
             facts.binaries[binary] = found
 
-    try:
-        with open(os.path.join(root, "var/lib/dpkg/status"), encoding="utf-8", errors="replace") as fh:
-            facts.packages = parse_dpkg_status(fh.read())
-    except OSError:
-        facts.packages = {}
+    status = userfile.read_host_text(os.path.join(root, "var/lib/dpkg/status"), userfile.HOST_DATABASE_MAX)
+    facts.packages = parse_dpkg_status(status) if status is not None else {}
     for package in ("nvidia-container-toolkit-base", "nvidia-container-toolkit"):
         if package in facts.packages:
             facts.version = _upstream(facts.packages[package])

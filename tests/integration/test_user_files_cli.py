@@ -159,20 +159,31 @@ def test_no_command_hangs_or_crashes_on_a_hostile_file(hostile: dict[str, Path],
             assert str(hostile[kind]) in text  # the path is named
 
 
-def test_a_captured_tree_with_special_files_is_checked_without_hanging(hostile: dict[str, Path],
-                                                                      tmp_path: Path) -> None:
-    """check --root: a FIFO where a CDI spec goes, /dev/zero where the driver's version is."""
+# every file a collector reads under --root, as far as check reads them from a captured tree
+ROOT_FILES = (
+    "etc/os-release", "proc/cmdline", "proc/sys/kernel/osrelease", "proc/sys/net/core/bpf_jit_harden",
+    "proc/driver/nvidia/params", "var/lib/dpkg/status", "etc/nvidia-container-runtime/config.toml",
+    "etc/containerd/config.toml", "etc/gpuhost/docker-storage.json", "etc/gpuhost/models.json",
+    "var/lib/gpuhost/storage-probe.json", "boot/grub/grubenv", "sys/class/dmi/id/sys_vendor",
+    "sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-e098032b8c4b",
+    "run/gpuhost-capture/systemctl-show.txt",
+)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_a_captured_tree_with_special_files_is_checked_without_hanging(hostile: dict[str, Path], tmp_path: Path,
+                                                                      kind: str) -> None:
+    """check --root: a FIFO (or /dev/zero) wherever a collector reads, a deep YAML CDI spec."""
     root = tmp_path / "root"
-    (root / "etc/cdi").mkdir(parents=True)
-    (root / "proc/driver/nvidia").mkdir(parents=True)
-    (root / "etc/cdi/nvidia.yaml").symlink_to(hostile["fifo"])
+    for relative in (*ROOT_FILES, "etc/cdi/nvidia.yaml", "proc/driver/nvidia/version"):
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).symlink_to(hostile[kind])
     (root / "etc/cdi/deep.yaml").symlink_to(hostile["deep-yaml"])
-    (root / "proc/driver/nvidia/version").symlink_to("/dev/zero")
     proc = subprocess.run([*GPUHOST, "check", "--root", str(root), *NO_DOCKER, "--json"], cwd=REPO,
                           capture_output=True, text=True, timeout=DEADLINE_S, check=False)
     assert "Traceback" not in proc.stderr, proc.stderr
     report = json.loads(proc.stdout)
     errors = {os.path.basename(spec["path"]): spec["error"] for spec in report["facts"]["cdi"]["specs"]}
-    assert errors["nvidia.yaml"] == "is a FIFO, not a regular file"
+    assert errors["nvidia.yaml"] == SPECIAL[kind]
     assert errors["deep.yaml"] == "nests deeper than 100 levels"
     assert report["facts"]["gpu"]["proc_driver"] is None  # /dev/zero is no driver version: none loaded
