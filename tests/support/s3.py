@@ -7,7 +7,7 @@
   store that ignores it) and can answer every request itself (403, 301, a plain 404).
 - RangeServer: a static file server taking Range requests (http, or https with a certificate),
   with an optional redirect hop, a count of the body bytes it sent per path, If-Range and 416 as
-  RFC 9110 has them (or If-Range ignored), a slow-down and the same per-path hook.
+  RFC 9110 has them (or If-Range ignored, or answered 412), a slow-down and the same per-path hook.
 """
 
 from __future__ import annotations
@@ -262,6 +262,11 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
             wanted = self.headers.get("Range", "")
             if_range = self.headers.get("If-Range")
             current = etag_of(info)
+            if if_range and if_range != current and self.server.changed_412:
+                self.send_response(412)  # what a server that treats If-Range as If-Match answers
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if wanted.startswith("bytes=") and (not if_range or if_range == current or self.server.ignore_if_range):
                 first, _, last = wanted[6:].partition("-")
                 start, end = int(first), min(int(last) if last else size - 1, size - 1)
@@ -278,6 +283,7 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
             while left:
                 chunk = fh.read(min(left, 64 * 1024))
                 if not chunk:  # the file shrank under the answer: the client sees it cut short
+                    self.close_connection = True
                     break
                 self.wfile.write(chunk)
                 left -= len(chunk)
@@ -295,6 +301,7 @@ class _RangeServer(http.server.ThreadingHTTPServer):
         self.sent: Counter[str] = Counter()
         self.delay_per_chunk = 0.0
         self.ignore_if_range = False
+        self.changed_412 = False
         self.hooks = ByteHooks()
         self._lock = threading.Lock()
 
