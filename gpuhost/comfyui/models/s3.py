@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Optional
+from urllib.parse import urlsplit
 
 from gpuhost.comfyui.models.source import ChangedObject, MissingObject, RemoteObject, TransientError
 from gpuhost.model import SourceError, UsageError
@@ -77,7 +78,8 @@ class S3Source:
     ) -> None:
         self.url = url
         self.location = parse_s3_url(url)
-        self.endpoint_url = endpoint_url
+        # how messages name the endpoint: scheme, host and port only (never a user or password in it)
+        self.endpoint = _endpoint_name(endpoint_url) if endpoint_url else ""
         self._bodies: set[Any] = set()
         self._lock = threading.Lock()
         self._aborted = False
@@ -144,7 +146,7 @@ class S3Source:
         return SourceError(where, " ".join(str(exc).split()) or type(exc).__name__, "Run it again.")
 
     def _no_bucket(self, code: str) -> SourceError:
-        at = f" at {self.endpoint_url}" if self.endpoint_url else ""
+        at = f" at {self.endpoint}" if self.endpoint else ""
         return SourceError(f"s3://{self.location.bucket}", f"no such bucket{at} ({code})",
                            "Check the bucket's name, the account (credentials) and --endpoint-url.")
 
@@ -161,7 +163,7 @@ class S3Source:
             if code == "NoSuchBucket":
                 return self._no_bucket(code)
             if code in ("404", "NotFound"):  # a 404 with no S3 error document: not an S3 endpoint
-                at = self.endpoint_url or "S3"
+                at = self.endpoint or "S3"
                 return SourceError(f"s3://{self.location.bucket}",
                                    f"{at} answers 404 for the bucket itself, with no S3 error: not an S3 endpoint, "
                                    "or no such bucket", "Check --endpoint-url, --region and the bucket's name.")
@@ -231,6 +233,17 @@ class S3Source:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _endpoint_name(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    try:
+        port = parts.port
+    except ValueError:  # botocore refuses such an endpoint itself
+        port = None
+    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
 
 
 def _check_answer(answer: dict[str, Any], obj: RemoteObject, start: int, end: int) -> None:
