@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from gpuhost import userfile
 from gpuhost.agent.common import Handlers, add_collect_arguments, add_json_flag, print_json
 from gpuhost.check import CheckOptions, run_check
 from gpuhost.engine import EngineClient
@@ -32,10 +33,14 @@ def _collect_area(area: str, args: argparse.Namespace) -> Any:
         gpu = collect_gpu(args.root)
         if args.proc_driver_version:
             try:
-                with open(args.proc_driver_version, encoding="utf-8") as fh:
-                    gpu.proc_driver = parse_proc_driver_version(fh.read())
-            except OSError:
-                gpu.proc_driver = None
+                text = userfile.read_text(args.proc_driver_version, "--proc-driver-version", userfile.PROC_MAX,
+                                          errors="replace")
+            except userfile.UserFileError as exc:
+                if not exc.missing:  # a FIFO, a device, a directory, a huge file: exit 2, named
+                    raise
+                gpu.proc_driver = None  # no such file: no module loaded
+            else:
+                gpu.proc_driver = parse_proc_driver_version(text)
         return gpu
     if area == "docker":
         return collect_docker(EngineClient(args.docker_host, timeout=5.0), args.daemon_json, args.root)

@@ -14,6 +14,7 @@ import argparse
 import sys
 from typing import Any
 
+from gpuhost import userfile
 from gpuhost.agent.common import Handlers, add_docker_host, print_json
 from gpuhost.engine import EngineClient
 from gpuhost.facts.docker import DAEMON_JSON
@@ -52,13 +53,16 @@ def cmd_storage_plan(args: argparse.Namespace) -> int:
 
 def cmd_storage_ensure(args: argparse.Namespace) -> int:
     if args.config == "-":
-        config = load_config(sys.stdin.read(), "standard input")
+        data = sys.stdin.buffer.read(userfile.STORAGE_CONFIG_MAX + 1)
+        if len(data) > userfile.STORAGE_CONFIG_MAX:
+            raise UsageError(f"standard input has more than the {userfile.STORAGE_CONFIG_MAX} bytes a configuration "
+                             "may have")
+        config = load_config(userfile.decode_text(data, "standard input", ""), "standard input")
     else:
         try:
-            with open(args.config, encoding="utf-8") as fh:
-                text = fh.read()
-        except OSError as exc:
-            raise UsageError(f"{args.config}: {exc.strerror}", "Run the docker_storage role to write it.") from exc
+            text = userfile.read_text(args.config, "--config", userfile.STORAGE_CONFIG_MAX)
+        except userfile.UserFileError as exc:
+            raise UsageError(str(exc), "Run the docker_storage role to write it.") from exc
         config = load_config(text, args.config)
 
     def log(message: str) -> None:

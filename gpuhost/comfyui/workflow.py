@@ -17,8 +17,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from gpuhost import userfile
 from gpuhost.comfyui.http import base_url, check_url, get_json
-from gpuhost.engine import strict_json
 from gpuhost.model import Finding, Severity, SourceError, UsageError
 from gpuhost.redact import redact_url
 
@@ -92,17 +92,8 @@ class WorkflowReport:
 
 def load_workflow(path: str) -> dict[str, Any]:
     """The prompt graph of an API-format workflow file (bare, or a POST /prompt body)."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except FileNotFoundError as exc:
-        raise UsageError(f"workflow file not found: {path}") from exc
-    except OSError as exc:
-        raise UsageError(f"cannot read workflow {path}: {exc.strerror or exc}") from exc
-    try:
-        data = strict_json(raw)  # no NaN or Infinity: neither is JSON, and neither fits an input
-    except ValueError as exc:
-        raise UsageError(f"workflow {path} is not valid JSON: {str(exc)[:300]}") from exc
+    # no NaN or Infinity: neither is JSON, and neither fits an input
+    data = userfile.load_json(path, "workflow", userfile.WORKFLOW_MAX)
     return prompt_graph(data, path)
 
 

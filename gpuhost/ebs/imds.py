@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from gpuhost import userfile
+
 DEFAULT_ENDPOINT = "http://169.254.169.254"
 ENDPOINT_ENV = "AWS_EC2_METADATA_SERVICE_ENDPOINT"
 DISABLED_ENV = "AWS_EC2_METADATA_DISABLED"
@@ -92,10 +94,6 @@ def looks_like_ec2(root: str = "/") -> bool:
     if os.environ.get(ENDPOINT_ENV):
         return True
     for name in ("board_vendor", "sys_vendor"):
-        try:
-            with open(os.path.join(root, "sys/class/dmi/id", name), encoding="utf-8") as fh:
-                if fh.read().strip() == "Amazon EC2":
-                    return True
-        except OSError:
-            continue
+        if (userfile.read_host_prefix(os.path.join(root, "sys/class/dmi/id", name), 256) or "").strip() == "Amazon EC2":
+            return True
     return False

@@ -6,6 +6,8 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from gpuhost import userfile
+
 SECURE_BOOT_EFIVAR = "sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-e098032b8c4b"
 # The NVIDIA core module as each packaging names its file (its -modeset, -drm, -uvm and -peermem
 # siblings are not it), compressed as the kernel's own modules are:
@@ -68,10 +70,8 @@ def installed_kernels(root: str) -> list[str]:
 
 def _grubenv(root: str) -> dict[str, str]:
     for relative in GRUBENV:
-        try:
-            with open(os.path.join(root, relative), encoding="utf-8", errors="replace") as fh:
-                text = fh.read(4096)
-        except OSError:
+        text = userfile.read_host_prefix(os.path.join(root, relative), 4096)
+        if text is None:
             continue
         return dict(line.split("=", 1) for line in text.splitlines() if "=" in line and not line.startswith("#"))
     return {}
@@ -156,21 +156,29 @@ def nvidia_modules(root: str, release: str) -> tuple[list[str], list[str]]:
 
 def _signed(path: str) -> bool:
     try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - len(SIGNATURE_MARK)))
-            return fh.read() == SIGNATURE_MARK
+        fd = userfile.open_regular(path)
+    except userfile.UserFileError:
+        return False
+    try:
+        size = os.fstat(fd).st_size
+        return os.pread(fd, len(SIGNATURE_MARK), max(0, size - len(SIGNATURE_MARK))) == SIGNATURE_MARK
     except OSError:
         return False
+    finally:
+        os.close(fd)
 
 
 def read_secure_boot(root: str) -> bool | None:
     try:
-        with open(os.path.join(root, SECURE_BOOT_EFIVAR), "rb") as fh:
-            data = fh.read(16)
+        fd = userfile.open_regular(os.path.join(root, SECURE_BOOT_EFIVAR))
+    except userfile.UserFileError:
+        return None
+    try:
+        data = os.read(fd, 16)
     except OSError:
         return None
+    finally:
+        os.close(fd)
     return len(data) >= 5 and data[4] == 1
 
 

@@ -8,11 +8,11 @@ kept, of the labels only CONTAINER_LABELS, of the port bindings only HostIp and 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpuhost import userfile
 from gpuhost.engine import EngineClient, EngineError, EnginePermissionDenied, EngineUnavailable
 from gpuhost.facts.source import SourceStatus
 from gpuhost.facts.storage import PathLocation, locate
@@ -137,21 +137,14 @@ def resolve_binary(path: str, root: str = "/") -> str:
 
 
 def read_daemon_json(path: str) -> tuple[dict[str, Any] | None, str]:
+    """daemon.json's object ({} when empty), or None and why it cannot be used ("" when absent)."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except FileNotFoundError:
-        return None, ""
-    except OSError as exc:
-        return None, f"{path}: {exc.strerror}"
-    except UnicodeDecodeError as exc:
-        return None, f"{path}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r})"
-    if not text.strip():
-        return {}, ""
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        return None, f"{path}: invalid JSON: {exc}"
+        text = userfile.read_text(path, "", userfile.DAEMON_JSON_MAX)
+        if not text.strip():
+            return {}, ""
+        value = userfile.parse_json(text, path)
+    except userfile.UserFileError as exc:
+        return None, "" if exc.missing else str(exc)
     if not isinstance(value, dict):
         return None, f"{path}: top level is not an object"
     return value, ""

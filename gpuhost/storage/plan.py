@@ -16,13 +16,13 @@ nothing.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from gpuhost import userfile
 from gpuhost.engine import EngineClient
 from gpuhost.facts.docker import DAEMON_JSON
 from gpuhost.facts.signatures import Signature, SignatureReport, probe_signatures
@@ -613,10 +613,12 @@ def planned_actions(plan: StoragePlan) -> list[str]:
 def configured_fallback(config_path: str) -> str:
     """The fallback data-root an earlier run recorded in the boot configuration ("" when none)."""
     try:
-        with open(config_path, encoding="utf-8") as fh:
-            return str(json.load(fh).get("fallback_data_root") or "")
-    except (OSError, ValueError, AttributeError):
-        return ""
+        config = userfile.load_json(config_path, "--config", userfile.STORAGE_CONFIG_MAX)
+    except userfile.UserFileError as exc:
+        if exc.missing or exc.reason == "invalid":
+            return ""
+        raise  # a FIFO, a device, a directory or a huge file: named, exit 2
+    return str(config.get("fallback_data_root") or "") if isinstance(config, dict) else ""
 
 
 def plan_docker_storage(

@@ -165,7 +165,7 @@ def test_bad_workflow_files_are_usage_errors(tmp_path: Path, content: str, messa
 
 
 def test_missing_workflow_file(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="not found"):
+    with pytest.raises(UsageError, match="does not exist"):
         load_workflow(str(tmp_path / "nope.json"))
 
 
@@ -180,7 +180,8 @@ def test_missing_workflow_file(tmp_path: Path) -> None:
         ('{"3": {"class_type": "KSampler", "inputs": {"seed": Infinity}}}', "Infinity is not a JSON number"),
         ('{"3": {"class_type": "KSampler", "inputs": {"seed": NaN}}}', "NaN is not a JSON number"),
         ('{"3": {"class_type": "KSampler", "inputs": {"cfg": 1e400}}}', "does not fit a number"),
-        ("[" * 100_000 + "]" * 100_000, "is not valid JSON"),
+        ("[" * 100_000 + "]" * 100_000, "nests deeper than 100 levels"),
+        ("[" * 500 + "]" * 500, "nests deeper than 100 levels"),
     ],
 )
 def test_hostile_workflow_files_are_usage_errors(tmp_path: Path, content: str, message: str) -> None:

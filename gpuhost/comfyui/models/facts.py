@@ -6,11 +6,11 @@ Size and header only: a check stays well under a second; `gpuhost models verify`
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Optional
 
+from gpuhost import userfile
 from gpuhost.comfyui.models.catalog import ModelFile
 from gpuhost.comfyui.models.local import check_local
 from gpuhost.comfyui.models.sync import DEFAULT_RECORD
@@ -38,12 +38,11 @@ class ModelsFacts:
 def collect_models(root: str = "/", record: str = DEFAULT_RECORD) -> ModelsFacts:
     path = os.path.join(root, record.lstrip("/"))
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
-        return ModelsFacts()
-    except (OSError, ValueError) as exc:
-        return ModelsFacts(record=record, error=f"{record}: {getattr(exc, 'strerror', None) or exc}")
+        data = userfile.load_json(path, "", userfile.RECORD_MAX)
+    except userfile.UserFileError as exc:
+        if exc.missing:
+            return ModelsFacts()
+        return ModelsFacts(record=record, error=str(exc).replace(path, record, 1))
     facts = ModelsFacts(record=record)
     try:
         facts.source = redact_url(str(data.get("source", "")))

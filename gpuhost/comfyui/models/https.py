@@ -6,15 +6,17 @@ Also the one bounded GET `gpuhost models verify --url` uses for ComfyUI's /model
 
 from __future__ import annotations
 
+import contextlib
 import http.client
-import json
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any, Optional
 from urllib.parse import quote, urljoin, urlsplit
 
+from gpuhost import userfile
 from gpuhost.comfyui.models.source import ChangedObject, MissingObject, RemoteObject, TransientError
 from gpuhost.model import SourceError, UsageError
 from gpuhost.redact import redact_url
@@ -52,6 +54,24 @@ class HttpSource:
         self.base = url if url.endswith("/") else url + "/"
         self.timeout_s = timeout_s
         self.context = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else ssl.create_default_context()
+        self._active: set[http.client.HTTPConnection] = set()
+        self._lock = threading.Lock()
+        self._aborted = False
+
+    def abort(self) -> None:
+        """Fail every request in flight now (a shut-down socket wakes a blocked read) and every later one."""
+        with self._lock:
+            self._aborted = True
+            active = list(self._active)
+        for conn in active:
+            if conn.sock is not None:
+                with contextlib.suppress(OSError):
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+
+    def _release(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            self._active.discard(conn)
+        conn.close()
 
     def _open(self, method: str, url: str, headers: dict[str, str],
               deadline: _Deadline) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, str]:
@@ -65,23 +85,27 @@ class HttpSource:
                                                    context=self.context)
             else:
                 conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=timeout)
+            with self._lock:
+                if self._aborted:
+                    raise TransientError(f"{redact_url(url)}: stopped")
+                self._active.add(conn)
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             try:
                 conn.request(method, path, headers={"User-Agent": "gpuhost-models", **headers})
                 response = conn.getresponse()
             except ssl.SSLCertVerificationError as exc:
-                conn.close()
+                self._release(conn)
                 raise SourceError(url, f"TLS certificate not trusted: {exc.verify_message}",
                                   "Give the CA that signed it with --ca-bundle FILE.") from exc
             except (OSError, http.client.HTTPException) as exc:
-                conn.close()
+                self._release(conn)
                 if isinstance(exc, ConnectionRefusedError):
                     raise SourceError(url, "connection refused", "Check the URL and that the server runs.") from exc
                 raise TransientError(f"{redact_url(url)}: {type(exc).__name__}: {exc}") from exc
             if response.status in (301, 302, 303, 307, 308):
                 location = response.getheader("Location") or ""
                 response.read(64 * 1024)
-                conn.close()
+                self._release(conn)
                 if not location:
                     raise SourceError(url, f"HTTP {response.status} without a Location")
                 url = urljoin(url, location)
@@ -100,6 +124,10 @@ class HttpSource:
                               "Check the URL's credentials or token; the server refuses this client.")
         if status == 412:
             raise ChangedObject(f"{redact_url(url)}: changed while it was being copied")
+        if status == 416:
+            raise ChangedObject(
+                f"{redact_url(url)}: changed while it was being copied (now shorter: HTTP 416 to a Range request)"
+            )
         if status in RETRY_STATUSES:
             raise TransientError(f"{redact_url(url)}: HTTP {status}")
         if status >= 400:
@@ -123,7 +151,14 @@ class HttpSource:
             version = response.getheader("ETag") or response.getheader("Last-Modified") or ""
             return RemoteObject(key=url, size=int(length), version=version)
         finally:
-            conn.close()
+            self._release(conn)
+
+    def explain_missing(self, keys: list[str]) -> Optional[Exception]:
+        if len(keys) < 2:  # one missing file is that file's problem
+            return None
+        return SourceError(self.url, f"none of the {len(keys)} files is there (HTTP 404 for each, e.g. "
+                           f"{self.object_url(keys[0])})",
+                           "Check the base URL: each file is BASE/FOLDER/NAME, or BASE/ the entry's `source`.")
 
     def read_range(self, obj: RemoteObject, start: int, end: int) -> Iterator[bytes]:
         deadline = _Deadline(self.timeout_s)
@@ -142,8 +177,17 @@ class HttpSource:
                 content_range = response.getheader("Content-Range") or ""
                 if not content_range.startswith(expected):
                     raise TransientError(f"{redact_url(final)}: asked for {expected}, got {content_range!r}")
+                total = content_range[len(expected):]
+                if total.isdigit() and int(total) != obj.size:
+                    raise ChangedObject(f"{redact_url(final)}: changed while it was being copied (now {total} bytes, "
+                                        f"was {obj.size})")
             elif not whole:
                 raise SourceError(final, f"HTTP {response.status} to a Range request")
+            tag = response.getheader("ETag")
+            if tag and obj.version.startswith(('"', "W/")) and tag != obj.version:
+                raise ChangedObject(
+                    f"{redact_url(final)}: changed while it was being copied (ETag {tag}, was {obj.version})"
+                )
             left = end - start
             while left:
                 if conn.sock is not None:
@@ -157,7 +201,7 @@ class HttpSource:
                 left -= len(chunk)
                 yield chunk
         finally:
-            conn.close()
+            self._release(conn)
 
     def close(self) -> None:
         return None
@@ -184,10 +228,11 @@ def get_json(url: str, timeout_s: float = 10.0, max_bytes: int = 16 * 1024 * 102
             data += chunk
         if len(data) > max_bytes:
             raise SourceError(final, f"the answer is larger than {max_bytes} bytes")
-        return json.loads(data)
+        try:
+            return userfile.parse_json(data, f"the answer of {final}")
+        except userfile.UserFileError as exc:  # not JSON, or nested past the parser's depth
+            raise SourceError(url, str(exc)) from None
     except (TransientError, socket.timeout, OSError, http.client.HTTPException) as exc:
         raise SourceError(url, f"{type(exc).__name__}: {exc}") from exc
-    except ValueError as exc:
-        raise SourceError(url, f"the answer is not JSON: {exc}") from exc
     finally:
         conn.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -27,19 +28,28 @@ def check_directory(path: str, what: str = "--to") -> str:
     return path
 
 
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 @dataclass
 class FileResult:
     folder: str
     name: str
     path: str
     size: int
-    # sync: fetched | resumed | skipped | failed; --dry-run: would-fetch | would-resume | present | failed;
-    # verify: ok | missing | short | long | corrupt | unlisted
+    # sync: fetched | resumed | skipped | failed | interrupted; --dry-run: would-fetch | would-resume | present |
+    # failed; verify: ok | missing | short | long | corrupt | unlisted
     action: str
     bytes_fetched: int = 0
     bytes_resumed: int = 0
     seconds: float = 0.0
     problem: str = ""
+    # failed because the source could not be read (access refused mid-copy): the run's exit code is 3
+    unreadable: bool = False
 
     @property
     def relpath(self) -> str:
@@ -47,9 +57,10 @@ class FileResult:
 
     @classmethod
     def of(cls, model: ModelFile, path: str, action: str, *, problem: str = "", fetched: int = 0, resumed: int = 0,
-           seconds: float = 0.0) -> FileResult:
+           seconds: float = 0.0, unreadable: bool = False) -> FileResult:
         return cls(folder=model.folder, name=model.name, path=path, size=model.size, action=action,
-                   bytes_fetched=fetched, bytes_resumed=resumed, seconds=round(seconds, 3), problem=problem)
+                   bytes_fetched=fetched, bytes_resumed=resumed, seconds=round(seconds, 3), problem=problem,
+                   unreadable=unreadable)
 
     def __post_init__(self) -> None:
         self.problem = redact_urls(self.problem)
@@ -87,6 +98,8 @@ class ModelsResult:
     seconds: float = 0.0
     prediction: Optional[Prediction] = None
     url: str = ""
+    # the signal (SIGINT 2, SIGTERM 15) that stopped a sync: its exit code is 128 + the signal's number
+    interrupted_by: int = 0
 
     def __post_init__(self) -> None:
         self.source, self.url = redact_url(self.source), redact_url(self.url)
@@ -96,8 +109,13 @@ class ModelsResult:
         return [f for f in self.files if f.action not in GOOD]
 
     @property
-    def exit_code(self) -> ExitCode:
-        return ExitCode.FAILING if self.failed else ExitCode.OK
+    def exit_code(self) -> int:
+        if self.interrupted_by:
+            return 128 + self.interrupted_by
+        failed = self.failed
+        if any(f.unreadable for f in failed):
+            return int(ExitCode.SOURCE_UNREADABLE)
+        return int(ExitCode.FAILING if failed else ExitCode.OK)
 
     @property
     def changed(self) -> bool:
@@ -114,6 +132,12 @@ class ModelsResult:
 
     def _message(self) -> str:
         failed = self.failed
+        if self.interrupted_by:
+            stopped = [f for f in failed if f.action == "interrupted"]
+            done = [f for f in self.files if f.action in GOOD]
+            return (f"stopped by {signal_name(self.interrupted_by)}: {len(done)} of {len(self.files)} model files "
+                    f"present and whole, {len(stopped)} not finished; their parts are kept (NAME.part) and the next "
+                    "sync resumes them")
         if failed:
             names = ", ".join(f"{f.relpath} ({f.action}: {f.problem})" for f in failed[:5])
             more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""

@@ -8,10 +8,14 @@ a body that breaks off is a TransientError the sync retries itself.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Optional
+from urllib.parse import urlsplit
 
 from gpuhost.comfyui.models.source import ChangedObject, MissingObject, RemoteObject, TransientError
 from gpuhost.model import SourceError, UsageError
@@ -80,6 +84,11 @@ class S3Source:
     ) -> None:
         self.url = url
         self.location = parse_s3_url(url)
+        # how messages name the endpoint: scheme, host and port only (never a user or password in it)
+        self.endpoint = _endpoint_name(endpoint_url) if endpoint_url else ""
+        self._bodies: set[Any] = set()
+        self._lock = threading.Lock()
+        self._aborted = False
         boto3 = _import_boto3()
         from botocore.config import Config
         from botocore.exceptions import BotoCoreError, ProfileNotFound
@@ -115,6 +124,8 @@ class S3Source:
                 return MissingObject(f"{where}: not in the source ({code})")
             if code in ("PreconditionFailed", "412"):
                 return ChangedObject(f"{where}: changed while it was being copied")
+            if code in ("InvalidRange", "416"):
+                return ChangedObject(f"{where}: changed while it was being copied (now shorter: {code})")
             if code in _THROTTLED:
                 return TransientError(f"{where}: {code}: {message}")
             if code in _DENIED:
@@ -122,7 +133,7 @@ class S3Source:
                                    f"Give the caller (on the host: the instance profile) {S3_ACTIONS}, and check "
                                    "the credentials and the host's clock.")
             if code == "NoSuchBucket":
-                return SourceError(where, f"no such bucket ({code})", "Check the bucket name and the account.")
+                return self._no_bucket(code)
             if code in ("PermanentRedirect", "301", "AuthorizationHeaderMalformed"):
                 return UsageError(f"{where}: the bucket is in another region ({code}): {message}",
                                   "Give its region with --region.")
@@ -140,6 +151,49 @@ class S3Source:
             return UsageError(f"{where}: {' '.join(str(exc).split())}")
         return SourceError(where, " ".join(str(exc).split()) or type(exc).__name__, "Run it again.")
 
+    def _no_bucket(self, code: str) -> SourceError:
+        at = f" at {self.endpoint}" if self.endpoint else ""
+        return SourceError(f"s3://{self.location.bucket}", f"no such bucket{at} ({code})",
+                           "Check the bucket's name, the account (credentials) and --endpoint-url.")
+
+    def explain_missing(self, keys: list[str]) -> Optional[Exception]:
+        """HEAD says 404 both for a missing key and for a missing bucket: ask the bucket itself (a
+        listing needs s3:ListBucket; without it the misses stay per file)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        prefix = f"{self.location.prefix}/" if self.location.prefix else ""
+        try:
+            answer = self.client.list_objects_v2(Bucket=self.location.bucket, Prefix=prefix, MaxKeys=1)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code == "NoSuchBucket":
+                return self._no_bucket(code)
+            if code in ("404", "NotFound"):  # a 404 with no S3 error document: not an S3 endpoint
+                at = self.endpoint or "S3"
+                return SourceError(f"s3://{self.location.bucket}",
+                                   f"{at} answers 404 for the bucket itself, with no S3 error: not an S3 endpoint, "
+                                   "or no such bucket", "Check --endpoint-url, --region and the bucket's name.")
+            return None
+        except BotoCoreError:
+            return None
+        if not answer.get("KeyCount") and not answer.get("Contents"):
+            return SourceError(f"s3://{self.location.bucket}/{prefix}",
+                               f"the bucket holds nothing under this prefix: none of the {len(keys)} files is there",
+                               "Check the prefix in SOURCE (s3://BUCKET/PREFIX); each file is "
+                               "PREFIX/FOLDER/NAME, or PREFIX/ the entry's `source`.")
+        return None
+
+    def abort(self) -> None:
+        """Fail every GET in flight now (its socket shut down wakes the blocked read) and every later one."""
+        with self._lock:
+            self._aborted = True
+            bodies = list(self._bodies)
+        for body in bodies:
+            sock = _socket_of(body)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
     def stat(self, key: str) -> RemoteObject:
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -156,17 +210,25 @@ class S3Source:
         params: dict[str, Any] = {"Bucket": self.location.bucket, "Key": obj.key, "Range": f"bytes={start}-{end - 1}"}
         if obj.version:
             params["IfMatch"] = obj.version
+        with self._lock:
+            if self._aborted:
+                raise TransientError(f"{obj.key}: stopped")
         try:
             answer = self.client.get_object(**params)
             body = answer["Body"]
+            with self._lock:
+                self._bodies.add(body)
             left = end - start
             try:
+                _check_answer(answer, obj, start, end)
                 for chunk in body.iter_chunks(min(CHUNK, left) or 1):
                     if len(chunk) > left:
                         raise TransientError(f"{obj.key}: S3 sent more than the {end - start} bytes asked for")
                     left -= len(chunk)
                     yield chunk
             finally:
+                with self._lock:
+                    self._bodies.discard(body)
                 body.close()
         except (ClientError, BotoCoreError) as exc:
             raise self._translate(exc, obj.key) from exc
@@ -177,3 +239,41 @@ class S3Source:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _endpoint_name(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    try:
+        port = parts.port
+    except ValueError:  # botocore refuses such an endpoint itself
+        port = None
+    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+
+
+def _check_answer(answer: dict[str, Any], obj: RemoteObject, start: int, end: int) -> None:
+    """The range asked for, of the object stat saw (for stores that ignore If-Match)."""
+    content_range = str(answer.get("ContentRange") or "")
+    total = content_range.rpartition("/")[2]
+    if total.isdigit() and int(total) != obj.size:
+        raise ChangedObject(f"{obj.key}: changed while it was being copied (now {total} bytes, was {obj.size})")
+    tag = str(answer.get("ETag") or "")
+    if tag and obj.version and tag != obj.version:
+        raise ChangedObject(f"{obj.key}: changed while it was being copied (ETag {tag}, was {obj.version})")
+
+
+def _socket_of(body: Any) -> Optional[socket.socket]:
+    """The socket under a botocore StreamingBody (urllib3's response, then http.client's), if it can
+    be reached: shutting it down is the one way to wake a thread blocked reading it."""
+    raw = getattr(body, "_raw_stream", None)
+    connection = getattr(raw, "_connection", None) or getattr(raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    if isinstance(sock, socket.socket):
+        return sock
+    reader = getattr(getattr(raw, "_fp", None), "fp", None)  # a BufferedReader over the SocketIO
+    for holder in (reader, getattr(reader, "raw", None)):
+        sock = getattr(holder, "_sock", None)
+        if isinstance(sock, socket.socket):
+            return sock
+    return None
