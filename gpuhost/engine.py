@@ -112,11 +112,11 @@ class Watchdog:
     """Shut a connected socket down when its time is up: a read blocked on a server that trickles or
     says nothing returns then, whatever the per-read timeout. One deadline for the whole answer."""
 
-    def __init__(self, conn: http.client.HTTPConnection, seconds: float) -> None:
+    def __init__(self, conn: http.client.HTTPConnection | socket.socket, seconds: float) -> None:
         self.seconds = seconds
         self.expired = False
         # the socket itself: the connection forgets it once a response that closes takes it over
-        self._sock: Optional[socket.socket] = conn.sock
+        self._sock: Optional[socket.socket] = conn if isinstance(conn, socket.socket) else conn.sock
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
         self._timer.start()
