@@ -6,26 +6,22 @@ asks the registry the image came from for the manifest of the digest Docker reco
 anonymous bearer token when the registry asks for one. A multi-platform image's digest names a
 manifest list: the manifest for the image's platform is read from it (one level, as Docker pulls).
 
-Every exchange (name lookup, connect, TLS, status line, headers, body) fits one total deadline for
-the whole fetch, each answer fits a size cap, and each manifest must hash to the digest that named
-it. Whatever goes wrong is a RegistryError whose message says what the registry did.
+Every exchange (gpuhost.exchange: name lookup, connect, TLS, status line, headers, body) fits one
+total deadline for the whole fetch, each answer fits a size cap, and each manifest must hash to the
+digest that named it. Whatever goes wrong is a RegistryError whose message says what the registry did.
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
 import platform
 import re
-import socket
-import ssl
-import threading
-import time
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from gpuhost.engine import UnusableAnswer, Watchdog, read_answer, strict_json, unusable_exchange
+from gpuhost.engine import strict_json
+from gpuhost.exchange import Answer, Deadline, ExchangeError, exchange, where_of
 from gpuhost.units import MAX_BYTES
 
 MANIFEST_TYPES = (
@@ -39,7 +35,6 @@ INDEX_TYPES = (
 MANIFEST_ACCEPT = ", ".join(MANIFEST_TYPES + INDEX_TYPES)
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_TOKEN_BYTES = 1024 * 1024
-MAX_ERROR_BYTES = 64 * 1024
 MAX_REDIRECTS = 3
 DEFAULT_DEADLINE_S = 5.0
 DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
@@ -99,153 +94,33 @@ def _plain_http(registry: str) -> bool:
     return host in ("localhost", "127.0.0.1", "::1", "[::1]")
 
 
-class _Deadline:
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.until = time.monotonic() + seconds
-
-    def left(self, where: str) -> float:
-        remaining = self.until - time.monotonic()
-        if remaining <= 0:
-            raise RegistryError(f"{where}: no complete answer within {self.seconds:g} s")
-        return remaining
-
-
-class _Watchdog(Watchdog):
-    """The engine's watchdog over what is left of the deadline; late() names the whole deadline."""
-
-    def __init__(self, sock: socket.socket, deadline: _Deadline, where: str) -> None:
-        super().__init__(sock, deadline.left(where))
-        self.total = deadline.seconds
-
-    def late(self) -> str:
-        return f"no complete answer within {self.total:g} s"
-
-
-@dataclass
-class _Answer:
-    url: str
-    status: int
-    headers: http.client.HTTPMessage
-    body: bytes
-
-
-def _resolve(host: str, port: int, deadline: _Deadline) -> list[Any]:
-    """getaddrinfo within the deadline: a resolver that never answers is a timeout, not a hang."""
-    found: dict[str, Any] = {}
-
-    def lookup() -> None:
-        try:
-            found["addresses"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            found["error"] = exc
-
-    worker = threading.Thread(target=lookup, daemon=True)
-    worker.start()
-    worker.join(deadline.left(host))
-    if worker.is_alive():
-        raise RegistryError(f"{host}: the name did not resolve within {deadline.seconds:g} s")
-    if "error" in found:
-        raise RegistryError(f"{host}: the name does not resolve ({found['error']})")
-    return list(found["addresses"])
-
-
-def _connect(host: str, port: int, deadline: _Deadline) -> socket.socket:
-    failure: Optional[OSError] = None
-    for family, kind, proto, _, address in _resolve(host, port, deadline):
-        sock = socket.socket(family, kind, proto)
-        sock.settimeout(deadline.left(f"{host}:{port}"))
-        try:
-            sock.connect(address)
-            return sock
-        except OSError as exc:
-            sock.close()
-            failure = exc
-    reason = "connection refused" if isinstance(failure, ConnectionRefusedError) else str(failure or "no address")
-    raise RegistryError(f"{host}:{port}: {reason}")
-
-
-def _exchange(url: str, headers: dict[str, str], deadline: _Deadline, limit: int) -> _Answer:
-    """One GET within what is left of the deadline, its body at most `limit` bytes (an error
-    status's at most MAX_ERROR_BYTES)."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    https = parts.scheme == "https"
-    port = parts.port or (443 if https else 80)
-    where = f"{parts.scheme}://{parts.netloc}"
-    sock = _connect(host, port, deadline)
-    conn: http.client.HTTPConnection
-    if https:
-        context = ssl.create_default_context()
-        try:
-            sock = context.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
-        except (OSError, ValueError) as exc:
-            sock.close()
-            raise RegistryError(f"{where}: TLS could not start: {exc}") from exc
-        conn = http.client.HTTPSConnection(host, port, context=context)
-    else:
-        conn = http.client.HTTPConnection(host, port)
-    conn.sock = sock  # connected here: the deadline covers the name lookup and the connect too
-    watchdog = _Watchdog(sock, deadline, where)
-    try:
-        try:
-            if isinstance(sock, ssl.SSLSocket):
-                sock.do_handshake()
-            target = parts.path + (f"?{parts.query}" if parts.query else "")
-            conn.request("GET", target, headers={"User-Agent": "gpuhost-layers", **headers})
-            response = conn.getresponse()
-        except ssl.SSLCertVerificationError as exc:
-            raise RegistryError(f"{where}: TLS certificate not trusted: {exc.verify_message}") from exc
-        except ssl.SSLError as exc:
-            if watchdog.expired:
-                raise RegistryError(f"{where}: {watchdog.late()}") from exc
-            raise RegistryError(f"{where}: not a TLS answer ({exc.reason or exc})") from exc
-        except (OSError, ValueError, http.client.HTTPException) as exc:
-            raise RegistryError(f"{where}: {unusable_exchange(exc, watchdog)}") from exc
-        try:
-            body = read_answer(response, limit if response.status < 400 else MAX_ERROR_BYTES, watchdog)
-        except UnusableAnswer as exc:
-            if response.status >= 400:
-                body = b""  # the status says enough
-            else:
-                raise RegistryError(f"{where}: {exc}") from exc
-        finally:
-            response.close()
-        return _Answer(url, response.status, response.headers, body)
-    finally:
-        watchdog.cancel()
-        conn.close()
-
-
-def _get(url: str, headers: dict[str, str], deadline: _Deadline, limit: int) -> _Answer:
+def _get(url: str, headers: dict[str, str], deadline: Deadline, limit: int) -> Answer:
     """GET, following redirects (at most MAX_REDIRECTS, never from https to http)."""
     for _ in range(MAX_REDIRECTS + 1):
-        answer = _exchange(url, headers, deadline, limit)
+        try:
+            answer = exchange("GET", url, deadline, limit, {"User-Agent": "gpuhost-layers", **headers})
+        except ExchangeError as exc:
+            raise RegistryError(str(exc)) from exc
         if answer.status not in (301, 302, 303, 307, 308):
             return answer
         location = answer.headers.get("Location") or ""
         target = urllib.parse.urljoin(url, location)
         if not location or urllib.parse.urlsplit(target).scheme not in ("http", "https"):
-            raise RegistryError(f"{_where(url)}: HTTP {answer.status} to {location[:200]!r}, not an http(s) URL")
+            raise RegistryError(f"{where_of(url)}: HTTP {answer.status} to {location[:200]!r}, not an http(s) URL")
         if url.startswith("https:") and target.startswith("http:"):
-            raise RegistryError(f"{_where(url)}: redirected from https to plain http ({_where(target)})")
+            raise RegistryError(f"{where_of(url)}: redirected from https to plain http ({where_of(target)})")
         url = target
-    raise RegistryError(f"{_where(url)}: more than {MAX_REDIRECTS} redirects")
+    raise RegistryError(f"{where_of(url)}: more than {MAX_REDIRECTS} redirects")
 
 
-def _where(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def _json(answer: _Answer, what: str) -> Any:
+def _json(answer: Answer, what: str) -> Any:
     try:
         return strict_json(answer.body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise RegistryError(f"{_where(answer.url)}: the {what} is not valid JSON ({str(exc)[:120]})") from exc
+        raise RegistryError(f"{where_of(answer.url)}: the {what} is not valid JSON ({str(exc)[:120]})") from exc
 
 
-def _refusal(answer: _Answer) -> RegistryError:
+def _refusal(answer: Answer) -> RegistryError:
     """An error status, with the registry's own words (the distribution spec's `errors` list) when it gave them."""
     detail = ""
     try:
@@ -254,10 +129,10 @@ def _refusal(answer: _Answer) -> RegistryError:
             detail = " ".join(str(errors[0].get("message") or errors[0].get("code") or "").split())[:200]
     except (ValueError, UnicodeDecodeError, AttributeError):
         pass
-    return RegistryError(f"{_where(answer.url)}: HTTP {answer.status}" + (f": {detail}" if detail else ""))
+    return RegistryError(f"{where_of(answer.url)}: HTTP {answer.status}" + (f": {detail}" if detail else ""))
 
 
-def _token(challenge: str, deadline: _Deadline) -> str:
+def _token(challenge: str, deadline: Deadline) -> str:
     fields = dict(
         (key.strip(), value.strip().strip('"'))
         for key, _, value in (part.partition("=") for part in challenge[len("Bearer "):].split(","))
@@ -271,14 +146,14 @@ def _token(challenge: str, deadline: _Deadline) -> str:
     data = _json(answer, "token answer")
     token = data.get("token") or data.get("access_token") if isinstance(data, dict) else None
     if not isinstance(token, str) or not token or any(c.isspace() for c in token):
-        raise RegistryError(f"{_where(answer.url)}: the token answer holds no token")
+        raise RegistryError(f"{where_of(answer.url)}: the token answer holds no token")
     return token
 
 
 class _ManifestReader:
     """GETs of one repository's manifests by digest, sharing the deadline and the bearer token."""
 
-    def __init__(self, registry: str, repository: str, deadline: _Deadline) -> None:
+    def __init__(self, registry: str, repository: str, deadline: Deadline) -> None:
         scheme = "http" if _plain_http(registry) else "https"
         self.base = f"{scheme}://{registry}/v2/{repository}/manifests/"
         self.deadline = deadline
@@ -295,10 +170,12 @@ class _ManifestReader:
         if answer.status != 200:
             raise _refusal(answer)
         if "sha256:" + hashlib.sha256(answer.body).hexdigest() != digest:
-            raise RegistryError(f"{_where(url)}: the answer for {digest[:19]}... is not the manifest with that digest")
+            raise RegistryError(
+                f"{where_of(url)}: the answer for {digest[:19]}... is not the manifest with that digest"
+            )
         manifest = _json(answer, "manifest")
         if not isinstance(manifest, dict):
-            raise RegistryError(f"{_where(url)}: the manifest is not a JSON object")
+            raise RegistryError(f"{where_of(url)}: the manifest is not a JSON object")
         header_type = (answer.headers.get("Content-Type") or "").split(";")[0].strip()
         media_type = manifest.get("mediaType") or header_type
         if media_type not in MANIFEST_TYPES + INDEX_TYPES:
@@ -307,7 +184,7 @@ class _ManifestReader:
             elif "layers" in manifest:
                 media_type = MANIFEST_TYPES[1]
             else:
-                raise RegistryError(f"{_where(url)}: answered {str(media_type)[:80]!r}, not an image manifest")
+                raise RegistryError(f"{where_of(url)}: answered {str(media_type)[:80]!r}, not an image manifest")
         return str(media_type), manifest
 
 
@@ -321,44 +198,44 @@ def fetch_layer_descriptors(
     if parts is None or not DIGEST_RE.fullmatch(parts[2]):
         raise RegistryError(f"not a repository digest: {repo_digest[:200]!r}")
     registry, repository, digest = parts
-    reader = _ManifestReader(registry, repository, _Deadline(deadline_s))
+    reader = _ManifestReader(registry, repository, Deadline(deadline_s))
     media_type, manifest = reader.read(digest)
     if media_type in INDEX_TYPES:
         wanted = image_platform or Platform.of_host()
         digest = _platform_digest(manifest, wanted, reader.base)
         media_type, manifest = reader.read(digest)
         if media_type in INDEX_TYPES:
-            raise RegistryError(f"{_where(reader.base)}: the manifest list for {wanted} names another manifest list")
+            raise RegistryError(f"{where_of(reader.base)}: the manifest list for {wanted} names another manifest list")
     return _layers(manifest, reader.base)
 
 
 def _platform_digest(index: dict[str, Any], wanted: Platform, url: str) -> str:
     entries = index.get("manifests")
     if not isinstance(entries, list):
-        raise RegistryError(f"{_where(url)}: the manifest list has no `manifests` list")
+        raise RegistryError(f"{where_of(url)}: the manifest list has no `manifests` list")
     for entry in entries:
         if isinstance(entry, dict) and wanted.matches(entry):
             digest = entry.get("digest")
             if not isinstance(digest, str) or not DIGEST_RE.fullmatch(digest):
-                raise RegistryError(f"{_where(url)}: the manifest list's entry for {wanted} has no sha256 digest")
+                raise RegistryError(f"{where_of(url)}: the manifest list's entry for {wanted} has no sha256 digest")
             return digest
-    raise RegistryError(f"{_where(url)}: the manifest list has no manifest for {wanted}")
+    raise RegistryError(f"{where_of(url)}: the manifest list has no manifest for {wanted}")
 
 
 def _layers(manifest: dict[str, Any], url: str) -> list[LayerDescriptor]:
     layers = manifest.get("layers")
     if not isinstance(layers, list):
-        raise RegistryError(f"{_where(url)}: the registry's manifest lists no layers")
+        raise RegistryError(f"{where_of(url)}: the registry's manifest lists no layers")
     descriptors = []
     for number, layer in enumerate(layers, start=1):
         if not isinstance(layer, dict):
-            raise RegistryError(f"{_where(url)}: layer {number} of the manifest is not an object")
+            raise RegistryError(f"{where_of(url)}: layer {number} of the manifest is not an object")
         size, media_type, digest = layer.get("size"), layer.get("mediaType"), layer.get("digest")
         if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_BYTES:
             raise RegistryError(
-                f"{_where(url)}: layer {number}'s size {str(size)[:40]!r} is not a whole number of bytes"
+                f"{where_of(url)}: layer {number}'s size {str(size)[:40]!r} is not a whole number of bytes"
             )
         if not isinstance(media_type, str) or not isinstance(digest, str):
-            raise RegistryError(f"{_where(url)}: layer {number} has no mediaType or digest string")
+            raise RegistryError(f"{where_of(url)}: layer {number} has no mediaType or digest string")
         descriptors.append(LayerDescriptor(media_type[:200], digest[:200], size))
     return descriptors
