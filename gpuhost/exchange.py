@@ -214,6 +214,7 @@ class Opened:
 
     def __init__(
         self,
+        method: str,
         url: str,
         conn: http.client.HTTPConnection,
         response: http.client.HTTPResponse,
@@ -232,7 +233,9 @@ class Opened:
         self._watchdog = watchdog
         self._deadline = deadline
         declared = response.getheader("Content-Length") or ""
-        self.declared = int(declared) if declared.isdigit() and len(declared) < 20 else None
+        bodiless = method == "HEAD" or self.status in (204, 304) or 100 <= self.status < 200
+        # the answer to HEAD declares the length of what GET would send, and sends nothing
+        self.declared = int(declared) if declared.isdigit() and len(declared) < 20 and not bodiless else None
 
     def read(self, size: int = 65536) -> bytes:
         """The next bytes of the body (at most `size`); b"" at its end."""
@@ -242,7 +245,7 @@ class Opened:
         try:
             chunk = self._response.read1(size)
         except (OSError, ValueError, http.client.HTTPException) as exc:
-            if self._watchdog.expired:
+            if self._watchdog.expired or isinstance(exc, socket.timeout):
                 raise TooSlow(self.where, self._deadline.late()) from exc
             if isinstance(exc, http.client.IncompleteRead):
                 raise Unusable(self.where, "the answer was cut short") from exc
@@ -353,7 +356,7 @@ def open_answer(
         watchdog.cancel()
         _close(sock)
         raise _failure(exc, watchdog, deadline, where) from exc
-    return Opened(url, conn, response, watchdog, deadline, limit)
+    return Opened(method, url, conn, response, watchdog, deadline, limit)
 
 
 def _close(sock: Optional[socket.socket]) -> None:

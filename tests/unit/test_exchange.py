@@ -98,3 +98,11 @@ def test_no_proxy_and_use_proxy_false_go_direct(monkeypatch: pytest.MonkeyPatch)
         assert exchange("GET", server.url, Deadline(2.0), 1024, use_proxy=False).body == b"direct"
         with pytest.raises(Unreachable, match=r"127\.0\.0\.1:9: connection refused"):
             exchange("GET", server.url, Deadline(2.0), 1024)
+
+
+def test_the_answer_to_head_declares_a_length_it_does_not_send() -> None:
+    head = Script(prefix=b"HTTP/1.1 200 OK\r\nContent-Length: 20000000000\r\nAccept-Ranges: bytes\r\n\r\n")
+    with BadServer(head) as server:
+        answer = exchange("HEAD", server.url, Deadline(2.0), 1024)
+    assert answer.status == 200 and answer.body == b""
+    assert answer.headers["Content-Length"] == "20000000000"
