@@ -30,6 +30,16 @@ def http_response(body: bytes, status: str = "200 OK", content_type: str = "appl
     return head.encode() + body
 
 
+DOCKER_HEADERS = b"Api-Version: 1.41\r\nServer: Docker/20.10.24+dfsg1 (linux)\r\nOstype: linux\r\n"
+
+
+def docker_response(body: bytes, status: str = "200 OK", content_type: str = "application/json",
+                    length: Optional[int] = None) -> bytes:
+    """An answer as dockerd's API routes give it: with its Api-Version and Server headers."""
+    head, _, rest = http_response(body, status, content_type, length).partition(b"\r\n")
+    return head + b"\r\n" + DOCKER_HEADERS + rest
+
+
 @dataclass
 class Script:
     """What the server writes on each connection."""
