@@ -8,6 +8,7 @@ the client goes away, after `max_seconds`, and when the context ends.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import socket
@@ -205,3 +206,23 @@ def hostile_answers(content_type: str = "application/json", interval: float = 1.
         "wrong-content-type": Script.body(b"<html><body>It works!</body></html>", content_type="text/html"),
         "deep-json": Script(prefix=http_response(deep, content_type=content_type)),
     }
+
+
+def docker_with_image(repo_digest: str) -> Callable[[str], Script]:
+    """A Docker stand-in (its headers, /_ping) that has one image, pulled from `repo_digest`'s
+    registry: what `gpuhost layers` reads before it asks that registry for the manifest."""
+    inspect = {"Id": "sha256:" + "2" * 64, "Size": 5000, "Os": "linux", "Architecture": "amd64",
+               "RepoDigests": [repo_digest]}
+    history = [{"Id": "sha256:" + "2" * 64, "CreatedBy": "/bin/sh -c #(nop) ADD file:abc in /", "Size": 5000}]
+
+    def answer(line: str) -> Script:
+        if "/_ping" in line:
+            return Script(prefix=docker_response(b"OK", content_type="text/plain"))
+        body: object = {"DockerRootDir": "/var/lib/docker"}
+        if "/history" in line:
+            body = history
+        elif "/images/" in line:
+            body = inspect
+        return Script(prefix=docker_response(json.dumps(body).encode()))
+
+    return answer

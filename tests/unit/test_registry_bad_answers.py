@@ -22,7 +22,7 @@ from gpuhost.comfyui.registry import (
     RegistryError,
     fetch_layer_descriptors,
 )
-from tests.support.bad_servers import BadServer, Script, hostile_answers, http_response
+from tests.support.bad_servers import BadServer, Script, docker_with_image, hostile_answers, http_response
 
 ANY_DIGEST = "sha256:" + "0" * 64
 DEADLINE_S = 1.5
@@ -211,35 +211,10 @@ def test_a_name_that_is_not_a_repository_digest_is_refused() -> None:
 # --- through `gpuhost layers`: a stand-in Docker whose image came from the bad registry ----------
 
 
-def fake_docker(registry: str) -> Any:
-    inspect = {"Id": "sha256:" + "2" * 64, "Size": 5000, "Os": "linux", "Architecture": "amd64",
-               "RepoDigests": [f"{registry}/comfyui@{ANY_DIGEST}"]}
-    history = [{"Id": "sha256:" + "2" * 64, "CreatedBy": "/bin/sh -c #(nop) ADD file:abc in /", "Size": 5000}]
-    docker_headers = {"Api-Version": "1.41", "Server": "Docker/20.10.24 (linux)"}
-
-    def answer(line: str) -> Script:
-        body: Any = {"DockerRootDir": "/var/lib/docker"}
-        if "/_ping" in line:
-            return Script(prefix=response(b"OK", "text/plain", docker_headers))
-        if "/history" in line:
-            body = history
-        elif "/images/" in line:
-            body = inspect
-        return Script(prefix=response(json.dumps(body).encode(), "application/json", docker_headers))
-
-    return answer
-
-
-def response(body: bytes, content_type: str, headers: dict[str, str]) -> bytes:
-    head = http_response(body, content_type=content_type)
-    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode()
-    return head.replace(b"\r\n", b"\r\n" + extra, 1)
-
-
 @pytest.mark.parametrize("name", ["trickled-body", "endless-body", "bad-status-line", "size-beyond-float-range"])
 def test_layers_reports_a_bad_registry_as_its_registry_error(name: str, tmp_path: Path) -> None:
     script = manifest_answer(RAW_MANIFESTS[name][0])[1] if name in RAW_MANIFESTS else hostile_answers()[name]
-    with BadServer(script) as registry, BadServer(fake_docker(registry.url[len("http://"):]), str(tmp_path)) as docker:
+    with BadServer(script) as registry, BadServer(docker_with_image(repo_digest(registry)), str(tmp_path)) as docker:
         started = time.monotonic()
         result = CliRunner().invoke(app, ["layers", "comfyui:0.3.64", "--docker-host", docker.address, "--json"])
         elapsed = time.monotonic() - started
