@@ -19,7 +19,6 @@ import ssl
 import threading
 import time
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -127,6 +126,8 @@ class _Proxy:
 
 
 def _proxy_for(parts: urllib.parse.SplitResult) -> Optional[_Proxy]:
+    import urllib.request  # here: a plain `gpuhost check` off EC2 never needs it (tens of milliseconds)
+
     address = urllib.request.getproxies().get(parts.scheme)
     if not address or urllib.request.proxy_bypass(parts.hostname or ""):
         return None
