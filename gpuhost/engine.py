@@ -81,6 +81,39 @@ def quote_ref(ref: str) -> str:
     return quote(ref, safe="")
 
 
+class DockerAddressError(ValueError):
+    """A Docker address (--docker-host or DOCKER_HOST) that is not one: bad usage, exit 2."""
+
+    def __init__(self, message: str, remedy: str) -> None:
+        super().__init__(message)
+        self.remedy = remedy
+
+
+ADDRESS_EXAMPLE = "unix:///var/run/docker.sock or tcp://127.0.0.1:2375"
+
+
+def docker_address(option: Optional[str] = None) -> str:
+    """The Docker address a command talks to: --docker-host when given, else $DOCKER_HOST when set,
+    else the default socket. Either one is checked the same way (DockerAddressError names which)."""
+    if option is not None:
+        try:
+            check_address(option)
+        except ValueError as exc:
+            raise DockerAddressError(f"--docker-host: {exc}", f"Example: --docker-host {ADDRESS_EXAMPLE}") from None
+        return option
+    value = os.environ.get("DOCKER_HOST", "")
+    if not value:  # set but empty counts as unset, as for the docker CLI
+        return DEFAULT_HOST
+    try:
+        check_address(value)
+    except ValueError as exc:
+        raise DockerAddressError(
+            f"DOCKER_HOST from the environment: {exc}",
+            f"Unset DOCKER_HOST, or set it to {ADDRESS_EXAMPLE} (--docker-host overrides it).",
+        ) from None
+    return value
+
+
 def check_address(host: str) -> tuple[str | None, str]:
     """(socket path, host:port) of a Docker daemon address; ValueError names what is wrong with it
     (showing the address without credentials: gpuhost.redact)."""
@@ -121,11 +154,11 @@ class Watchdog:
     """Shut a connected socket down when its time is up: a read blocked on a server that trickles or
     says nothing returns then, whatever the per-read timeout. One deadline for the whole answer."""
 
-    def __init__(self, conn: http.client.HTTPConnection, seconds: float) -> None:
+    def __init__(self, conn: http.client.HTTPConnection | socket.socket, seconds: float) -> None:
         self.seconds = seconds
         self.expired = False
         # the socket itself: the connection forgets it once a response that closes takes it over
-        self._sock: Optional[socket.socket] = conn.sock
+        self._sock: Optional[socket.socket] = conn if isinstance(conn, socket.socket) else conn.sock
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
         self._timer.start()
@@ -214,11 +247,12 @@ class EngineClient:
     def __init__(
         self, host: str | None = None, timeout: float = 10.0, max_answer_bytes: int = MAX_ANSWER_BYTES
     ) -> None:
-        self.host = host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+        self.host = docker_address(host)
         # the connect timeout, and the deadline for a whole answer (status line, headers and body)
         self.timeout = timeout
         self.max_answer_bytes = max_answer_bytes
         self._unix_path, self._netloc = check_address(self.host)
+        self._is_docker: Optional[bool] = None  # what /_ping said, asked once when an error needs it
 
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         if self._unix_path is not None:
@@ -256,9 +290,12 @@ class EngineClient:
         timeout: float | None,
         upload: tuple[BinaryIO, int, str] | None = None,
         deadline: float | None = None,
+        confirm: bool = True,
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, Watchdog]:
         """Connect, send, and read the status line and headers before the deadline (`deadline`
-        seconds, by default the timeout; for an upload it starts once the body is sent)."""
+        seconds, by default the timeout; for an upload it starts once the body is sent). An error
+        status is EngineError when Docker gave it (its headers, or else /_ping, say so), and
+        EngineBadAnswer from any other server: a web server's 404 is not a missing container."""
         url = path
         if params:
             url += "?" + urlencode({k: _param(v) for k, v in params.items() if v is not None})
@@ -298,8 +335,31 @@ class EngineClient:
                 watchdog.cancel()
                 response.close()
                 conn.close()
+            if confirm and not _engine_marks(response) and not self._answers_ping():
+                raise EngineBadAnswer(
+                    self.host,
+                    f"{method} {path} answered HTTP {response.status} without the Engine API's headers, and /_ping "
+                    "does not answer OK: not a Docker daemon",
+                )
             raise EngineError(response.status, _error_message(raw))
         return conn, response, watchdog
+
+    def _answers_ping(self) -> bool:
+        """Whether /_ping answers OK here, as every Docker daemon does (asked once per client)."""
+        if self._is_docker is None:
+            self._is_docker = False
+            try:
+                conn, response, watchdog = self._open("GET", "/_ping", None, None, min(self.timeout, 5.0),
+                                                      confirm=False)
+                try:
+                    self._is_docker = read_answer(response, 1024, watchdog).strip() == b"OK"
+                finally:
+                    watchdog.cancel()
+                    response.close()
+                    conn.close()
+            except (EngineError, EngineUnavailable, EnginePermissionDenied, UnusableAnswer):
+                pass
+        return self._is_docker
 
     def request(
         self,
@@ -392,13 +452,20 @@ class EngineClient:
         return bool(self.get("/_ping", timeout=2.0) == "OK")
 
 
+def _engine_marks(response: http.client.HTTPResponse) -> bool:
+    """Docker (and Podman's compatible API) send these on every answer its API routes give."""
+    server = response.getheader("Server") or ""
+    return bool(response.getheader("Api-Version")) or server.startswith(("Docker/", "Libpod/"))
+
+
 def _check_shape(host: str, path: str, answer: Any) -> None:
+    not_docker = ": not a Docker daemon" if isinstance(answer, str) else ""
     if _OBJECT_ANSWERS.fullmatch(path) and not isinstance(answer, dict):
-        raise EngineBadAnswer(host, f"GET {path}: expected a JSON object, got {_kind(answer)}")
+        raise EngineBadAnswer(host, f"GET {path}: expected a JSON object, got {_kind(answer)}{not_docker}")
     if _LIST_ANSWERS.fullmatch(path) and not (
         isinstance(answer, list) and all(isinstance(item, dict) for item in answer)
     ):
-        raise EngineBadAnswer(host, f"GET {path}: expected a JSON list of objects, got {_kind(answer)}")
+        raise EngineBadAnswer(host, f"GET {path}: expected a JSON list of objects, got {_kind(answer)}{not_docker}")
 
 
 def _kind(answer: Any) -> str:

@@ -58,7 +58,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except UsageError as exc:
         return _error(ExitCode.USAGE, str(exc), exc.remedy)
     except ValueError as exc:  # a Docker address or option value the standard library refused
-        return _error(ExitCode.USAGE, str(exc), "")
+        return _error(ExitCode.USAGE, str(exc), getattr(exc, "remedy", ""))
     except AwsError as exc:
         return _error(exc.exit_code, str(exc), exc.remedy)
     except SourceError as exc:

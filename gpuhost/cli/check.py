@@ -115,6 +115,7 @@ def check(
             min_free_gb=min_free_gb,
             run_as=run_as,
             strict=strict,
+            fleet=bool(hosts or inventory),
         )
         if (hosts or inventory) and (workflow or comfyui_url):
             raise UsageError("--workflow checks against this host's ComfyUI: not with --host/--inventory")

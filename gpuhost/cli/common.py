@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Optional
 import typer
 
 from gpuhost.ebs.aws import AwsError
-from gpuhost.engine import EngineClient, EngineError, EnginePermissionDenied, EngineUnavailable
+from gpuhost.engine import DockerAddressError, EngineClient, EngineError, EnginePermissionDenied, EngineUnavailable
 from gpuhost.model import ExitCode, SourceError, UsageError, for_humans
 from gpuhost.redact import redact_all
 
@@ -93,8 +93,8 @@ def errors_to_exit(as_json: bool) -> Iterator[None]:
 def engine_client(docker_host: Optional[str], timeout: float) -> EngineClient:
     try:
         return EngineClient(docker_host, timeout=timeout)
-    except ValueError as exc:
-        raise UsageError(str(exc), "Example: --docker-host unix:///var/run/docker.sock") from exc
+    except DockerAddressError as exc:
+        raise UsageError(str(exc), exc.remedy) from exc
 
 
 def docker_host_option() -> Any:

@@ -25,7 +25,8 @@ TUNE_EBS_EXIT_CODES = (
     "--wait timed out or the modification failed, --when-image-present not yet true); "
     "2 bad usage or input, nothing was changed (invalid value, wrong volume type, unknown volume, no region); "
     "3 AWS could not be reached or refused access (credentials missing or expired, UnauthorizedOperation, "
-    "endpoint or instance metadata unreachable)."
+    "endpoint or instance metadata unreachable, too slow or answering what the EC2 API does not), or a server "
+    "at DOCKER_HOST is not Docker."
 )
 
 
@@ -79,7 +80,8 @@ def tune_ebs(
         None,
         "--endpoint-url",
         metavar="URL",
-        help="(string) Send EC2 API calls to this URL (a VPC endpoint, a test server). "
+        help="(string) Send EC2 API calls to this URL (a VPC endpoint, a test server). Each request gets 20 s in "
+        "all, each call 60 s with its retries, each answer at most 16 MiB. "
         "Example: --endpoint-url https://vpce-0abc-1234.ec2.us-east-1.vpce.amazonaws.com",
     ),
     throughput: Optional[int] = typer.Option(

@@ -4,6 +4,7 @@ this machine's dockerd. (The converged role is tested by molecule/comfyui.)"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -89,6 +90,16 @@ def test_check_mode_changes_nothing(tmp_path: Path, shared_dir: Path) -> None:
         ({"comfyui_image": "comfyui:latest"}, "pin the image by tag (not :latest) or digest"),
         ({"comfyui_image": "mmartial/comfyui-nvidia-docker"}, "pin the image"),
         ({"comfyui_bind_address": "0.0.0.0"}, "needs comfyui_expose: true"),
+        ({"comfyui_bind_address": "::"}, "publishing on :: (not loopback"),
+        ({"comfyui_bind_address": "10.0.0.5"}, "needs comfyui_expose: true"),
+        ({"comfyui_bind_address": "localhost"}, "'localhost' is not an IP address"),
+        ({"comfyui_bind_address": "localhost", "comfyui_expose": True}, "'localhost' is not an IP address"),
+        ({"comfyui_bind_address": "127.1"}, "'127.1' is not an IP address"),
+        ({"comfyui_bind_address": "[127.0.0.1]"}, "brackets go around an IPv6 address only"),
+        ({"comfyui_bind_address": "fe80::1%eth0", "comfyui_expose": True}, "Docker takes no IPv6 zone"),
+        ({"comfyui_bind_address": " 127.0.0.1"}, "has spaces or control characters"),
+        ({"comfyui_bind_address": "127.0.0.1\n"}, "has spaces or control characters"),
+        ({"comfyui_bind_address": ""}, "is not an address"),
         ({"comfyui_gpu_mode": "legacy"}, "value of comfyui_gpu_mode must be one of"),
         ({"comfyui_image_source": "build"}, "build needs comfyui_build_path"),
         ({"comfyui_extra_model_paths": {"s": {"base_path": "/m\nother: {base_path: /etc}", "folders": {}}}},
@@ -160,3 +171,125 @@ def test_rerun_long_after_the_start_is_ready_and_changes_nothing(tmp_path: Path,
         assert client.containers.get(name).attrs["RestartCount"] == 0
     finally:
         remove(client, name)
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [
+        {"comfyui_bind_address": "::1"},
+        {"comfyui_bind_address": "[::1]"},
+        {"comfyui_bind_address": "127.0.0.2"},
+        {"comfyui_bind_address": "0:0:0:0:0:0:0:1"},
+        {"comfyui_bind_address": "0.0.0.0", "comfyui_expose": True},
+        {"comfyui_bind_address": "[::]", "comfyui_expose": True},
+        {"comfyui_bind_address": "10.0.0.5", "comfyui_expose": True},
+    ],
+    ids=lambda v: f"{v['comfyui_bind_address']}{' exposed' if v.get('comfyui_expose') else ''}",
+)
+def test_addresses_docker_publishes_on_pass_the_check(tmp_path: Path, variables: dict[str, Any]) -> None:
+    # no GPU device: the role stops right after its checks, before anything is created or pulled
+    rc, output = playbook(tmp_path, {"comfyui_container_name": "gpuhost-comfyui-refused",
+                                     "comfyui_gpu_device": str(tmp_path / "no-nvidia0"), **variables})
+    assert rc == 0, output
+    assert re.search(r"Check the address the port is published on\] \**\nok: \[localhost\]", output), output
+    assert "changed=0" in output
+
+
+# --- the published port's address, against what Docker takes -------------------------------------
+
+BIND_PLAY = """---
+- name: Publish a port on each address, as the role renders it and as written
+  hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: Run a container per address
+      community.docker.docker_container:
+        name: "gpuhost-bind-{{ index }}"
+        image: local/debian-systemd:bookworm
+        command: sleep 120
+        pull: never
+        state: started
+        container_default_behavior: no_defaults
+        published_ports: ["{{ item.port }}"]
+      loop: "{{ ports }}"
+      loop_control:
+        index_var: index
+      register: runs
+      ignore_errors: true
+    - name: Record what happened
+      ansible.builtin.copy:
+        content: "{{ runs.results | map(attribute='failed', default=false) | list | to_json }}"
+        dest: "{{ record }}"
+        mode: "0600"
+"""
+BIND_ADDRESSES = ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "0:0:0:0:0:0:0:1", "::ffff:127.0.0.1", "0.0.0.0",
+                  "[::]", "localhost", "127.1", "[127.0.0.1]", "fe80::1%lo", "[fe80::1%lo]", "::1 "]
+
+
+def read_bind_address(value: str) -> dict[str, Any]:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bind_address", ROLE / "filter_plugins" / "bind_address.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return dict(module.read_bind_address(value))
+
+
+def published_on(ports: dict[str, Any]) -> set[str]:
+    """The addresses Docker really published 80/tcp on (an IPv4-mapped address as its IPv4)."""
+    import ipaddress
+
+    found = set()
+    for binding in ports.get("80/tcp") or []:
+        ip = ipaddress.ip_address(binding["HostIp"])
+        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+        found.add(str(mapped or ip))
+    return found
+
+
+@pytest.mark.docker
+def test_the_roles_address_check_agrees_with_docker(tmp_path: Path) -> None:
+    """Every address the role takes, Docker publishes on, on that address alone, through
+    community.docker as the role renders it; every address the role refuses, community.docker
+    refuses too (after the pull), or Docker publishes on every address instead (measured with
+    `[fe80::1%lo]` on Docker 20.10)."""
+    import docker
+
+    readings = {address: read_bind_address(address) for address in BIND_ADDRESSES}
+    assert {a for a, r in readings.items() if r["valid"]} == {
+        "127.0.0.1", "127.0.0.2", "::1", "[::1]", "0:0:0:0:0:0:0:1", "::ffff:127.0.0.1", "0.0.0.0", "[::]"}
+    assert {a for a, r in readings.items() if r["loopback"]} == {
+        "127.0.0.1", "127.0.0.2", "::1", "[::1]", "0:0:0:0:0:0:0:1", "::ffff:127.0.0.1"}
+    # the role's rendering of each valid address, then each refused address as written
+    ports = [{"address": a, "rendered": True, "port": f"{r['published']}:{free_port()}:80"}
+             for a, r in readings.items() if r["valid"]]
+    ports += [{"address": a, "rendered": False, "port": f"{a}:{free_port()}:80"}
+              for a, r in readings.items() if not r["valid"]]
+    record = tmp_path / "runs.json"
+    client = docker.from_env()
+    published: dict[int, set[str]] = {}
+    try:
+        run = run_playbook(tmp_path, BIND_PLAY, "-i", "localhost,", "-e",
+                           json.dumps({"ports": ports, "record": str(record)}))
+        assert run.returncode == 0, run.output
+        failed = json.loads(record.read_text())
+        for index, did_fail in enumerate(failed):
+            if not did_fail:
+                published[index] = published_on(client.containers.get(f"gpuhost-bind-{index}").attrs[
+                    "NetworkSettings"]["Ports"])
+    finally:
+        for index in range(len(ports)):
+            with contextlib.suppress(docker.errors.NotFound):
+                client.containers.get(f"gpuhost-bind-{index}").remove(force=True)
+    everywhere = {"0.0.0.0", "::"}
+    for index, entry in enumerate(ports):
+        reading = readings[entry["address"]]
+        if entry["rendered"]:
+            assert index in published, f"community.docker refused {entry['address']!r} as the role renders it"
+            assert published[index] == published_on({"80/tcp": [{"HostIp": reading["ip"]}]}) or (
+                reading["ip"] == "0.0.0.0" and published[index] <= everywhere), (entry, published[index])
+        else:
+            assert index not in published or published[index] == everywhere, (
+                f"Docker published {entry['address']!r} on {published.get(index)}, which the role refuses")

@@ -3,7 +3,9 @@
 boto3 is imported here and only when the source is opened: it does not travel in the agent zipapp
 (the host's distribution package provides it), and `gpuhost models verify` never needs it.
 botocore's standard retry mode retries throttling (SlowDown, 503) and 5xx answers before the body;
-a body that breaks off is a TransientError the sync retries itself.
+a body that breaks off is a TransientError the sync retries itself. Requests go out through
+gpuhost.awshttp: each within `timeout_s` in all (a part's body included), each answer but an
+object's bytes within a size cap.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from gpuhost.redact import redact_url
 
 S3_ACTIONS = "s3:GetObject (and s3:ListBucket, so that a missing key reads as missing, not as denied)"
 CHUNK = 1024 * 1024
+# what S3 answers besides an object's bytes (HEAD, errors) is a few KB
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
 _THROTTLED = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
               "ServiceUnavailable", "InternalError", "RequestTimeout", "503", "500"}
@@ -100,14 +104,30 @@ class S3Source:
             max_pool_connections=connections,
             user_agent_extra="gpuhost-models",
         )
+        import botocore.session
+
+        from gpuhost.awshttp import bound
+
         try:
-            session = boto3.session.Session(profile_name=profile, region_name=region)
-            self.client = session.client("s3", config=config, endpoint_url=endpoint_url)
+            core = botocore.session.get_session()
+            session = boto3.session.Session(botocore_session=core, profile_name=profile, region_name=region)
+            # every request within timeout_s in all (a part's body included), its retries within `attempts` of them
+            self.client = bound(
+                session.client("s3", config=config, endpoint_url=endpoint_url),
+                request_s=timeout_s,
+                call_s=timeout_s * attempts,
+                max_bytes=MAX_ANSWER_BYTES,
+                connect_s=min(10.0, timeout_s),
+                ca_bundle=core.get_config_variable("ca_bundle"),
+            )
         except ProfileNotFound as exc:
             raise UsageError(f"AWS profile {profile!r} is not configured",
                              "List profiles with `aws configure list-profiles`, or leave out --profile.") from exc
         except BotoCoreError as exc:
             raise self._translate(exc, "client") from exc
+        except (OSError, ValueError) as exc:  # a CA bundle that cannot be read
+            raise UsageError(f"the CA bundle cannot be used: {exc}",
+                             "Point AWS_CA_BUNDLE (or the profile's ca_bundle) at a readable PEM file.") from exc
 
     def key(self, relative: str) -> str:
         return f"{self.location.prefix}/{relative}" if self.location.prefix else relative
@@ -202,7 +222,11 @@ class S3Source:
             answer = self.client.head_object(Bucket=self.location.bucket, Key=full)
         except (ClientError, BotoCoreError) as exc:
             raise self._translate(exc, full) from exc
-        return RemoteObject(key=full, size=int(answer["ContentLength"]), version=str(answer.get("ETag", "")))
+        size = answer.get("ContentLength")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise SourceError(f"s3://{self.location.bucket}/{full}", "the answer to HEAD gives no Content-Length",
+                              "Check --endpoint-url: it must be an S3 endpoint.")
+        return RemoteObject(key=full, size=size, version=str(answer.get("ETag", "")))
 
     def read_range(self, obj: RemoteObject, start: int, end: int) -> Iterator[bytes]:
         from botocore.exceptions import BotoCoreError, ClientError
