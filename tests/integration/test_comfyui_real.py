@@ -63,10 +63,10 @@ def test_the_image_runs_comfyui_as_the_host_id_on_its_base_directory(
     uid = gid = 4244 if run_as == "user" else 4243
     with real_comfyui(tmp_path, uid=uid, gid=gid, run_as=run_as, args=("--cpu", "--preview-method", "none")) as server:
         server.wait_ready()
-        top = server.container.top(ps_args="-o uid,gid,args")
+        top = server.container.top(ps_args="-o pid,uid,gid,args")
         comfyui = [row for row in top["Processes"] if "main.py" in row[-1]]
         assert len(comfyui) == 1, top
-        assert comfyui[0][:2] == [str(uid), str(gid)]
+        assert comfyui[0][1:3] == [str(uid), str(gid)]
         command = comfyui[0][-1]
         # the image's own arguments, then COMFY_CMDLINE_EXTRA's, split into words
         assert command.endswith(f"--listen 127.0.0.1 --port {server.port} --cpu --preview-method none"), command

@@ -130,4 +130,5 @@ def test_an_image_that_honours_the_configuration_passes(
 ) -> None:
     rc, output = check_mode(tmp_path, image_factory(labels, cmd), **variables)
     assert rc == 0, output
-    assert re.search(r"Check that the image can run ComfyUI the way it is configured\] \**\s*ok: \[localhost\]", output), output
+    checked = r"Check that the image can run ComfyUI the way it is configured\] \**\s*ok: \[localhost\]"
+    assert re.search(checked, output), output

@@ -149,7 +149,7 @@ def test_the_role_deploys_the_real_comfyui_and_waits_until_it_serves(deployed: D
     run = deployed.run
     assert run.returncode == 0, run.output[-6000:]
     assert f"ComfyUI in {deployed.name} is ready after" in run.flat, run.output[-3000:]
-    assert "Warning: extras nodes_audio.py failed to import" in run.flat
+    assert "Warning: comfy-extras nodes_audio.py failed to import" in run.flat
     inspect = json.loads(subprocess.run(["docker", "inspect", deployed.name], capture_output=True, text=True,
                                         check=True).stdout)[0]
     env = dict(item.split("=", 1) for item in inspect["Config"]["Env"])
@@ -158,8 +158,8 @@ def test_the_role_deploys_the_real_comfyui_and_waits_until_it_serves(deployed: D
     uid, gid = env["WANTED_UID"], env["WANTED_GID"]
     import docker
 
-    top = docker.from_env().containers.get(deployed.name).top(ps_args="-o uid,gid,args")
-    assert [row[:2] for row in top["Processes"] if "main.py" in row[-1]] == [[uid, gid]], top
+    top = docker.from_env().containers.get(deployed.name).top(ps_args="-o pid,uid,gid,args")
+    assert [row[1:3] for row in top["Processes"] if "main.py" in row[-1]] == [[uid, gid]], top
     database = Path(deployed.variables["comfyui_data_dir"]) / "user" / "comfyui.db"
     assert (str(database.stat().st_uid), str(database.stat().st_gid)) == (uid, gid)
     assert http_status(f"{deployed.url}/system_stats") == 200
