@@ -377,8 +377,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.pulls < 1 or args.repeat < 1 or args.probe_rounds < 1:
         parser.error("--pulls, --repeat and --probe-rounds must be at least 1")
-    disks = args.disks.split(",")
-    if not disks or any(disk not in ("ebs", "nvme") for disk in disks) or len(set(disks)) != len(disks):
+    disk_names = args.disks.split(",")
+    if any(disk not in ("ebs", "nvme") for disk in disk_names) or len(set(disk_names)) != len(disk_names):
         parser.error(f"--disks is ebs, nvme or both, comma-separated, not {args.disks!r}")
     unknown = [name for name in args.only.split(",") if args.only and name not in {s.name for s in SETTINGS}]
     if unknown:
@@ -422,7 +422,7 @@ def main() -> int:
             runs = []
             for number in range(args.repeat):
                 disks: dict[str, Any] = {}
-                for target in [t for t in both_disks(Path(args.work_dir), device_bytes) if t.name in disks]:
+                for target in [t for t in both_disks(Path(args.work_dir), device_bytes) if t.name in disk_names]:
                     with loop_xfs(target, work, raw_probe_bytes=min(GIB, device_bytes // 4), prefix=PREFIX):
                         disks[target.name] = measure_disk(target, netns, registry, pushed, blobs, work, args,
                                                           settings, refused)
@@ -431,7 +431,7 @@ def main() -> int:
         result.update(summarise(runs))
         result["runs"] = args.repeat
         result["refused"] = refused
-        errors = [v["prediction_error_pct"] for d in disks for v in result[d].values()
+        errors = [v["prediction_error_pct"] for d in disk_names for v in result[d].values()
                   if isinstance(v, dict) and "prediction_error_pct" in v]
         result["max_abs_error_pct"] = max((abs(e) for e in errors), default=None)
         result["within_25pct"] = bool(errors) and all(abs(e) <= 25 for e in errors)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -76,10 +75,9 @@ def test_the_image_runs_comfyui_as_the_host_id_on_its_base_directory(
         assert stats["devices"][0]["type"] == "cpu"
         database = server.folder("user") / "comfyui.db"
         assert (database.stat().st_uid, database.stat().st_gid) == (uid, gid)
-        # docker stop: SIGTERM reaches ComfyUI through the entrypoint, which exits as ComfyUI does
-        started = time.monotonic()
-        server.container.stop(timeout=30)
-        assert time.monotonic() - started < 10
+        # docker stop: SIGTERM reaches ComfyUI through the entrypoint, which exits as ComfyUI does (143); a
+        # PID 1 that ignored it would be killed when the grace period ran out (137)
+        server.container.stop(timeout=60)
         server.container.reload()
         assert server.container.attrs["State"]["ExitCode"] == 143
 
