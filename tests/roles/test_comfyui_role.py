@@ -129,6 +129,27 @@ def test_bad_variables_stop_before_anything_changes(tmp_path: Path, variables: d
     assert "changed=0" in output
 
 
+@pytest.mark.parametrize(
+    "variables",
+    [
+        {"comfyui_models_source": "https://models:s3cr3t-pw@models.example/comfyui"},
+        {"comfyui_models_source": "https://s3cr3t-pw@models.example/comfyui"},
+        {"comfyui_models_source": "https://:s3cr3t-pw@models.example/comfyui"},
+        {"comfyui_models_source": "s3://bucket/prefix", "comfyui_models_endpoint_url": "http://key:s3cr3t-pw@127.0.0.1:9"},
+    ],
+    ids=["user-password", "token", "password-only", "endpoint"],
+)
+def test_credentials_in_a_models_url_are_refused_unshown(tmp_path: Path, variables: dict[str, Any]) -> None:
+    """The boot unit's command line holds the models URLs and every local user can read it
+    (systemctl show): a URL with a user or password is refused, and the refusal does not repeat it."""
+    rc, output = playbook(tmp_path, {"comfyui_container_name": "gpuhost-comfyui-refused",
+                                     "comfyui_models_manifest": {"models": []}, **variables})
+    assert rc == 2, output
+    assert "take no user or password" in " ".join(output.split())
+    assert "s3cr3t-pw" not in output
+    assert "changed=0" in output
+
+
 @pytest.mark.docker
 def test_rerun_long_after_the_start_is_ready_and_changes_nothing(tmp_path: Path, shared_dir: Path) -> None:
     """The role waits on every run: run it again after ComfyUI has served for longer than the stall
