@@ -12,7 +12,6 @@ import contextlib
 import errno
 import http.client
 import json
-import math
 import os
 import re
 import socket
@@ -23,6 +22,7 @@ from typing import Any, BinaryIO, Optional
 from urllib.parse import quote, urlencode, urlparse
 
 from gpuhost.redact import redact_url
+from gpuhost.userfile import strict_loads
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 # Far above any answer gpuhost reads (an inspect is a few KB, a list of a thousand containers a few
@@ -216,24 +216,6 @@ def unusable_exchange(exc: BaseException, watchdog: Watchdog) -> str:
     return f"the connection failed: {exc}"
 
 
-def strict_json(raw: bytes) -> Any:
-    """JSON as the standard defines it: NaN, infinities and numbers that overflow are refused (ValueError)."""
-
-    def refuse_constant(name: str) -> Any:
-        raise ValueError(f"{name} is not a JSON number")
-
-    def finite(text: str) -> float:
-        value = float(text)
-        if not math.isfinite(value):
-            raise ValueError(f"{text[:40]} does not fit a number")
-        return value
-
-    try:
-        return json.loads(raw, parse_constant=refuse_constant, parse_float=finite)
-    except RecursionError as exc:
-        raise ValueError("nested too deeply") from exc
-
-
 def _mib(limit: int) -> str:
     return f"{limit / (1024 * 1024):.1f} MiB"
 
@@ -385,7 +367,7 @@ class EngineClient:
             content_type = response.getheader("Content-Type", "")
             if "json" in content_type:
                 try:
-                    answer = strict_json(raw)
+                    answer = strict_loads(raw)
                 except ValueError as exc:
                     raise EngineBadAnswer(self.host, f"{method} {path}: not valid JSON ({exc})") from exc
             else:
@@ -522,7 +504,7 @@ def _param(value: Any) -> str:
 
 def _error_message(raw: bytes) -> str:
     try:
-        message = str(strict_json(raw).get("message", raw.decode(errors="replace")))
+        message = str(strict_loads(raw).get("message", raw.decode(errors="replace")))
     except (ValueError, AttributeError):
         message = raw.decode(errors="replace").strip()
     return message if len(message) <= 500 else message[:497] + "..."

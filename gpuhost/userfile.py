@@ -233,22 +233,33 @@ def _too_deep(where: str, path: str, limit: int) -> UserFileError:
                          "No file gpuhost reads nests that deep: name the right file.")
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text[:40]} does not fit a number")
+    return number
+
+
+def strict_loads(data: bytes | str) -> Any:
+    """JSON as the standard defines it: NaN, infinities and numbers that overflow are refused; so is
+    nesting deeper than the parser can follow (RecursionError). Every failure is a ValueError
+    (UnicodeDecodeError included)."""
+    try:
+        return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite)
+    except RecursionError as exc:
+        raise ValueError("nested too deeply") from exc
+
+
 def parse_json(data: bytes | str, where: str, *, path: str = "", max_depth: int = MAX_DEPTH) -> Any:
-    """Strict JSON (no NaN, no infinities, no numbers that overflow), nesting at most max_depth deep.
+    """Strict JSON (strict_loads), nesting at most max_depth deep.
 
     `where` names the document in messages (a path, "standard input")."""
-
-    def refuse_constant(name: str) -> Any:
-        raise ValueError(f"{name} is not a JSON number")
-
-    def finite(text: str) -> float:
-        number = float(text)
-        if not math.isfinite(number):
-            raise ValueError(f"{text[:40]} does not fit a number")
-        return number
-
     try:
-        value = json.loads(data, parse_constant=refuse_constant, parse_float=finite)
+        value = json.loads(data, parse_constant=_refuse_constant, parse_float=_finite)
     except RecursionError:
         raise _too_deep(where, path or where, max_depth) from None
     except UnicodeDecodeError as exc:

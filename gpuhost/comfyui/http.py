@@ -14,9 +14,10 @@ from typing import Any, Optional
 from urllib.parse import SplitResult, urlsplit
 
 from gpuhost.comfyui.readiness import ProbeResult
-from gpuhost.engine import UnusableAnswer, Watchdog, read_answer, strict_json, unusable_exchange
+from gpuhost.engine import UnusableAnswer, Watchdog, read_answer, unusable_exchange
 from gpuhost.model import UsageError
 from gpuhost.redact import redact_url
+from gpuhost.userfile import strict_loads
 
 # /object_info of a server with many custom nodes and model lists is a few MB; 32 MiB leaves room
 # and keeps the parsed form well under a few hundred MB of memory.
@@ -114,7 +115,7 @@ def get_json(url: str, timeout: float = 10.0, max_bytes: int = MAX_JSON_BYTES) -
     if status != 200:
         raise BadAnswer(f"GET {redact_url(url)} answered HTTP {status}")
     try:
-        return strict_json(raw)
+        return strict_loads(raw)
     except ValueError as exc:
         raise BadAnswer(f"GET {redact_url(url)}: not valid JSON ({exc})") from exc
 

@@ -20,9 +20,9 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from gpuhost.engine import strict_json
 from gpuhost.exchange import Answer, Deadline, ExchangeError, exchange, where_of
 from gpuhost.units import MAX_BYTES
+from gpuhost.userfile import strict_loads
 
 MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json",
@@ -115,7 +115,7 @@ def _get(url: str, headers: dict[str, str], deadline: Deadline, limit: int) -> A
 
 def _json(answer: Answer, what: str) -> Any:
     try:
-        return strict_json(answer.body)
+        return strict_loads(answer.body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RegistryError(f"{where_of(answer.url)}: the {what} is not valid JSON ({str(exc)[:120]})") from exc
 
@@ -124,7 +124,7 @@ def _refusal(answer: Answer) -> RegistryError:
     """An error status, with the registry's own words (the distribution spec's `errors` list) when it gave them."""
     detail = ""
     try:
-        errors = strict_json(answer.body).get("errors")
+        errors = strict_loads(answer.body).get("errors")
         if isinstance(errors, list) and errors and isinstance(errors[0], dict):
             detail = " ".join(str(errors[0].get("message") or errors[0].get("code") or "").split())[:200]
     except (ValueError, UnicodeDecodeError, AttributeError):
