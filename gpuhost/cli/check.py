@@ -291,8 +291,13 @@ def print_workflow(report: WorkflowReport, console: Console | None = None) -> No
     title = f"workflow {report.path} against {report.server}/object_info (nothing queued)"
     if report.valid:
         console.print(Text(f"{title}: VALID, {report.nodes} nodes, outputs {', '.join(report.outputs)}", style="green"))
+    else:
+        console.print(Text(f"{title}: {len(report.problems)} problem(s)", style="bold red"))
+    for warning in report.warnings:
+        console.print(Text(f"  warning: node {warning.node_id} ({warning.class_type}): {warning.message}",
+                           style="yellow"), highlight=False)
+    if report.valid:
         return
-    console.print(Text(f"{title}: {len(report.problems)} problem(s)", style="bold red"))
     for problem in report.problems:
         console.print(f"  node {problem.node_id or '-'} {problem.class_type}".rstrip(), highlight=False)
         console.print(f"    gpuhost says: {problem.sentence()}", highlight=False)
@@ -301,4 +306,4 @@ def print_workflow(report: WorkflowReport, console: Console | None = None) -> No
             highlight=False,
         )
     console.print(f"POST /prompt would answer HTTP {report.comfyui_status}:", highlight=False)
-    console.print(json.dumps(report.comfyui_response), highlight=False, markup=False)
+    console.print(json.dumps(report.to_dict()["comfyui_would_answer"]["body"]), highlight=False, markup=False)

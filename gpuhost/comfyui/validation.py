@@ -45,6 +45,10 @@ RECURSION_MESSAGE = "maximum recursion depth exceeded while calling a Python obj
 DEEPEST_CALL_V1 = 985
 DEEPEST_CALL_V3 = 978
 DEEPEST_HANDLER = 980
+# The execution that follows a 200 walks every node's ancestors by recursion too (caching.py
+# get_ordered_ancestry), in the prompt worker's thread, outside any except clause: measured, a node 980
+# links above its deepest ancestor runs, 981 kills the thread.
+EXECUTION_DEEPEST_LINKS = 980
 # text that reads as false, which bool() makes True
 FALSE_WORDS = frozenset({"false", "0", "no", "off", "none", "null"})
 # within this many levels of those limits the exact frame is not certain
@@ -149,6 +153,9 @@ class _PromptValidation:
         self.too_deep: list[str] = []
         self.depth_seen: dict[str, int] = {}
         self.link_types: Optional[set[str]] = None
+        # each validated node's inputs as ComfyUI leaves them in the prompt it queues (converted,
+        # {"__value__": v} unwrapped): what the execution then reads
+        self.rewritten: dict[str, dict[str, Any]] = {}
 
     # --- one node: validate_inputs ---------------------------------------------------------
 
@@ -239,6 +246,7 @@ class _PromptValidation:
             errors += self._hook(unique_id, hook, definition, values, received_types)
         result: Result = (False, errors, unique_id) if errors or valid is not True else (True, [], unique_id)
         self.validated[unique_id] = result
+        self.rewritten[unique_id] = values
         return result
 
     def _value(self, unique_id: str, x: str, info: list[Any], val: Any, values: dict[str, Any],
@@ -452,11 +460,73 @@ def validate_prompt(prompt: dict[str, Any], object_info: dict[str, Any],
                       uncertain_nodes, uncertain_outputs)
     if good:
         verdict.body = {"prompt_id": "(assigned by the server)", "number": 0, "node_errors": node_errors}
+        queued = {node_id: dict(node, inputs=validation.rewritten[node_id]) if node_id in validation.rewritten
+                  else node for node_id, node in prompt.items()}
+        verdict.notes += execution_hazards(queued, good)
         return verdict
     lines = [f"{error['message']}: {error['details']}" for _, errors in failed for error in errors]
     error = _error("prompt_outputs_failed_validation", "Prompt outputs failed validation", "\n".join(lines), {})
     verdict.status, verdict.body = 400, {"error": error, "node_errors": node_errors}
     return verdict
+
+
+def execution_hazards(prompt: dict[str, Any], good_outputs: list[str]) -> list[Note]:
+    """What stops 0.3.64's prompt worker once a prompt is accepted. Its execution first computes a cache
+    key for every node of the prompt, those no output needs included: it reads `node["inputs"]` (a
+    KeyError without them) and recurses through the ancestors (a RecursionError past the limit). Then it
+    follows every link from the outputs it runs, through all of a node's inputs, also those validation
+    ignores (an input the node does not declare, a {"__value__": [id, slot]} that validation unwrapped
+    into a link): a node that is not there raises NodeNotFoundError. All of it runs in the worker thread
+    where nothing catches it: the server goes on answering HTTP and never runs a prompt again.
+
+    `prompt` is the prompt as ComfyUI queues it (validation rewrites the inputs it converts)."""
+    notes = [Note(node_id, "", "stops_worker", None, "no inputs") for node_id, node in prompt.items()
+             if "inputs" not in node]
+    height: dict[str, int] = {}  # links from a node up to its deepest ancestor
+    for root in prompt:
+        if root in height:
+            continue
+        stack: list[tuple[str, list[str]]] = [(root, _ancestors(prompt, root))]
+        on_path = {root}
+        while stack:
+            node_id, pending = stack[-1]
+            if pending:
+                parent = pending.pop()
+                if parent not in height and parent not in on_path:  # a cycle ends the walk, as order_mapping does
+                    stack.append((parent, _ancestors(prompt, parent)))
+                    on_path.add(parent)
+                continue
+            stack.pop()
+            on_path.discard(node_id)
+            height[node_id] = max([0, *(height.get(p, 0) + 1 for p in _ancestors(prompt, node_id))])
+    deepest = max(height, key=lambda n: height[n], default=None)
+    if deepest is not None and height[deepest] > EXECUTION_DEEPEST_LINKS - DEPTH_MARGIN:
+        notes.append(Note(deepest, "", "stops_worker", height[deepest], "depth"))
+    seen: set[str] = set()
+    todo = list(good_outputs)
+    while todo:
+        node_id = todo.pop()
+        if node_id in seen:
+            continue
+        seen.add(node_id)
+        inputs = prompt[node_id].get("inputs")
+        for name, value in (inputs.items() if isinstance(inputs, dict) else ()):
+            if not is_link(value):
+                continue
+            if value[0] in prompt:
+                todo.append(value[0])
+            else:
+                notes.append(Note(node_id, name, "stops_worker", value[0], "missing node"))
+    return notes
+
+
+def _ancestors(prompt: dict[str, Any], node_id: str) -> list[str]:
+    """The nodes a node links to, as caching.get_ordered_ancestry follows them (any input that is_link,
+    to a node that is there)."""
+    inputs = prompt[node_id].get("inputs")
+    if not isinstance(inputs, dict):
+        return []
+    return [value[0] for value in inputs.values() if is_link(value) and value[0] in prompt]
 
 
 def _uncertain(validation: _PromptValidation, outputs: list[str], good: list[str]) -> tuple[set[str], set[str]]:
@@ -469,6 +539,7 @@ def _uncertain(validation: _PromptValidation, outputs: list[str], good: list[str
       that cannot be validated: that node (and what it links to) may carry "maximum recursion depth
       exceeded", and an output that shares it may be refused with it.
     - Near the depth limits the frame that records the error may be a few nodes off.
+    - A file a node's hook checks on the server's disk, which its list of files cannot settle.
     """
     certain: set[str] = set(outputs)
     todo = list(outputs)
@@ -495,10 +566,12 @@ def _uncertain(validation: _PromptValidation, outputs: list[str], good: list[str
     deep = {node_id for node_id, depth in validation.depth_seen.items()
             if depth >= min(DEEPEST_CALL_V3, DEEPEST_HANDLER) - DEPTH_MARGIN}
     deep |= set(validation.too_deep)
-    uncertain |= off_cycle | deep
+    # a file the node's list could not settle (node_hooks.py): taken as there, which it may not be
+    unverified = {note.node_id for note in validation.notes if note.kind == "file_unverified"}
+    uncertain |= off_cycle | deep | unverified
 
     uncertain_outputs: set[str] = set()
-    touchy = off_cycle | deep
+    touchy = off_cycle | deep | unverified
     for output in outputs:
         reach = {output}
         todo = [output]

@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from gpuhost.comfyui.http import base_url, check_url, get_json
-from gpuhost.comfyui.validation import COMFYUI_VERSION, RECURSION_MESSAGE, Note, validate_prompt
+from gpuhost.comfyui.validation import (
+    COMFYUI_VERSION,
+    EXECUTION_DEEPEST_LINKS,
+    RECURSION_MESSAGE,
+    Note,
+    validate_prompt,
+)
 from gpuhost.engine import strict_json
 from gpuhost.model import Finding, Severity, SourceError, UsageError
 
@@ -300,12 +306,29 @@ WARNINGS = {
                      "from the end, as Python indexes (the UI never writes one)",
     "file_unverified": "{input}: ComfyUI checks that {value} exists on the server's disk, which /object_info "
                        "does not show: not checked here",
+    "stops_worker": "{detail}",
+}
+STOPS_WORKER = {
+    "no inputs": "the node has no `inputs`: ComfyUI {version} accepts the workflow (no output it runs needs "
+                 "this node), then its execution reads every node's inputs and the KeyError stops its prompt "
+                 "worker: the server keeps answering HTTP and runs no prompt again until it is restarted",
+    "depth": "a chain of {value} links ends here: ComfyUI {version} accepts it, then its execution walks the chain "
+             "by recursion and from about {deepest} links Python's recursion limit stops its prompt worker: the "
+             "server keeps answering HTTP and runs no prompt again until it is restarted",
+    "missing node": "{input} links to node {value!r}, which is not in the workflow: ComfyUI {version}'s validation "
+                    "does not follow this link (an input the node does not declare, or a {{\"__value__\": ...}} it "
+                    "unwraps into a link) but its execution does, and the missing node stops its prompt worker: the "
+                    "server keeps answering HTTP and runs no prompt again until it is restarted",
 }
 
 
 def _warning(graph: dict[str, Any], note: Note) -> Problem:
     source, slot = (note.value[0], note.value[1]) if note.kind == "negative_slot" else ("", "")
-    text = WARNINGS[note.kind].format(input=note.input_name, value=finite(note.value), detail=note.detail,
+    detail = note.detail
+    if note.kind == "stops_worker":
+        detail = STOPS_WORKER[note.detail].format(value=note.value, version=COMFYUI_VERSION, input=note.input_name,
+                                                  deepest=EXECUTION_DEEPEST_LINKS + 1)
+    text = WARNINGS[note.kind].format(input=note.input_name, value=finite(note.value), detail=detail,
                                       version=COMFYUI_VERSION, source=source, slot=slot)
     class_type = graph[note.node_id].get("class_type")
     return Problem(note.node_id, str(class_type), note.kind, text, "", note.input_name, finite(note.value))
@@ -370,7 +393,11 @@ WARNING_REMEDIES = {
     "constant_for_link": "Link the input to a node's output of that type.",
     "negative_slot": "Give the slot's index counted from 0.",
     "file_unverified": "Make sure the file is on the server.",
+    "stops_worker": "Do not queue it as it is: give the node its inputs (or remove it), remove the link to the "
+                    "missing node, or split the chain.",
 }
+# warnings that fail the check: queueing the workflow breaks the server for every later prompt
+FAILING_WARNINGS = ("stops_worker",)
 
 
 def workflow_findings(report: WorkflowReport) -> list[Finding]:
@@ -394,7 +421,8 @@ def workflow_findings(report: WorkflowReport) -> list[Finding]:
                                 f"workflow {name}: {problem.sentence()}{partly}", _remedy(problem), evidence))
     for warning in report.warnings:
         evidence = dict(evidence_base, node_id=warning.node_id, class_type=warning.class_type, type=warning.type)
-        findings.append(Finding("comfyui.workflow", "comfyui", Severity.WARN,
+        severity = Severity.FAIL if warning.type in FAILING_WARNINGS else Severity.WARN
+        findings.append(Finding("comfyui.workflow", "comfyui", severity,
                                 f"workflow {name}: node {warning.node_id} ({warning.class_type}): {warning.message}",
                                 WARNING_REMEDIES[warning.type], evidence))
     return findings
