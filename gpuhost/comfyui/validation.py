@@ -37,7 +37,10 @@ from typing import Any, Optional, cast
 from gpuhost.comfyui.node_hooks import HOOKS, Hook, HookContext, call_hook
 
 COMFYUI_VERSION = "0.3.64"
-RECURSION_MESSAGE = "maximum recursion depth exceeded while calling a Python object"
+# what the RecursionError says: a classic node gives out in a call from C, a V3 node in its Python
+# (measured on 0.3.64 under CPython 3.11)
+RECURSION_MESSAGE = "maximum recursion depth exceeded"
+RECURSION_MESSAGE_V1 = "maximum recursion depth exceeded while calling a Python object"
 # Measured against 0.3.64 under CPython 3.11 with chains of linked nodes (the live workflow tests keep
 # them true): the deepest validate_inputs call that still returns (the output node is depth 1) for a
 # node of the classic API and for a V3 node (whose INPUT_TYPES takes more calls), and the deepest frame
@@ -370,7 +373,8 @@ class _PromptValidation:
                     action, payload = "send", (False, [], node_id)
                 elif len(stack) + 1 > self._deepest(node_id):
                     self.too_deep.append(node_id)
-                    action, payload = "throw", _RecursionLimit(RECURSION_MESSAGE)
+                    v1 = self._deepest(node_id) == DEEPEST_CALL_V1
+                    action, payload = "throw", _RecursionLimit(RECURSION_MESSAGE_V1 if v1 else RECURSION_MESSAGE)
                 else:
                     self.depth_seen[node_id] = max(self.depth_seen.get(node_id, 0), len(stack) + 1)
                     stack.append((node_id, self._frame(node_id)))

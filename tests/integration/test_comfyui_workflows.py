@@ -61,22 +61,18 @@ class LiveComfyUI:
     expendable: bool = False  # started for this module alone: the last test may break its worker
 
 
-def _from_image() -> Optional[contextlib.AbstractContextManager[LiveComfyUI]]:
-    """The gpuhost-comfyui:0.3.64 image, started by the suite's helper with the comfyui role's mounts
-    and user; None where this tree has no such helper."""
-    try:
-        from tests.support import comfyui_real  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    start = getattr(comfyui_real, "running_comfyui", None)
-    if start is None:
-        pytest.fail("tests/support/comfyui_real.py has no running_comfyui(): point _from_image() in "
-                    f"{Path(__file__).name} at the way it starts the image")
-    return start(name_prefix="gpuhost-workflowdiff-")  # type: ignore[no-any-return]
+@contextlib.contextmanager
+def _image_server(comfyui_real: Any, work_dir: Path) -> Iterator[LiveComfyUI]:
+    """gpuhost-comfyui:0.3.64 (built unless up to date), as the comfyui role runs it: the /basedir
+    folders mounted from the host, ComfyUI running as a host id that has no account (WANTED_UID)."""
+    comfyui_real.ensure_image()
+    with comfyui_real.real_comfyui(work_dir, name=f"gpuhost-workflowdiff-{uuid.uuid4().hex[:8]}") as server:
+        server.wait_ready()
+        yield LiveComfyUI(server.url, server.folder("output"), (server.uid, server.gid), expendable=True)
 
 
 @pytest.fixture(scope="module")
-def comfyui() -> Iterator[LiveComfyUI]:
+def comfyui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveComfyUI]:
     url = os.environ.get("GPUHOST_COMFYUI_URL", "").rstrip("/")
     if url:
         out = os.environ.get("GPUHOST_COMFYUI_OUTPUT_DIR")
@@ -86,12 +82,12 @@ def comfyui() -> Iterator[LiveComfyUI]:
         yield server
         settle(server.url)
         return
-    image = _from_image()
-    if image is None:
+    try:
+        from tests.support import comfyui_real
+    except ImportError:
         pytest.skip("no real ComfyUI: tests/support/comfyui_real.py (the gpuhost-comfyui:0.3.64 image) is not "
                     "in this tree and GPUHOST_COMFYUI_URL is unset")
-    with image as server:
-        server.expendable = True
+    with _image_server(comfyui_real, tmp_path_factory.mktemp("comfyui-workflows")) as server:
         upload_image(server.url, UPLOAD_NAME, png_8x8())
         yield server
         settle(server.url)
@@ -289,15 +285,15 @@ def test_an_accepted_workflow_with_a_node_without_inputs_stops_comfyuis_worker(c
     image = {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}}
     preview = {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}
     body = {"prompt": {"1": image, "2": preview, "3": {"class_type": "ImageInvert"}}}
-    report = predict(body, object_info=check_object_info(get_json(f"{comfyui.url}/object_info", timeout=60)))
+    report = predict(body, check_object_info(get_json(f"{comfyui.url}/object_info", timeout=60)))
     assert report.comfyui_status == 200 and report.valid
     [warning] = report.warnings
     assert (warning.type, warning.node_id) == ("stops_worker", "3") and "runs no prompt again" in warning.message
     status, answer = post_prompt(comfyui.url, body)
     assert status == 200 and not differences(report, status, answer)
     with pytest.raises(TimeoutError):
-        wait_for_history(comfyui.url, answer["prompt_id"], timeout=20)
+        wait_for_history(comfyui.url, answer["prompt_id"], timeout=12)
     status, answer = post_prompt(comfyui.url, {"prompt": {"1": image, "2": preview}})
     assert status == 200  # the server still answers and queues ...
     with pytest.raises(TimeoutError):  # ... and runs nothing
-        wait_for_history(comfyui.url, answer["prompt_id"], timeout=20)
+        wait_for_history(comfyui.url, answer["prompt_id"], timeout=12)
