@@ -37,8 +37,9 @@ from typing import Any, Optional, cast
 from gpuhost.comfyui.node_hooks import HOOKS, Hook, HookContext, call_hook
 
 COMFYUI_VERSION = "0.3.64"
-# what the RecursionError says: a classic node gives out in a call from C, a V3 node in its Python
-# (measured on 0.3.64 under CPython 3.11)
+# what the RecursionError says: a classic node gives out in a call from C, a V3 node mostly in its
+# Python (measured on 0.3.64 under CPython 3.11; for V3 nodes it changes with what the server has
+# cached of the class, so only the first words are certain)
 RECURSION_MESSAGE = "maximum recursion depth exceeded"
 RECURSION_MESSAGE_V1 = "maximum recursion depth exceeded while calling a Python object"
 # Measured against 0.3.64 under CPython 3.11 with chains of linked nodes (the live workflow tests keep

@@ -28,7 +28,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 
 from gpuhost.comfyui.http import get_json
-from gpuhost.comfyui.validation import DEPTH_MARGIN
+from gpuhost.comfyui.validation import DEPTH_MARGIN, RECURSION_MESSAGE
 from gpuhost.comfyui.workflow import check_object_info
 from tests.support.paths import REPO
 from tests.support.workflow_diff import (
@@ -40,6 +40,7 @@ from tests.support.workflow_diff import (
     png_8x8,
     post_prompt,
     predict,
+    seed_cases,
     settle,
     upload_image,
     variants,
@@ -216,6 +217,18 @@ def test_check_predicts_comfyuis_answer_to_workflow_variants(comfyui: LiveComfyU
                                                              record_replay: list[dict[str, Any]]) -> None:
     seen: dict[str, int] = {}
 
+    def compare(what: str, body: dict[str, Any]) -> None:
+        report = predict(body, object_info)
+        status, answer = post_prompt(comfyui.url, body)
+        settle(comfyui.url)
+        record_replay.append({"what": what, "body": body, "status": status, "answer": without_tracebacks(answer)})
+        seen[f"{status}"] = seen.get(f"{status}", 0) + 1
+        problems = differences(report, status, answer)
+        assert not problems, f"{what}\n{json.dumps(body)[:2000]}\n" + "\n".join(problems)
+
+    for what, body in seed_cases():
+        compare(what, body)
+
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
     @given(case=variants(object_info))
     def check(case: tuple[str, dict[str, Any]]) -> None:
@@ -223,12 +236,7 @@ def test_check_predicts_comfyuis_answer_to_workflow_variants(comfyui: LiveComfyU
         report = predict(body, object_info)
         # what check warns would stop ComfyUI's worker is not queued here (the last test queues one)
         assume(not (report.comfyui_status == 200 and any(w.type == "stops_worker" for w in report.warnings)))
-        status, answer = post_prompt(comfyui.url, body)
-        settle(comfyui.url)
-        record_replay.append({"what": what, "body": body, "status": status, "answer": without_tracebacks(answer)})
-        seen[f"{status}"] = seen.get(f"{status}", 0) + 1
-        problems = differences(report, status, answer)
-        assert not problems, f"{what}\n{json.dumps(body)[:2000]}\n" + "\n".join(problems)
+        compare(what, body)
 
     check()
     assert set(seen) == {"200", "400"}, seen  # both verdicts came up
@@ -269,7 +277,10 @@ def test_chains_are_refused_where_comfyuis_recursion_gives_out(comfyui: LiveComf
     [(node, entry)] = answer["node_errors"].items()
     [(predicted_node, predicted_entry)] = report.comfyui_response["node_errors"].items()
     assert [e["type"] for e in entry["errors"]] == ["exception_during_inner_validation"]
-    assert entry["errors"][0]["details"] == predicted_entry["errors"][0]["details"]
+    # "maximum recursion depth exceeded", and " while calling a Python object" where the limit is met in a
+    # call from C: for V3 nodes that changes with what the server has cached of them
+    assert entry["errors"][0]["details"].startswith(RECURSION_MESSAGE)
+    assert predicted_entry["errors"][0]["details"].startswith(RECURSION_MESSAGE)
     # the frame that records it depends on how much stack the server's own calls take (measured: exact)
     assert abs(int(node) - int(predicted_node)) <= DEPTH_MARGIN, (node, predicted_node)
 

@@ -158,6 +158,54 @@ def classes_used() -> set[str]:
     return (used | set(SWAP_CLASSES) | set(HOOKS)) - {"NoSuchNode", "saveimage"}
 
 
+def seed_cases(upload: str = UPLOAD_NAME) -> list[tuple[str, dict[str, Any]]]:
+    """Hand-picked variants the differential test POSTs before the generated ones: each of ComfyUI's
+    error types at least once, on nodes of both APIs, whatever hypothesis happens to draw."""
+    t = templates(upload)
+
+    def changed(name: str, **changes: Any) -> dict[str, Any]:
+        graph = copy.deepcopy(t[name])
+        for where, value in changes.items():
+            node_id, _, input_name = where.partition("__")
+            node_id = node_id.lstrip("n")
+            if value is _DROP:
+                del graph[node_id]["inputs"][input_name]
+            else:
+                graph[node_id]["inputs"][input_name] = value
+        return graph
+
+    image = t["image"]
+    cycle = copy.deepcopy(image)
+    cycle["2"]["inputs"]["image"] = ["4", 0]
+    return [
+        ("seed: V3 FLOAT above max", {"prompt": changed("image", n4__blend_factor=2.0)}),
+        ("seed: V1 INT below min", {"prompt": changed("image", n1__width=0)}),
+        ("seed: V3 INT above max", {"prompt": changed("text", n8__blur_radius=99)}),
+        ("seed: INT from text", {"prompt": changed("image", n1__width="abc")}),
+        ("seed: FLOAT from 1e400", {"prompt": changed("latent", n3__multiplier="1e400")}),
+        ("seed: not in a classic list", {"prompt": changed("files", n2__upscale_method="nope")}),
+        ("seed: V3 COMBO unchecked", {"prompt": changed("image", n4__blend_mode="nope")}),
+        ("seed: a file that is not there", {"prompt": changed("files", n1__image="missing.png")}),
+        ("seed: camera all zero", {"prompt": changed("camera", n1__horizontal_movement=0.0)}),
+        ("seed: required input missing", {"prompt": changed("image", n1__width=_DROP)}),
+        ("seed: bad linked input", {"prompt": changed("image", n2__image=["1"])}),
+        ("seed: V1 type mismatch", {"prompt": changed("latent", n8__images=["1", 0])}),
+        ("seed: V3 type mismatch", {"prompt": changed("v3", n5__alpha=["1", 0])}),
+        ("seed: link to a missing node", {"prompt": changed("image", n3__images=["999", 0])}),
+        ("seed: inner link to a missing node", {"prompt": changed("image", n2__image=["999", 0])}),
+        ("seed: slot past the end", {"prompt": changed("image", n2__image=["1", 3])}),
+        ("seed: unknown node", {"prompt": {**image, "9": _node("NoSuchNode")}}),
+        ("seed: no class_type", {"prompt": {**image, "9": {"inputs": {}}}}),
+        ("seed: no output to run", {"prompt": image, "partial_execution_targets": []}),
+        ("seed: the broken output not asked for",
+         {"prompt": changed("image", n4__blend_factor=-1), "partial_execution_targets": ["3"]}),
+        ("seed: a cycle", {"prompt": cycle}),
+    ]
+
+
+_DROP = object()
+
+
 # --- values and links ---------------------------------------------------------------------
 
 ODD = [None, True, False, {}, "", "x", [], [1, 2, 3], {"value": 1}]
