@@ -291,8 +291,13 @@ def print_workflow(report: WorkflowReport, console: Console | None = None) -> No
     title = f"workflow {report.path} against {report.server}/object_info (nothing queued)"
     if report.valid:
         console.print(shown(f"{title}: VALID, {report.nodes} nodes, outputs {', '.join(report.outputs)}", "green"))
+    else:
+        console.print(shown(f"{title}: {len(report.problems)} problem(s)", style="bold red"))
+    for warning in report.warnings:
+        console.print(shown(f"  warning: node {warning.node_id} ({warning.class_type}): {warning.message}",
+                            style="yellow"), highlight=False)
+    if report.valid:
         return
-    console.print(shown(f"{title}: {len(report.problems)} problem(s)", style="bold red"))
     for problem in report.problems:
         console.print(shown(f"  node {problem.node_id or '-'} {problem.class_type}".rstrip()), highlight=False)
         console.print(shown(f"    gpuhost says: {problem.sentence()}"), highlight=False)
@@ -301,4 +306,4 @@ def print_workflow(report: WorkflowReport, console: Console | None = None) -> No
             highlight=False,
         )
     console.print(f"POST /prompt would answer HTTP {report.comfyui_status}:", highlight=False)
-    console.print(shown(json.dumps(redact_all(report.comfyui_response))), highlight=False)
+    console.print(shown(json.dumps(redact_all(report.to_dict()["comfyui_would_answer"]["body"]))), highlight=False)
