@@ -29,7 +29,12 @@ STALE_THRESHOLD = "time() - gpuhost_check_timestamp_seconds > 300"
 
 
 def program(name: str) -> str:
-    path = shutil.which(name)
+    # each looked up by its literal name: tests/unit/test_setup_test_host.py finds the commands the suite runs
+    path = {
+        PROMTOOL: shutil.which(PROMTOOL),
+        PROMETHEUS: shutil.which(PROMETHEUS),
+        NODE_EXPORTER: shutil.which(NODE_EXPORTER),
+    }[name]
     if path is None:
         pytest.fail(f"{name} is not installed: scripts/setup-test-host installs it (Debian's prometheus packages)")
     return path
