@@ -36,7 +36,10 @@ VARIABLES = {
     # the exporter stays inside the container's own network namespace
     "gpuhost_metrics_node_exporter_listen_address": "127.0.0.1:9100",
     # no Docker in the container: the check says so without waiting for a socket
-    "gpuhost_metrics_check_args": ["--docker-host", "unix:///run/gpuhost-test-no-docker.sock"],
+    # with a space, a `%` and a `$` in an argument: the unit quotes and escapes each one
+    "gpuhost_metrics_check_args": [
+        "--docker-host", "unix:///run/gpuhost-test-no-docker.sock", "--daemon-json", "/etc/docker/daemon %i $X.json",
+    ],
 }
 
 
@@ -119,6 +122,10 @@ def test_check_mode_converge_idempotence_and_the_units(container: str, tmp_path:
     assert inside("systemctl", "is-enabled", "gpuhost-metrics.timer").stdout.strip() == "enabled"
     assert inside("systemctl", "is-active", "gpuhost-metrics.timer").stdout.strip() == "active"
     assert inside("systemctl", "is-active", "prometheus-node-exporter.service").stdout.strip() == "active"
+
+    exec_start = inside("systemctl", "show", "-p", "ExecStart", "gpuhost-metrics.service").stdout
+    # one argument, its `%` no specifier; systemd shows `$$` as written and passes `$` (systemd.service(5))
+    assert "--daemon-json /etc/docker/daemon %i $$X.json ;" in exec_start, exec_start
 
     # the service as the timer starts it: node_exporter serves what it wrote
     result = start_service()
