@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Optional
 
 import typer
@@ -10,6 +11,7 @@ from gpuhost.check import CheckOptions, add_findings, run_check
 from gpuhost.cli.common import EXIT_CODES_HELP, docker_host_option, docs_epilog, emit_json, errors_to_exit, shown
 from gpuhost.comfyui.facts import ready_comfyui_url
 from gpuhost.comfyui.workflow import check_workflow, load_workflow, workflow_findings
+from gpuhost.metrics.report import render_report
 from gpuhost.model import Finding, Severity, UsageError
 from gpuhost.redact import redact_all
 
@@ -29,6 +31,13 @@ AREA_ORDER = ("gpu", "bpf", "docker", "toolkit", "cdi", "devices", "storage", "e
 
 def check(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (schema gpuhost.check/v1)."),
+    output_format: str = typer.Option(
+        "table",
+        "--format",
+        metavar="table|json|prometheus",
+        help="table (default), json (as --json) or prometheus: this host's metrics in Prometheus' text format "
+        "(docs/monitoring.md).",
+    ),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
     min_free_gb: float = typer.Option(
         20.0, "--min-free-gb", help="Fail when Docker's data-root has less free space than this (GiB)."
@@ -105,8 +114,20 @@ def check(
       gpuhost check -i inventories/prod --limit 'gpu_hosts:!gpu-07' --forks 20 --json
 
       gpuhost check --workflow sd15-txt2img.api.json
+
+      gpuhost check --format prometheus
     """
-    with errors_to_exit(as_json):
+    with errors_to_exit(as_json or output_format == "json"):
+        if output_format not in ("table", "json", "prometheus"):
+            raise UsageError(f"--format {output_format!r}: choose table, json or prometheus")
+        if as_json and output_format not in ("table", "json"):
+            raise UsageError(f"--json and --format {output_format} ask for two outputs: give one")
+        as_json = as_json or output_format == "json"
+        if output_format == "prometheus" and (hosts or inventory):
+            raise UsageError(
+                "--format prometheus describes this host: on a fleet, each host's node_exporter serves its own "
+                "(roles/gpuhost_metrics)"
+            )
         options = CheckOptions.parse(
             root=root,
             dev_root=dev_root,
@@ -156,7 +177,9 @@ def check(
         else:
             print_fleet(fleet_report)
         raise typer.Exit(int(fleet_report.exit_code))
-    if as_json:
+    if output_format == "prometheus":
+        sys.stdout.write(render_report(report))
+    elif as_json:
         payload = report.to_dict()
         if workflow_report is not None:
             payload["workflow"] = workflow_report.to_dict()

@@ -148,6 +148,30 @@ def test_agent_facts_and_check_carry_no_secret(containers: dict[str, str]) -> No
         shutil.rmtree(directory)
 
 
+def test_prometheus_metrics_carry_no_secret(containers: dict[str, str], tmp_path: Path) -> None:
+    metrics = gpuhost("check", "--format", "prometheus")
+    assert_nothing_leaks(metrics)
+    for name in containers.values():  # the containers are there, as names only
+        assert f'gpuhost_comfyui_phase{{container="{name}",phase="failed"}}' in metrics.stdout
+    directory = Path(tempfile.mkdtemp(prefix=PREFIX))
+    try:
+        os.chmod(directory, 0o755)
+        agent, _ = build_zipapp(directory / "gpuhost-agent.pyz")
+        textfile = tmp_path / "textfile"
+        textfile.mkdir()
+        written = run(
+            SYSTEM_PYTHON, str(agent), "check", "--format", "prometheus", "--textfile-directory", str(textfile)
+        )
+        assert written.returncode == 0, written.stdout + written.stderr
+        assert_nothing_leaks(written)
+        for path in textfile.iterdir():
+            for place, secret in SECRET.items():
+                assert secret not in path.read_text(), f"{place} secret in {path.name}"
+        assert containers["loud"] in (textfile / "gpuhost.prom").read_text()
+    finally:
+        shutil.rmtree(directory)
+
+
 def test_wait_ready_on_a_hostile_log(containers: dict[str, str]) -> None:
     text = gpuhost("wait-ready", containers["loud"], "--timeout", "30s")
     assert text.returncode == 1, text.stdout + text.stderr

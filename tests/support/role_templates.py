@@ -19,7 +19,8 @@ from tests.support.paths import REPO
 
 ROLES = REPO / "roles"
 SYSTEMD_FILTERS = ROLES / "gpuhost_agent" / "filter_plugins" / "systemd_unit.py"
-UNIT_SUFFIXES = (".service.j2", ".mount.j2", ".timer.j2", ".socket.j2", ".path.j2", ".target.j2")
+# units, and drop-ins (NAME.service.d/*.conf)
+UNIT_SUFFIXES = (".service.j2", ".mount.j2", ".timer.j2", ".socket.j2", ".path.j2", ".target.j2", ".conf.j2")
 # Ansible's versions of these wrap Jinja's for its lazy templating; Jinja's own behave the same on plain data
 JINJA_BUILTINS_KEPT = ("map", "select", "reject", "selectattr", "rejectattr", "default", "d", "groupby")
 

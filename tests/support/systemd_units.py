@@ -34,7 +34,8 @@ UNIT_LIST_SETTINGS = frozenset(
     {"Wants", "Requires", "Requisite", "BindsTo", "PartOf", "Upholds", "Conflicts", "Before", "After", "OnFailure",
      "OnSuccess", "WantedBy", "RequiredBy", "UpheldBy", "Also", "Alias"}
 )
-PATH_LIST_SETTINGS = frozenset({"RequiresMountsFor"})
+# lists of paths, each word unquoted first (a prefix like `-` inside the quotes, as namespace paths take it)
+PATH_LIST_SETTINGS = frozenset({"RequiresMountsFor", "ReadWritePaths", "ReadOnlyPaths", "InaccessiblePaths"})
 CONDITION_PREFIXES = ("Condition", "Assert")
 
 Meaning = Union[str, tuple[object, ...]]

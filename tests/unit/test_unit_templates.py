@@ -108,6 +108,26 @@ CASES = [
         "nvidia_container_toolkit/templates/gpuhost-cdi-generate.service.j2", {"spec": "value"},
         lambda v: {"nvidia_container_toolkit_cdi_fallback_spec": v["spec"]}, lambda v: "gpuhost-cdi-generate.service",
     ),
+    Case(
+        "gpuhost_metrics/templates/gpuhost-metrics.service.j2", {"agent": "program", "directory": "path",
+                                                                  "arg0": "word", "arg1": "word"},
+        lambda v: {"gpuhost_agent_bin": v["agent"], "gpuhost_metrics_textfile_directory": v["directory"],
+                   "gpuhost_metrics_check_args": [v["arg0"], v["arg1"]]},
+        lambda v: "gpuhost-metrics.service",
+    ),
+    Case(
+        "gpuhost_metrics/templates/gpuhost-metrics.timer.j2", {"interval": "value"},
+        lambda v: {"gpuhost_metrics_interval": v["interval"]}, lambda v: "gpuhost-metrics.timer",
+    ),
+    # a drop-in of node_exporter's unit: verified as a service of its own
+    Case(
+        "gpuhost_metrics/templates/node-exporter-gpuhost.conf.j2", {"agent": "program", "directory": "word",
+                                                                     "listen": "word"},
+        lambda v: {"__gpuhost_metrics_binary": v["agent"], "__gpuhost_metrics_pass_args": True,
+                   "gpuhost_metrics_textfile_directory": v["directory"],
+                   "gpuhost_metrics_node_exporter_listen_address": v["listen"]},
+        lambda v: "node-exporter-gpuhost.service",
+    ),
 ]
 
 
@@ -122,7 +142,7 @@ def test_every_value_in_a_unit_template_goes_through_a_systemd_filter(template: 
     expressions = re.findall(r"{{(.*?)}}", source, flags=re.DOTALL)
     assert expressions
     unfiltered = [e.strip() for e in expressions
-                  if e.strip() != "ansible_managed" and not re.search(r"\|\s*systemd_\w+\s*$", e.strip())]
+                  if e.strip() != "ansible_managed" and not re.search(r"\|\s*systemd_\w+(\([^()]*\))?\s*$", e.strip())]
     assert not unfiltered, unfiltered
     assert "{{ ansible_managed }}" not in source.replace("# {{ ansible_managed }}", "")
 
@@ -301,6 +321,25 @@ def test_systemd_exec_quotes_what_needs_it(argv: list[object], line: str) -> Non
 
 
 @pytest.mark.parametrize(
+    ("paths", "prefix", "line"),
+    [
+        (["/var/lib/x"], "", "/var/lib/x"),
+        (["/var/lib/x", "/srv/two words"], "-", '-/var/lib/x "-/srv/two words"'),
+        (["/srv/100%"], "-", "\"-/srv/100%%\""),
+        (['/srv/q"'], "+", '"+/srv/q\\""'),
+    ],
+)
+def test_systemd_paths_puts_the_prefix_inside_the_quotes(paths: list[str], prefix: str, line: str) -> None:
+    assert systemd_filters().systemd_paths(paths, prefix) == line
+
+
+@pytest.mark.parametrize("prefix", ["!", "--", " -", "-\n", "~"], ids=ascii)
+def test_systemd_paths_refuses_other_prefixes(prefix: str) -> None:
+    with pytest.raises(AnsibleFilterError, match="the prefix"):
+        systemd_filters().systemd_paths(["/var/lib/x"], prefix)
+
+
+@pytest.mark.parametrize(
     "argv",
     [[], "/usr/bin/x", ["-/usr/bin/x"], ["@/usr/bin/x"], ["usr/bin/x"], ["/usr/../bin/x"], ["/usr//bin/x"],
      ["/usr/bin/x", "a\nb"], ["/usr/bin/x", None], ["/usr/bin/x", True], ["/usr/bin/x", {"a": 1}],
@@ -417,6 +456,6 @@ def test_systemd_reads_every_unit_as_written(text: str, tmp_path: Path) -> None:
                 assert dumped.get(key) == [_dumped(key, value)], (key, dumped.get(key))
             elif key == "RequiresMountsFor":
                 assert {f"{p} (origin-file)" for p in value} <= set(dumped.get(key))  # type: ignore[union-attr]
-            elif key.startswith("Exec") and "<%" not in str(value):
+            elif key.startswith("Exec") and "<%" not in str(value) and value:  # `ExecStart=` alone resets
                 commands = [tuple(map(resolve_variables, argv)) for argv in dumped.commands[key]]
                 assert commands == [argv for _, argv in value]  # type: ignore[union-attr]

@@ -33,6 +33,9 @@ class ModelsFacts:
     directory: str = ""
     files: list[ModelFileFacts] = field(default_factory=list)
     error: str = ""
+    # the filesystem of the models directory (its nearest existing parent): free and total bytes
+    free_bytes: Optional[int] = None
+    total_bytes: Optional[int] = None
 
 
 def collect_models(root: str = "/", record: str = DEFAULT_RECORD) -> ModelsFacts:
@@ -57,10 +60,23 @@ def collect_models(root: str = "/", record: str = DEFAULT_RECORD) -> ModelsFacts
         facts.error = f"{record}: not a models record ({type(exc).__name__}: {exc})"
         return facts
     directory = os.path.join(root, facts.directory.lstrip("/"))
+    facts.free_bytes, facts.total_bytes = _space(directory, root)
     for model in models:
         state = check_local(model, model.local_path(directory), hash_files=False)
         facts.files.append(ModelFileFacts(model.folder, model.name, model.size, state.status, state.problem))
     return facts
+
+
+def _space(directory: str, root: str) -> tuple[Optional[int], Optional[int]]:
+    """Free (for unprivileged users, as `df` shows it) and total bytes where the directory is or will be."""
+    probe = directory
+    while not os.path.exists(probe) and len(probe) > len(root.rstrip("/")) + 1:
+        probe = os.path.dirname(probe)
+    try:
+        stats = os.statvfs(probe)
+    except OSError:
+        return None, None
+    return stats.f_bavail * stats.f_frsize, stats.f_blocks * stats.f_frsize
 
 
 def _optional(value: object) -> Optional[str]:

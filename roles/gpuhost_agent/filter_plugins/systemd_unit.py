@@ -52,10 +52,10 @@ def _fail(value: object, why: str) -> AnsibleFilterError:
     return AnsibleFilterError(f"cannot write {shown} into a systemd unit: {why}")
 
 
-def _refusing(check: Callable[[Any], str]) -> Callable[[Any], str]:
-    def filter_(value: Any) -> str:
+def _refusing(check: Callable[..., str]) -> Callable[..., str]:
+    def filter_(value: Any, *args: Any) -> str:
         try:
-            return check(value)
+            return check(value, *args)
         except _Refused as refused:
             raise _fail(value, str(refused)) from None
 
@@ -137,10 +137,18 @@ def _sequence(value: object, what: str) -> Sequence[Any]:
     return value
 
 
+# what ReadWritePaths= and its kin take before a path: `-` (ignore a missing path), `+` (the host's root)
+PATH_PREFIXES = ("", "-", "+", "-+", "+-")
+
+
 @_refusing
-def systemd_paths(values: object) -> str:
-    """A space-separated list of absolute paths (RequiresMountsFor=), each one word."""
-    return " ".join(_specifiers(_quote_word(_normal_path(_word(value)))) for value in _sequence(values, "the paths"))
+def systemd_paths(values: object, prefix: str = "") -> str:
+    """A space-separated list of absolute paths (RequiresMountsFor=, ReadWritePaths=), each one word,
+    with `prefix` inside its quotes (`-`: a missing path is ignored)."""
+    if prefix not in PATH_PREFIXES:
+        raise _Refused(f"the prefix {prefix!r} is none of {', '.join(repr(p) for p in PATH_PREFIXES)}")
+    return " ".join(_specifiers(_quote_word(prefix + _normal_path(_word(value))))
+                    for value in _sequence(values, "the paths"))
 
 
 @_refusing
