@@ -110,8 +110,9 @@ def print_plan(result: StoragePlan) -> None:
                 verdict = shown("forced", style="yellow").append(shown(f": {reasons}"))
         else:
             verdict = shown("refused", style="red").append(shown(f": {reasons}"))
-        identity = " / ".join(x for x in (disk.model, disk.ebs_volume_id or disk.serial) if x)
-        table.add_row(shown(disk.path), f"{disk.size_bytes / 1e9:.0f} GB", shown(disk.device_class),
+        device = disk.device
+        identity = " / ".join(x for x in (device.model, device.ebs_volume_id or device.serial) if x)
+        table.add_row(shown(disk.path), f"{device.size_bytes / 1e9:.0f} GB", shown(device.device_class),
                       shown(printable(identity)), verdict)
     console.print(table)
     if not result.disks:

@@ -236,7 +236,7 @@ def _wipe_forced(plan: StoragePlan, runner: Runner, check: bool, result: EnsureR
             if not check:
                 runner(["wipefs", "--all", disk.path])
                 disk.signatures = []
-                disk.partitions = []
+                disk.device.partitions = []
 
 
 def _mkfs(target: str, label: str, runner: Runner, check: bool, result: EnsureResult) -> None:

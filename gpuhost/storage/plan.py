@@ -61,20 +61,25 @@ class Refusal:
 
 @dataclass
 class DiskInspection:
+    """One disk as the plan judged it: the block device as /sys describes it, and what the plan found on
+    it and around it."""
+
     path: str  # as named by the user, or /dev/<name> when discovered
-    name: str  # kernel name (nvme1n1, loop3)
-    size_bytes: int = 0
-    model: str = ""
-    serial: str = ""
-    device_class: str = ""
-    ebs_volume_id: str = ""
+    # a path /sys lists no whole disk for (a partition, a missing disk) keeps only its name, and no class
+    device: BlockDevice
     signatures: list[Signature] = field(default_factory=list)
+    # mounts of the disk, of its partitions and of what is stacked on them (md, dm, LVM)
     mountpoints: list[str] = field(default_factory=list)
+    # every device stacked on the disk or on one of its partitions, not only the direct ones
     holders: list[str] = field(default_factory=list)
-    partitions: list[str] = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)
     forced: bool = False
     ours: bool = False  # holds the role's own filesystem or array membership
+
+    @property
+    def name(self) -> str:
+        """The kernel name (nvme1n1, loop3)."""
+        return self.device.name
 
     @property
     def accepted(self) -> bool:
@@ -82,10 +87,31 @@ class DiskInspection:
 
     @property
     def blank(self) -> bool:
-        return not self.signatures and not self.partitions
+        return not self.signatures and not self.device.partitions
 
     def reasons(self) -> str:
         return "; ".join(r.message for r in self.refusals)
+
+    def to_dict(self) -> dict[str, Any]:
+        """One entry of the plan's `disks`: the device's identity flattened in beside the verdict."""
+        device = self.device
+        return {
+            "path": self.path,
+            "name": device.name,
+            "size_bytes": device.size_bytes,
+            "model": device.model,
+            "serial": device.serial,
+            "device_class": device.device_class,
+            "ebs_volume_id": device.ebs_volume_id,
+            "signatures": to_jsonable(self.signatures),
+            "mountpoints": self.mountpoints,
+            "holders": self.holders,
+            "partitions": device.partitions,
+            "refusals": to_jsonable(self.refusals),
+            "forced": self.forced,
+            "ours": self.ours,
+            "accepted": self.accepted,
+        }
 
 
 PATH_MAX = 4096
@@ -291,11 +317,6 @@ class StoragePlan:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON both `gpuhost storage plan --json` and the agent's storage-plan print: what the role reads."""
-        disks = []
-        for disk in self.disks:
-            entry = to_jsonable(disk)
-            entry["accepted"] = disk.accepted
-            disks.append(entry)
         return {
             "ok": self.ok,
             "selection": self.selection,
@@ -304,7 +325,7 @@ class StoragePlan:
             "mount_path": self.request.mount_path,
             "mount_source": self.mount_source,
             "mount_unit": self.mount_unit,
-            "disks": disks,
+            "disks": [disk.to_dict() for disk in self.disks],
             "refused": [{"path": d.path, "reasons": [r.message for r in d.refusals]} for d in self.refused],
             "errors": self.errors,
             "actions": self.actions,
@@ -473,20 +494,18 @@ def inspect_disk(
     several: bool = False,
 ) -> DiskInspection:
     """Every check on one disk. Pure given its inputs: the sysfs reads go through `root`."""
-    disk = DiskInspection(path=path, name=name, forced=path in request.force)
-    if device is not None:
-        disk.size_bytes = device.size_bytes
-        disk.model = device.model
-        disk.serial = device.serial
-        disk.device_class = device.device_class
-        disk.ebs_volume_id = device.ebs_volume_id
-        disk.partitions = list(device.partitions)
-    disk.signatures = list(report.signatures)
+    disk = DiskInspection(
+        path=path,
+        device=device if device is not None else BlockDevice(name=name, device_class=""),
+        signatures=list(report.signatures),
+        forced=path in request.force,
+    )
+    partitions = disk.device.partitions
     holders = _holder_tree(name, root)
-    for partition in disk.partitions:  # an LVM PV or md member on a partition holds the disk too
+    for partition in partitions:  # an LVM PV or md member on a partition holds the disk too
         holders |= _holder_tree(partition, root)
     disk.holders = sorted(holders)
-    disk.mountpoints = _mountpoints_of({name, *disk.partitions, *disk.holders}, mounts, root)
+    disk.mountpoints = _mountpoints_of({name, *partitions, *disk.holders}, mounts, root)
     ours_fs = bool(disk.signatures) and all(our_filesystem(s, request.label) for s in disk.signatures)
     ours_md = bool(disk.signatures) and all(our_array_member(s, request.array_name) for s in disk.signatures)
     # one disk carries the filesystem itself; several are members of the array that carries it
@@ -510,7 +529,7 @@ def inspect_disk(
     foreign_mounts = [m for m in disk.mountpoints if not (disk.ours and os.path.normpath(m) == own_mount)]
     if foreign_mounts:
         refuse("mounted", f"is mounted at {', '.join(sorted(foreign_mounts))}", False)
-    if name in swaps or any(p in swaps for p in disk.partitions):
+    if name in swaps or any(p in swaps for p in partitions):
         refuse("swap", "is in use as swap", False)
     foreign_holders = [h for h in disk.holders if not (ours_md and h.startswith("md"))]
     if foreign_holders:
@@ -521,10 +540,10 @@ def inspect_disk(
         refuse("empty", "has size 0 (no medium, or an unused loop device)", False)
     for error in report.errors:
         refuse("unreadable", f"signatures could not be read ({error})", False)
-    if disk.device_class == "ebs":
-        refuse("ebs", f"is an EBS volume ({disk.ebs_volume_id or disk.serial}), not instance store", True)
-    if disk.partitions:
-        refuse("partitions", f"has partitions ({', '.join(disk.partitions)})", True)
+    if device.device_class == "ebs":
+        refuse("ebs", f"is an EBS volume ({device.ebs_volume_id or device.serial}), not instance store", True)
+    if partitions:
+        refuse("partitions", f"has partitions ({', '.join(partitions)})", True)
     if disk.signatures and not disk.ours:
         kinds = ", ".join(
             f"{s.type}" + (f" labelled {s.label!r}" if s.label else "") + f" ({s.usage})" for s in disk.signatures

@@ -141,11 +141,13 @@ def test_errors_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_storage_plan(monkeypatch: pytest.MonkeyPatch) -> None:
     from gpuhost.cli import storage as storage_cli
+    from gpuhost.facts.storage import BlockDevice
     from gpuhost.storage.plan import DiskInspection, Refusal, StoragePlan, StorageRequest
 
     out, buffer = console()
     monkeypatch.setattr("rich.console.Console", lambda *a, **k: out)
-    disk = DiskInspection(path="/dev/nvme1n1", name="nvme1n1", model=f"Amazon{EVIL}", serial=f"AWS{EVIL}",
+    device = BlockDevice(name="nvme1n1", model=f"Amazon{EVIL}", serial=f"AWS{EVIL}")
+    disk = DiskInspection(path="/dev/nvme1n1", device=device,
                           refusals=[Refusal("signature", f"/dev/nvme1n1: holds {EVIL}", True)])
     plan = StoragePlan(request=StorageRequest(), selection="devices", disks=[disk], errors=[f"refused {EVIL}"],
                        actions=[f"mkfs {EVIL}"])

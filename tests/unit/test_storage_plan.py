@@ -66,7 +66,7 @@ def test_g6e_xlarge_picks_its_instance_store_disk_and_never_the_root_ebs_volume(
     assert plan.ok, plan.errors
     assert plan.selection == "instance-store"
     assert [d.name for d in plan.disks] == ["nvme1n1"]
-    disk = plan.disks[0]
+    disk = plan.disks[0].device
     assert disk.model == "Amazon EC2 NVMe Instance Storage"
     assert disk.serial == "AWS22D85D10F8CBA2B2C"
     assert disk.size_bytes == 250_000_000_000
