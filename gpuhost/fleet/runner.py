@@ -12,9 +12,8 @@ from gpuhost.fleet.remote import Agent, collect_remote_facts, facts_arguments
 from gpuhost.fleet.report import FleetReport, HostResult, host_failure
 from gpuhost.fleet.ssh import ConnectFailure, Connector, load_ssh_config, ssh_config_name
 from gpuhost.fleet.targets import Target
-from gpuhost.hostfacts import CollectOptions, HostFacts
+from gpuhost.hostfacts import HostFacts
 from gpuhost.model import UsageError
-from gpuhost.rules import RuleOptions
 from gpuhost.serde import from_jsonable
 from gpuhost.units import positive_number
 
@@ -26,15 +25,15 @@ MAX_FORKS = 1000
 
 @dataclass
 class FleetOptions:
+    """How to reach the hosts, and the check to run on each of them."""
+
     forks: int = DEFAULT_FORKS
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     timeout: float = DEFAULT_TIMEOUT
     accept_new_host_keys: bool = False
     become: bool = False
     ssh_config: str | None = None
-    collect: CollectOptions = field(default_factory=CollectOptions)
-    rules: RuleOptions = field(default_factory=RuleOptions)
-    strict: bool = False
+    check: CheckOptions = field(default_factory=CheckOptions)
 
     @classmethod
     def parse(
@@ -52,7 +51,6 @@ class FleetOptions:
             raise UsageError(
                 f"--forks must be a whole number from 1 to {MAX_FORKS}, got {forks!r}", "Example: --forks 20"
             )
-        check = check or CheckOptions()
         return cls(
             forks=forks,
             connect_timeout=positive_number(connect_timeout, "--connect-timeout", maximum=3600),
@@ -60,9 +58,7 @@ class FleetOptions:
             accept_new_host_keys=accept_new_host_keys,
             become=become,
             ssh_config=ssh_config,
-            collect=check.collect,
-            rules=check.rules,
-            strict=check.strict,
+            check=check or CheckOptions(),
         )
 
 
@@ -93,7 +89,7 @@ def run_fleet(targets: list[Target], options: FleetOptions | None = None) -> Fle
                 name = ssh_config_name(target.ssh_config_file or options.ssh_config)
                 raise UsageError(f"ssh config {name}: {exc}", exc.remedy) from None
     agent = Agent.build() if any(t.is_ssh and not t.unsupported for t in targets) else None
-    args = facts_arguments(options.collect)
+    args = facts_arguments(options.check.collect)
     try:
         workers = max(1, min(options.forks, len(targets)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gpuhost-fleet") as pool:
@@ -102,7 +98,7 @@ def run_fleet(targets: list[Target], options: FleetOptions | None = None) -> Fle
         connector.close()
     return FleetReport(
         hosts=hosts,
-        strict=options.strict,
+        strict=options.check.strict,
         forks=options.forks,
         duration_ms=round((time.perf_counter() - start) * 1000, 1),
     )
@@ -123,12 +119,13 @@ def check_target(
                 "Use playbooks/check.yml for hosts reached another way.",
             )
         if target.is_local:
-            result.report = run_check(options.collect, options.rules, options.strict)
+            check = options.check
+            result.report = run_check(check.collect, check.rules, check.strict)
             result.agent = "local"
         else:
             assert agent is not None
             facts = _remote_facts(target, connector, agent, args, deadline, result)
-            result.report = report_for(facts, options.rules, options.strict)
+            result.report = report_for(facts, options.check.rules, options.check.strict)
     except ConnectFailure as failure:
         result.failure = host_failure(failure.finding_id, failure.message, failure.remedy, failure.evidence)
     except Exception as exc:  # one host's surprise must not end the fleet's run
