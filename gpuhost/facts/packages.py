@@ -9,8 +9,8 @@ import re
 from dataclasses import dataclass, field
 
 from gpuhost import userfile
+from gpuhost.facts import dpkg
 
-DPKG_STATUS = "var/lib/dpkg/status"
 APT_CONF_DIR = "etc/apt/apt.conf.d"
 REBOOT_REQUIRED_PKGS = ("run/reboot-required.pkgs", "var/run/reboot-required.pkgs")
 VERSIONLOCK_LIST = "etc/dnf/plugins/versionlock.list"
@@ -67,22 +67,6 @@ def _read(root: str, relative: str) -> str | None:
     return userfile.read_host_prefix(os.path.join(root, relative), MAX_FILE)
 
 
-def parse_dpkg_packages(text: str) -> dict[str, tuple[str, bool]]:
-    """Installed packages -> (version, held) from /var/lib/dpkg/status."""
-    packages: dict[str, tuple[str, bool]] = {}
-    for stanza in text.split("\n\n"):
-        fields: dict[str, str] = {}
-        for line in stanza.splitlines():
-            if line and not line[0].isspace() and ":" in line:
-                key, _, value = line.partition(":")
-                fields[key] = value.strip()
-        status = fields.get("Status", "").split()
-        name = fields.get("Package")
-        if name and len(status) == 3 and status[2] == "installed":
-            packages[name] = (fields.get("Version", ""), status[0] == "hold")
-    return packages
-
-
 _COMMENT_RE = re.compile(r"^\s*(//|#(?!include|clear)).*$", re.MULTILINE)
 _PERIODIC_RE = re.compile(r'APT::Periodic::Unattended-Upgrade\s+"(?P<value>[^"]*)"\s*;')
 _BLACKLIST_RE = re.compile(r"Unattended-Upgrade::Package-Blacklist\s*\{(?P<body>[^}]*)\}", re.DOTALL)
@@ -132,16 +116,15 @@ def nvml_library_versions(root: str) -> list[str]:
 
 def collect_packages(root: str = "/") -> PackageFacts:
     facts = PackageFacts()
-    status = _read(root, DPKG_STATUS)
-    if status is not None:
+    packages = dpkg.read_installed(root)
+    if packages is not None:
         facts.dpkg = True
-        packages = parse_dpkg_packages(status)
-        for name, (version, held) in sorted(packages.items()):
+        for name, package in sorted(packages.items()):
             if FABRICMANAGER_RE.match(name):
-                facts.fabricmanager_package, facts.fabricmanager_version = name, version
+                facts.fabricmanager_package, facts.fabricmanager_version = name, package.version
             if DRIVER_PACKAGE_RE.search(name) and not NOT_DRIVER_RE.search(name):
-                facts.driver_packages[name] = version
-                if held:
+                facts.driver_packages[name] = package.version
+                if package.held:
                     facts.held.append(name)
         facts.unattended_upgrades_installed = "unattended-upgrades" in packages
         facts.unattended_upgrade_periodic, facts.unattended_blacklist = parse_apt_conf(_apt_conf_texts(root))

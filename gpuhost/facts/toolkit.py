@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpuhost import userfile
+from gpuhost.facts import dpkg
 
 try:
     import tomllib
@@ -62,19 +63,6 @@ class ToolkitFacts:
     no_cgroups: bool | None = None
 
 
-def parse_dpkg_status(text: str, wanted: tuple[str, ...] = PACKAGES) -> dict[str, str]:
-    versions: dict[str, str] = {}
-    for stanza in text.split("\n\n"):
-        fields: dict[str, str] = {}
-        for line in stanza.splitlines():
-            if line and not line[0].isspace() and ":" in line:
-                key, _, value = line.partition(":")
-                fields[key] = value.strip()
-        if fields.get("Package") in wanted and fields.get("Status", "").endswith(" installed"):
-            versions[fields["Package"]] = fields.get("Version", "")
-    return versions
-
-
 _CTK_VERSION = re.compile(r"version\s+(\d+\.\d+\.\d+\S*)", re.IGNORECASE)
 
 
@@ -114,8 +102,8 @@ def collect_toolkit(root: str = "/", path: str | None = None) -> ToolkitFacts:
         if found:
             facts.binaries[binary] = found
 
-    status = userfile.read_host_text(os.path.join(root, "var/lib/dpkg/status"), userfile.HOST_DATABASE_MAX)
-    facts.packages = parse_dpkg_status(status) if status is not None else {}
+    installed = dpkg.read_installed(root) or {}
+    facts.packages = {name: package.version for name, package in installed.items() if name in PACKAGES}
     for package in ("nvidia-container-toolkit-base", "nvidia-container-toolkit"):
         if package in facts.packages:
             facts.version = _upstream(facts.packages[package])

@@ -11,11 +11,13 @@ import pytest
 
 from gpuhost.facts.cdi import collect_cdi
 from gpuhost.facts.devices import collect_devices
+from gpuhost.facts.dpkg import parse_status
 from gpuhost.facts.gpu import collect_gpu, parse_proc_driver_version
 from gpuhost.facts.kernel import cgroup_mode_from_mountinfo, collect_kernel
+from gpuhost.facts.packages import collect_packages
 from gpuhost.facts.source import SourceStatus
 from gpuhost.facts.storage import collect_block_devices, locate
-from gpuhost.facts.toolkit import collect_toolkit, parse_dpkg_status
+from gpuhost.facts.toolkit import collect_toolkit
 from tests.support.paths import FIXTURES, REPO, nvidia_gpu_present
 
 CAPTURED = FIXTURES / "hosts" / "debian12-hybrid"
@@ -149,7 +151,20 @@ def test_toolkit_facts_from_a_tree(tmp_path: Path) -> None:
 
 def test_dpkg_status_ignores_removed_packages() -> None:
     text = "Package: nvidia-container-toolkit\nStatus: deinstall ok config-files\nVersion: 1.17.0-1\n"
-    assert parse_dpkg_status(text) == {}
+    assert parse_status(text) == {}
+
+
+def test_a_held_package_counts_as_installed_for_both_collectors(tmp_path: Path) -> None:
+    (tmp_path / "var/lib/dpkg").mkdir(parents=True)
+    (tmp_path / "var/lib/dpkg/status").write_text(
+        "Package: nvidia-container-toolkit\nStatus: hold ok installed\nVersion: 1.20.0-1\n\n"
+        "Package: nvidia-driver-580-open\nStatus: hold ok installed\nVersion: 580.126.09-1\n\n"
+        "Package: nvidia-utils-580\nStatus: deinstall ok config-files\nVersion: 580.95.05-1\n"
+    )
+    assert collect_toolkit(str(tmp_path), path="/usr/bin").packages == {"nvidia-container-toolkit": "1.20.0-1"}
+    packages = collect_packages(str(tmp_path))
+    assert packages.driver_packages == {"nvidia-driver-580-open": "580.126.09-1"}
+    assert packages.held == ["nvidia-driver-580-open"]
 
 
 def test_cdi_specs_from_a_tree(tmp_path: Path) -> None:
