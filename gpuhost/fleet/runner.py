@@ -13,8 +13,7 @@ from gpuhost.fleet.report import FleetReport, HostResult, host_failure
 from gpuhost.fleet.ssh import ConnectFailure, Connector, load_ssh_config, ssh_config_name
 from gpuhost.fleet.targets import Target
 from gpuhost.hostfacts import HostFacts
-from gpuhost.model import UsageError
-from gpuhost.serde import from_jsonable
+from gpuhost.model import UsageError, from_jsonable
 from gpuhost.units import positive_number
 
 DEFAULT_FORKS = 5  # Ansible's default

@@ -22,9 +22,8 @@ from gpuhost.fleet.remote import Agent
 from gpuhost.fleet.ssh import load_ssh_config, resolve
 from gpuhost.fleet.targets import Target, parse_host_spec, parse_ssh_args
 from gpuhost.hostfacts import HostFacts, collect_host_facts
-from gpuhost.model import UsageError, to_jsonable
+from gpuhost.model import UsageError, from_jsonable, to_jsonable
 from gpuhost.rules import RuleOptions, RunAs
-from gpuhost.serde import from_jsonable
 
 REPO = Path(__file__).resolve().parents[2]
 

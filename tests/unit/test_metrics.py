@@ -20,9 +20,8 @@ from gpuhost.exposition import Family, escape_label_value, render
 from gpuhost.hostfacts import CollectOptions, HostFacts, collect_host_facts
 from gpuhost.metrics.report import render_report
 from gpuhost.metrics.textfile import CHECK_FILE, RUN_FILE
-from gpuhost.model import Finding, Severity
+from gpuhost.model import Finding, Severity, from_jsonable
 from gpuhost.rules import RuleOptions
-from gpuhost.serde import from_jsonable
 from tests.support.paths import FIXTURES
 from tests.support.prometheus import promtool
 

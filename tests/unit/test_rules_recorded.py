@@ -16,9 +16,8 @@ from gpuhost.facts.docker import gpu_paths_of
 from gpuhost.facts.gpu import GpuDevice, GpuFacts, parse_proc_driver_version
 from gpuhost.facts.source import SourceStatus
 from gpuhost.hostfacts import HostFacts
-from gpuhost.model import ExitCode, Finding, Severity, to_jsonable
+from gpuhost.model import ExitCode, Finding, Severity, from_jsonable, to_jsonable
 from gpuhost.rules import RuleOptions, RunAs, evaluate
-from gpuhost.serde import from_jsonable
 from tests.support.paths import FIXTURES
 
 SEED = FIXTURES / "facts" / "seed-al2023-exposed.json"
