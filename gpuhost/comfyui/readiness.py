@@ -166,15 +166,40 @@ FRAME_RE = re.compile(r'^\s+File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<f
 EXCEPTION_RE = re.compile(r"^(?P<name>[A-Za-z_][\w.]*)(?::\s?(?P<message>.*))?$")
 NO_MODULE_RE = re.compile(r"No module named '(?P<module>[^']+)'")
 
-# Lines a healthy start prints that look alarming but are harmless: the server still serves.
+
+
+@dataclass(frozen=True)
+class HarmlessLine:
+    """A line a healthy start prints that looks alarming but is harmless: the server still serves; the
+    verdict notes it. `example` and `source` are the row's test (tests/unit/test_readiness_known_lines.py):
+    a line it matches, and where that line comes from ("capture:FILE" is one of ../shared/fixtures/comfyui)."""
+
+    pattern: re.Pattern[str]
+    note: str
+    example: str
+    source: str
+
+
 HARMLESS = (
-    (re.compile(r"torchaudio missing"), "torchaudio missing: audio nodes disabled"),
-    (re.compile(r"^\*{6} (User settings have been changed|For multi-user setups)"), "first boot: user settings"),
-    (re.compile(r"(?i)sage ?attention"), "sageattention not available"),
-    (re.compile(r"(?i)\bonnx(runtime)?\b"), "onnxruntime note"),
-    (re.compile(r"^WARNING: some comfy_extras/ nodes did not import correctly"), "comfy_extras import warning"),
+    HarmlessLine(re.compile(r"torchaudio missing"), "torchaudio missing: audio nodes disabled",
+                 "torchaudio missing, ACE model will be broken", "capture:startup-cpu.log"),
+    HarmlessLine(re.compile(r"^\*{6} (User settings have been changed|For multi-user setups)"),
+                 "first boot: user settings",
+                 "****** User settings have been changed to be stored on the server instead of browser storage. ******",
+                 "capture:startup-cpu.log"),
+    HarmlessLine(re.compile(r"(?i)sage ?attention"), "sageattention not available",
+                 "Error running sage attention: Input tensors must be in dtype of torch.float16 or torch.bfloat16, "
+                 "using pytorch attention instead.", "ComfyUI 0.3.64 comfy/ldm/modules/attention.py"),
+    HarmlessLine(re.compile(r"(?i)\bonnx(runtime)?\b"), "onnxruntime note",
+                 "DWPose: Onnxruntime not found or doesn't come with acceleration providers, switch to OpenCV with CPU "
+                 "device. DWPose might run very slowly", "comfyui_controlnet_aux (a custom node)"),
+    HarmlessLine(re.compile(r"^WARNING: some comfy_extras/ nodes did not import correctly"),
+                 "comfy_extras import warning",
+                 "WARNING: some comfy_extras/ nodes did not import correctly. This may be because they are missing "
+                 "some dependencies.", "capture:startup-cpu.log"),
     # ComfyUI-Manager fetches its registry after the GUI line in bursts with long gaps: progress, not a stall
-    (re.compile(r"^FETCH ComfyRegistry Data"), "ComfyUI-Manager fetches registry data"),
+    HarmlessLine(re.compile(r"^FETCH ComfyRegistry Data"), "ComfyUI-Manager fetches registry data",
+                 "FETCH ComfyRegistry Data: 5/95", "ComfyUI-Manager (a custom node)"),
 )
 
 # Exception texts with a known cause on GPU hosts: (pattern, remedy).
@@ -197,29 +222,139 @@ KNOWN_CAUSES = (
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
-# Lines that decide a start on their own, wherever they appear (a traceback's last line included).
-DRIVER_TOO_OLD_RE = re.compile(r"The NVIDIA driver on your system is too old \(found version (?P<found>\d+)\)")
-NO_KERNEL_IMAGE_RE = re.compile(r"no kernel image is available for execution on the device")
-ARCH_UNSUPPORTED_RE = re.compile(
-    r"with CUDA capability (?P<arch>sm_\d+) is not compatible with the current PyTorch installation"
-)
-FRONTEND_MISSING_RE = re.compile(r"comfyui-frontend-package is not installed")
-FRONTEND_OLD_RE = re.compile(
-    r"Installed frontend version (?P<installed>\S+) is lower than the recommended version (?P<wanted>\S+?)\.?$"
-)
-BAD_ARGUMENTS_RE = re.compile(r"main\.py: error: (?P<what>unrecognized arguments: .*)$")
-PERMISSION_RE = re.compile(r"PermissionError: \[Errno 13\] Permission denied: '(?P<path>[^']+)'")
-CUDA_MALLOC_RE = re.compile(r"WARNING: this card most likely does not support cuda-malloc")
-MANAGER_PIP_RE = re.compile(r"## ComfyUI-Manager: EXECUTE => \[.*'pip',\s*'install'")
-MANAGER_RESTART_RE = re.compile(r"After restarting ComfyUI")
-HF_OFFLINE_RE = re.compile(
-    r"We couldn't connect to 'https://huggingface\.co'|LocalEntryNotFoundError|"
-    r"problem when trying to write in your cache folder|cache folder .*not writable"
-)
+# What the machine follows in the log to word its verdicts (the lines themselves decide nothing)
+TORCH_VERSION_RE = re.compile(r"^pytorch version: (?P<version>\S+)")
 MODEL_LOAD_RE = re.compile(r"^Requested to load |^loaded (completely|partially)")
+MANAGER_PIP_RE = re.compile(r"## ComfyUI-Manager: EXECUTE => \[.*'pip',\s*'install'")
 CUSTOM_NODE_PATH_RE = re.compile(r"custom_nodes/(?P<node>[^/\s\"']+)")
 CUDA_REQUIREMENT_RE = re.compile(r"requirement error: unsatisfied condition: (?P<condition>cuda\s*>=\s*[\d.]+)")
-TORCH_VERSION_RE = re.compile(r"^pytorch version: (?P<version>\S+)")
+
+
+@dataclass(frozen=True)
+class KnownLine:
+    """A log line with a known cause, wherever it appears (a traceback's last line included).
+
+    A FAILED row decides the start: `reason` is the verdict's. A STARTING row lets the start go on with a
+    warning: `reason` is the warning's kind, `node` what it names, `message` its reason. `message`, `node`
+    and `remedy` are format strings over the pattern's named groups and what the machine adds
+    (ReadinessMachine._known_fields): {torch} the image's torch as the log named it, {cuda} the CUDA
+    version of a driver's {found}, {mounted} and {inside} for a {denied} path, {last_node} the custom node
+    the log named last, {manager_installed} when ComfyUI-Manager ran pip. A row with `needs` applies only
+    where that field is not empty; the first row that applies handles the line.
+
+    `example`, `source` and `context` are the row's test (tests/unit/test_readiness_known_lines.py): a
+    line the row decides, where it comes from ("capture:FILE" is one of ../shared/fixtures/comfyui), and
+    the lines a log prints before it."""
+
+    pattern: re.Pattern[str]
+    reason: str
+    phase: Phase
+    message: str
+    remedy: str
+    example: str
+    source: str
+    node: str = ""
+    needs: str = ""
+    context: tuple[str, ...] = ()
+
+
+KNOWN_LINES = (
+    KnownLine(
+        re.compile(r"The NVIDIA driver on your system is too old \(found version (?P<found>\d+)\)"),
+        "driver-too-old", Phase.FAILED,
+        "{torch} needs a newer NVIDIA driver: the host's driver supports CUDA {cuda} only (found version {found})",
+        "Upgrade the host's driver (roles/nvidia_driver: a newer nvidia_driver_branch) or use an image whose torch "
+        "is built for the host's CUDA version (`gpuhost check` shows it).",
+        "RuntimeError: The NVIDIA driver on your system is too old (found version 12020). Please update your GPU "
+        "driver by downloading and installing a new version from the URL: http://www.nvidia.com/Download/index.aspx "
+        "Alternatively, go to: https://pytorch.org to install a PyTorch version that has been compiled with your "
+        "version of the CUDA driver.",
+        "torch/cuda/__init__.py (_check_driver)", context=("pytorch version: 2.8.0+cu129",),
+    ),
+    KnownLine(
+        re.compile(r"no kernel image is available for execution on the device"),
+        "gpu-arch-unsupported", Phase.FAILED,
+        "the image's torch has no kernels for this GPU's architecture: `no kernel image is available for execution "
+        "on the device`",
+        "Use a torch build that includes this GPU's architecture (B200 sm_100 and RTX 50 sm_120 need CUDA 12.8+ "
+        "wheels), rebuild the image and recreate the container.",
+        "torch.AcceleratorError: CUDA error: no kernel image is available for execution on the device",
+        "the CUDA runtime's cudaErrorNoKernelImageForDevice, as torch raises it",
+    ),
+    KnownLine(
+        re.compile(r"with CUDA capability (?P<arch>sm_\d+) is not compatible with the current PyTorch installation"),
+        "gpu-arch", Phase.STARTING, "torch lacks this GPU's architecture",
+        "Use a torch build with this architecture (CUDA 12.8+ wheels for sm_100/sm_120); the first prompt fails with "
+        "`no kernel image is available` otherwise.",
+        "NVIDIA B200 with CUDA capability sm_100 is not compatible with the current PyTorch installation.",
+        "torch/cuda/__init__.py (_check_capability)", node="{arch}",
+    ),
+    KnownLine(
+        re.compile(r"comfyui-frontend-package is not installed"),
+        "frontend-missing", Phase.FAILED,
+        "comfyui-frontend-package is not installed: ComfyUI exits without a traceback",
+        "Install ComfyUI's requirements.txt into the image (`pip install -r requirements.txt`), rebuild and recreate "
+        "the container.",
+        "comfyui-frontend-package is not installed.", "ComfyUI 0.3.64 app/frontend_management.py",
+    ),
+    KnownLine(
+        re.compile(r"Installed frontend version (?P<installed>\S+) is lower than the recommended version "
+                   r"(?P<wanted>\S+?)\.?$"),
+        "frontend", Phase.STARTING, "installed {installed}, recommended {wanted}",
+        "Install ComfyUI's requirements.txt into the image so the frontend matches this ComfyUI version.",
+        "Installed frontend version 1.23.4 is lower than the recommended version 1.28.7.",
+        "ComfyUI 0.3.64 app/frontend_management.py", node="comfyui-frontend-package",
+    ),
+    KnownLine(
+        re.compile(r"main\.py: error: (?P<what>unrecognized arguments: .*)$"),
+        "bad-arguments", Phase.FAILED,
+        "ComfyUI refused its command line ({what}): this version does not know the flag",
+        "Remove the flag from the container's command (or COMFY_CMDLINE_EXTRA), or use a ComfyUI version that has "
+        "it (`python main.py --help` in the image lists them).",
+        "main.py: error: unrecognized arguments: --fast-fp16-accumulation",
+        "argparse, for ComfyUI 0.3.64 comfy/cli_args.py",
+        context=("usage: main.py [-h] [--listen [IP]] [--port PORT]",),
+    ),
+    KnownLine(
+        re.compile(r"PermissionError: \[Errno 13\] Permission denied: '(?P<denied>[^']+)'"),
+        "dir-not-writable", Phase.FAILED,
+        "ComfyUI cannot write {denied}: the mounted directory{inside} is not writable by the container's user",
+        "chown the host directory to the container's UID:GID (or run the container as the directory's owner); "
+        "roles/comfyui checks these directories before it starts the container.",
+        "PermissionError: [Errno 13] Permission denied: '/app/ComfyUI/user/default/comfy.settings.json'",
+        "ComfyUI 0.3.64 app/user_manager.py, as Python raises it", needs="mounted",
+        context=("Traceback (most recent call last):",),
+    ),
+    KnownLine(
+        re.compile(r"WARNING: this card most likely does not support cuda-malloc"),
+        "cuda-malloc", Phase.STARTING, "this GPU most likely does not support cuda-malloc",
+        "Start ComfyUI with --disable-cuda-malloc.",
+        'WARNING: this card most likely does not support cuda-malloc, if you get "CUDA error" please run ComfyUI '
+        "with: --disable-cuda-malloc",
+        "ComfyUI 0.3.64 main.py", node="cuda-malloc",
+    ),
+    KnownLine(
+        re.compile(r"After restarting ComfyUI"),
+        "restart-required", Phase.FAILED,
+        "ComfyUI-Manager installed Python dependencies at start-up: the nodes that need them load only after "
+        "ComfyUI restarts",
+        "Restart the container once; better, install the dependencies in the image so every start is the same.",
+        "After restarting ComfyUI, please refresh the browser.", "ComfyUI-Manager's start-up script",
+        needs="manager_installed",
+        context=("## ComfyUI-Manager: EXECUTE => ['/usr/bin/python3', '-m', 'pip', 'install', 'onnxruntime-gpu']",),
+    ),
+    KnownLine(
+        re.compile(r"We couldn't connect to 'https://huggingface\.co'|LocalEntryNotFoundError|"
+                   r"problem when trying to write in your cache folder|cache folder .*not writable"),
+        "hf-download", Phase.STARTING, "downloads from huggingface.co at first use",
+        "Give the container a persistent, writable HF_HOME (a volume) and pre-download the model, or allow network "
+        "access to huggingface.co; offline, set HF_HUB_OFFLINE=1 with the files in the cache.",
+        "We couldn't connect to 'https://huggingface.co' to load the files, and couldn't find them in the cached "
+        "files.",
+        "huggingface_hub, under a custom node that downloads at first use", node="{last_node}",
+        context=('  File "/app/custom_nodes/comfyui_controlnet_aux/__init__.py", line 3, in <module>',),
+    ),
+)
 MOUNTED_DIRS = ("user", "output", "input", "temp", "models", "custom_nodes")
 
 
@@ -439,9 +574,9 @@ class ReadinessMachine:
             self._warn("comfy-extras", node, path, self._import_reasons.get(path, ""), text)
             return
 
-        for pattern, note in HARMLESS:
-            if pattern.search(text):
-                self._notes.setdefault(note, None)
+        for harmless in HARMLESS:
+            if harmless.pattern.search(text):
+                self._notes.setdefault(harmless.note, None)
                 return
 
     def _warn(self, kind: str, node: str, path: str, reason: str, line: str, remedy: str = "") -> None:
@@ -452,7 +587,7 @@ class ReadinessMachine:
         )
 
     def _known_line(self, text: str, at: float) -> bool:
-        """Lines with a known cause and verdict (the issue table of GPU start-up failures); True when handled."""
+        """Follow what words later verdicts, then walk KNOWN_LINES; True when the line was handled."""
         torch = TORCH_VERSION_RE.match(text)
         if torch:
             self._torch_version = torch.group("version")
@@ -460,105 +595,39 @@ class ReadinessMachine:
         if MODEL_LOAD_RE.search(text):
             self._loading_model = text.startswith("Requested to load")
             return False
-        old = DRIVER_TOO_OLD_RE.search(text)
-        if old:
-            torch_text = f"torch {self._torch_version}" if self._torch_version else "the image's torch"
-            self._decide(
-                Phase.FAILED, "driver-too-old", at,
-                f"{torch_text} needs a newer NVIDIA driver: the host's driver supports CUDA "
-                f"{_cuda_of(old.group('found'))} only (found version {old.group('found')})",
-                "Upgrade the host's driver (roles/nvidia_driver: a newer nvidia_driver_branch) or use an image whose "
-                "torch is built for the host's CUDA version (`gpuhost check` shows it).",
-                text,
-            )
-            return True
-        if NO_KERNEL_IMAGE_RE.search(text):
-            self._decide(
-                Phase.FAILED, "gpu-arch-unsupported", at,
-                "the image's torch has no kernels for this GPU's architecture: `no kernel image is available for "
-                "execution on the device`",
-                "Use a torch build that includes this GPU's architecture (B200 sm_100 and RTX 50 sm_120 need CUDA "
-                "12.8+ wheels), rebuild the image and recreate the container.",
-                text,
-            )
-            return True
-        arch = ARCH_UNSUPPORTED_RE.search(text)
-        if arch:
-            self._warn(
-                "gpu-arch", arch.group("arch"), "", "torch lacks this GPU's architecture", text,
-                "Use a torch build with this architecture (CUDA 12.8+ wheels for sm_100/sm_120); the first prompt "
-                "fails with `no kernel image is available` otherwise.",
-            )
-            return True
-        if FRONTEND_MISSING_RE.search(text):
-            self._decide(
-                Phase.FAILED, "frontend-missing", at,
-                "comfyui-frontend-package is not installed: ComfyUI exits without a traceback",
-                "Install ComfyUI's requirements.txt into the image (`pip install -r requirements.txt`), rebuild and "
-                "recreate the container.",
-                text,
-            )
-            return True
-        frontend = FRONTEND_OLD_RE.search(text)
-        if frontend:
-            self._warn(
-                "frontend", "comfyui-frontend-package", "",
-                f"installed {frontend.group('installed')}, recommended {frontend.group('wanted')}", text,
-                "Install ComfyUI's requirements.txt into the image so the frontend matches this ComfyUI version.",
-            )
-            return True
-        arguments = BAD_ARGUMENTS_RE.search(text)
-        if arguments:
-            self._decide(
-                Phase.FAILED, "bad-arguments", at,
-                f"ComfyUI refused its command line ({arguments.group('what')}): this version does not know the flag",
-                "Remove the flag from the container's command (or COMFY_CMDLINE_EXTRA), or use a ComfyUI version that "
-                "has it (`python main.py --help` in the image lists them).",
-                text,
-            )
-            return True
-        permission = PERMISSION_RE.search(text)
-        mounted = mounted_dir_of(permission.group("path")) if permission else ""
-        if permission and mounted:
-            path = permission.group("path")
-            inside = "" if path.rstrip("/") == mounted else f" (inside {mounted}, or what ComfyUI made there)"
-            self._decide(
-                Phase.FAILED, "dir-not-writable", at,
-                f"ComfyUI cannot write {path}: the mounted directory{inside} is not writable by the "
-                "container's user",
-                "chown the host directory to the container's UID:GID (or run the container as the directory's owner); "
-                "roles/comfyui checks these directories before it starts the container.",
-                text,
-            )
-            return True
-        if CUDA_MALLOC_RE.search(text):
-            self._warn(
-                "cuda-malloc", "cuda-malloc", "", "this GPU most likely does not support cuda-malloc", text,
-                "Start ComfyUI with --disable-cuda-malloc.",
-            )
-            return True
         if MANAGER_PIP_RE.search(text):
             self._manager_installed = True
             return True
-        if MANAGER_RESTART_RE.search(text) and self._manager_installed:
-            self._decide(
-                Phase.FAILED, "restart-required", at,
-                "ComfyUI-Manager installed Python dependencies at start-up: the nodes that need them load only "
-                "after ComfyUI restarts",
-                "Restart the container once; better, install the dependencies in the image so every start is the "
-                "same.",
-                text,
-            )
-            return True
-        if HF_OFFLINE_RE.search(text):
-            node = self._last_node or "a custom node"
-            self._warn(
-                "hf-download", node, "", "downloads from huggingface.co at first use", text,
-                "Give the container a persistent, writable HF_HOME (a volume) and pre-download the model, or allow "
-                "network access to huggingface.co; offline, set HF_HUB_OFFLINE=1 with the files in the cache.",
-            )
+        for row in KNOWN_LINES:
+            match = row.pattern.search(text)
+            if match is None:
+                continue
+            fields = self._known_fields(match)
+            if row.needs and not fields[row.needs]:
+                continue
+            if row.phase is Phase.FAILED:
+                self._decide(Phase.FAILED, row.reason, at, row.message.format(**fields), row.remedy.format(**fields),
+                             text)
+            else:
+                self._warn(row.reason, row.node.format(**fields), "", row.message.format(**fields), text,
+                           row.remedy.format(**fields))
             return True
         return False
+
+    def _known_fields(self, match: re.Match[str]) -> dict[str, str]:
+        """What a KNOWN_LINES row may name: its pattern's groups and what the log said before."""
+        fields = {name: value for name, value in match.groupdict().items() if value is not None}
+        fields["torch"] = f"torch {self._torch_version}" if self._torch_version else "the image's torch"
+        fields["last_node"] = self._last_node or "a custom node"
+        fields["manager_installed"] = "yes" if self._manager_installed else ""
+        if "found" in fields:
+            fields["cuda"] = _cuda_of(fields["found"])
+        if "denied" in fields:
+            denied = fields["denied"]
+            fields["mounted"] = mounted = mounted_dir_of(denied)
+            inside = denied.rstrip("/") == mounted
+            fields["inside"] = "" if inside else f" (inside {mounted}, or what ComfyUI made there)"
+        return fields
 
     def _in_traceback(self, text: str, at: float) -> bool:
         """Consume a line inside a traceback; False when the traceback is over and the line
