@@ -28,8 +28,8 @@ from gpuhost.facts.storage import (
     read_mounts,
     read_recorded_probe,
 )
+from gpuhost.facts.systemd import UnitFacts, collect_units
 from gpuhost.facts.toolkit import ToolkitFacts, collect_toolkit
-from gpuhost.facts.units import UnitFacts, collect_units
 
 SCHEMA_VERSION = 1
 

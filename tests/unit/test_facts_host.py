@@ -218,7 +218,7 @@ def test_kmsg_collector_on_this_machine_reads_to_the_end_without_blocking() -> N
 
 
 def test_unit_states_from_a_captured_systemctl_show() -> None:
-    from gpuhost.facts.units import collect_units
+    from gpuhost.facts.systemd import collect_units
 
     facts = collect_units(str(DRIFT))
     assert facts.status is SourceStatus.OK

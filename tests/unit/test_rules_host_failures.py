@@ -16,7 +16,7 @@ from gpuhost.facts.kmsg import collect_kmsg
 from gpuhost.facts.packages import collect_packages
 from gpuhost.facts.platform import PciFunction, collect_platform
 from gpuhost.facts.storage import PathLocation
-from gpuhost.facts.units import UnitStatus, collect_units
+from gpuhost.facts.systemd import UnitStatus, collect_units
 from gpuhost.hostfacts import HostFacts
 from gpuhost.model import Finding, Severity
 from gpuhost.rules import RuleOptions, evaluate
