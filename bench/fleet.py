@@ -3,7 +3,7 @@
 one host after another (scp the agent, ssh it), and against `ansible -m command` running the agent
 (copied beforehand, not timed), in one run. Prints ONE JSON line.
 
-The hosts are the test fleet (tests/fleetlab.py): sshd containers in the host network on
+The hosts are the test fleet (tests/support/fleetlab.py): sshd containers in the host network on
 127.0.0.1:<port>. They all share this machine's cores with the controller, so the remote side's
 CPU (sshd, the agent's Python) adds up here as it would not on a real fleet: the line reports the
 CPU seconds spent on the controller and in the hosts for the 20-host run, to tell the two apart.
@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from gpuhost.ship import zipapp_bytes  # noqa: E402
-from tests.fleetlab import FleetLab  # noqa: E402
+from tests.support.fleetlab import FleetLab  # noqa: E402
 
 TARGET_RATIO = 2.0
 REMOTE_AGENT = "/tmp/gpuhost-bench-agent.pyz"

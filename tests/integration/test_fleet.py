@@ -1,6 +1,6 @@
 """`gpuhost check` across a real fleet: 15 sshd containers in the host network on their own
-127.0.0.1 ports (tests/fleetlab.py), one more port where nothing listens. Every host's verdict and
-failing finding ids are asserted exactly, for the CLI (--inventory, --host, aws_ec2) and for
+127.0.0.1 ports (tests/support/fleetlab.py), one more port where nothing listens. Every host's verdict
+and failing finding ids are asserted exactly, for the CLI (--inventory, --host, aws_ec2) and for
 playbooks/check.yml.
 
 Why the healthy hosts fail: the containers have no NVIDIA driver (gpu.driver), no Docker socket
@@ -26,7 +26,7 @@ import yaml
 
 from gpuhost.fleet.remote import INSTALLED_AGENT
 from gpuhost.ship import zipapp_bytes
-from tests.fleetlab import USER, FleetLab
+from tests.support.fleetlab import USER, FleetLab
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from gpuhost.ship import build_zipapp
-from tests.fleetlab import FleetLab
+from tests.support.fleetlab import FleetLab
 from tests.support.paths import REPO
 
 pytestmark = pytest.mark.docker

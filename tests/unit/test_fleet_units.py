@@ -303,7 +303,7 @@ def test_known_hosts_lines_it_cannot_use_and_revoked_keys(tmp_path: Path) -> Non
 
 
 def _ed25519(directory: Path) -> Path:
-    from tests.fleetlab import new_key
+    from tests.support.fleetlab import new_key
 
     private, _ = new_key()
     directory.mkdir(parents=True, exist_ok=True)
