@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings
 
 from tests.support.paths import SHARED, nvidia_gpu_present
 
-pytest_plugins = ["tests.support.aws_fixtures"]
+pytest_plugins = ["tests.support.aws_fixtures", "tests.support.recorded_facts"]
 
 KINDS = ("unit", "integration", "roles")
 

@@ -16,28 +16,15 @@ import pytest
 
 from gpuhost.comfyui.readiness import LogLine, Phase, ReadinessMachine, mounted_dir_of
 from gpuhost.facts.boot import BootFacts, collect_boot, nvidia_modules
-from gpuhost.facts.cdi import CdiSpec, collect_cdi, parse_spec
+from gpuhost.facts.cdi import CdiSpec, collect_cdi
 from gpuhost.hostfacts import HostFacts
-from gpuhost.model import Finding, Severity
-from gpuhost.rules import RuleOptions, evaluate
+from gpuhost.model import Severity
 from tests.support.paths import FIXTURES, REPO
-from tests.unit.test_rules_recorded import H100_SPEC, h100_gpu_facts, seed_facts
+from tests.support.recorded_facts import found
 
 HOSTS = FIXTURES / "hosts"
 UUID = "6a3c1f2e-0b7d-4e59-9c1a-2f8e4d7b5a10"
 D12 = ("6.1.0-18-cloud-amd64", "6.1.0-20-cloud-amd64")
-
-
-def found(facts: HostFacts, finding_id: str) -> list[Finding]:
-    return [f for f in evaluate(facts, RuleOptions()) if f.id == finding_id]
-
-
-@pytest.fixture
-def h100(shared_dir: Path) -> HostFacts:
-    facts = seed_facts()
-    facts.gpu = h100_gpu_facts(shared_dir)
-    facts.cdi.specs = [parse_spec("/var/run/cdi/nvidia.yaml", H100_SPEC.read_text())]
-    return facts
 
 
 def with_boot(facts: HostFacts, boot: BootFacts) -> HostFacts:

@@ -20,11 +20,10 @@ from gpuhost.model import to_jsonable
 from gpuhost.rules import RuleOptions
 from gpuhost.storage.plan import StorageRequest, plan_storage
 from tests.support.paths import FIXTURES
-from tests.unit.test_rules_recorded import seed_facts
+from tests.support.recorded_facts import DRIFT, seed_facts
 from tests.unit.test_storage_plan import TWELVE, XFS_USERDATA, XLARGE, probe_with
 
 PINS = FIXTURES / "pinned"
-DRIFT = FIXTURES / "hosts" / "p5-nvswitch-drift"
 GPT = Signature("gpt", "partition-table", ["blkid"])
 
 

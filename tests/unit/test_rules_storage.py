@@ -1,4 +1,5 @@
-"""Storage facts and findings on the g6e trees: unused instance store, the boot unit, free space.
+"""Storage facts and findings on the g6e trees: unused instance store, the boot unit, free space; and on
+the seed host: data-root on the root EBS volume, containerd's image store on the root volume.
 
 Facts come from the captured-shape trees in tests/fixtures/hosts (collect_block_devices, locate,
 collect_docker_storage read them through their root argument); each variant adds what a real host
@@ -15,6 +16,7 @@ from pathlib import Path
 from gpuhost.facts.docker import DockerFacts
 from gpuhost.facts.source import SourceStatus
 from gpuhost.facts.storage import (
+    PathLocation,
     RecordedProbe,
     StorageFacts,
     collect_block_devices,
@@ -24,11 +26,12 @@ from gpuhost.facts.storage import (
 )
 from gpuhost.hostfacts import HostFacts
 from gpuhost.model import Finding, Severity
-from gpuhost.rules import RuleOptions
+from gpuhost.rules import RuleOptions, evaluate
 from gpuhost.rules.storage import data_root
 from gpuhost.units import GB
 from gpuhost.unpack import predict_unpack_seconds
 from tests.support.paths import FIXTURES
+from tests.support.recorded_facts import findings_with, found, one, only, seed_facts
 
 XLARGE = FIXTURES / "hosts" / "g6e-xlarge"
 TWELVE = FIXTURES / "hosts" / "g6e-12xlarge"
@@ -230,3 +233,25 @@ def test_role_files_are_collected(tmp_path: Path) -> None:
     (root / "etc/gpuhost/docker-storage.json").write_text("{broken")
     broken = collect_docker_storage(str(root))
     assert not broken.configured and "docker-storage.json" in broken.error
+
+
+def test_data_root_on_root_ebs_and_low_free_space() -> None:
+    facts = seed_facts()
+    findings = evaluate(facts, RuleOptions(min_free_gib=200))
+    assert one(findings, "storage.data-root-ebs").severity is Severity.WARN
+    assert "vol-0a1b2c3d4e5f60718" in one(findings, "storage.data-root-ebs").message
+    free = one(findings, "storage.data-root-free")
+    assert free.severity is Severity.FAIL
+    assert "180.0 GiB free" in free.message
+    assert findings_with(evaluate(facts, RuleOptions(min_free_gib=100)), "storage.data-root-free") == []
+
+
+def test_containerd_store_on_the_root_volume(h100: HostFacts) -> None:
+    h100.docker.driver_status = {"driver-type": "io.containerd.snapshotter.v1"}
+    h100.docker.data_root = "/mnt/docker"
+    h100.docker.data_root_location = PathLocation("/mnt/docker", exists=True, device="md0", on_root_disk=False)
+    h100.containerd.location = PathLocation("/var/lib/containerd", exists=True, device="nvme0n1p1", on_root_disk=True)
+    finding = only(h100, "storage.containerd-store")
+    assert finding.severity is Severity.FAIL and "the root volume" in finding.message
+    h100.docker.driver_status = {}  # the classic overlay2 store keeps images under data-root
+    assert found(h100, "storage.containerd-store") == []
