@@ -17,6 +17,11 @@ What the real captures (../shared/fixtures/comfyui) show, and what the machine d
   name the node, never failures.
 - Fatal: ModuleNotFoundError before `ComfyUI version:` (the process exits 1 soon after), an
   uncaught traceback from main.py, `OSError: [Errno 98]`, the container exiting or restarting.
+- A data directory the container's user cannot write: a PermissionError naming a path in one (a
+  user directory that cannot be created, in a base directory it cannot write, ends the process),
+  or, for a mounted user directory it cannot write, only `Failed to initialize database ...
+  unable to open database file` (ComfyUI serves on, keeping nothing): both `dir-not-writable`
+  (tests/fixtures/comfyui, recorded from the real image).
 - SIGTERM is silent (exit 143): a stopped container's log has no shutdown line.
 """
 
@@ -209,6 +214,12 @@ FRONTEND_OLD_RE = re.compile(
 )
 BAD_ARGUMENTS_RE = re.compile(r"main\.py: error: (?P<what>unrecognized arguments: .*)$")
 PERMISSION_RE = re.compile(r"PermissionError: \[Errno 13\] Permission denied: '(?P<path>[^']+)'")
+# 0.3.64's main.py setup_database() logs this and serves on; sqlite cannot create (or write) the database
+# file: the directory it is in, the user directory unless --database-url moves it, is not writable
+DATABASE_NOT_WRITABLE_RE = re.compile(
+    r"^Failed to initialize database\..*\((?P<error>sqlite3\.OperationalError)\) "
+    r"(?P<what>unable to open database file|attempt to write a readonly database)"
+)
 CUDA_MALLOC_RE = re.compile(r"WARNING: this card most likely does not support cuda-malloc")
 MANAGER_PIP_RE = re.compile(r"## ComfyUI-Manager: EXECUTE => \[.*'pip',\s*'install'")
 MANAGER_RESTART_RE = re.compile(r"After restarting ComfyUI")
@@ -528,6 +539,19 @@ class ReadinessMachine:
                 "container's user",
                 "chown the host directory to the container's UID:GID (or run the container as the directory's owner); "
                 "roles/comfyui checks these directories before it starts the container.",
+                text,
+            )
+            return True
+        database = DATABASE_NOT_WRITABLE_RE.search(text)
+        if database:
+            self._decide(
+                Phase.FAILED, "dir-not-writable", at,
+                f"ComfyUI cannot write its database ({database.group('error')}: {database.group('what')}): its "
+                "user directory (where comfyui.db is unless --database-url moves it) is not writable by the "
+                "container's user. ComfyUI serves on, but keeps no settings, saved workflows or database.",
+                "chown the host directory mounted as ComfyUI's user directory (roles/comfyui: comfyui_data_dir/user) "
+                "to the container's UID:GID, or run the container as its owner; roles/comfyui checks these "
+                "directories before it starts the container.",
                 text,
             )
             return True
