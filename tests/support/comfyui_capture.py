@@ -488,7 +488,8 @@ def recording(
                 raise RuntimeError(f"{scenario.name}: not ended after {timeout:.0f} s as it should ({scenario.end}); "
                                    f"last lines:\n" + "\n".join(text for _, text in lines[-20:]))
             if sent is not None:
-                container.kill(signal="SIGTERM" if sent == 15 else "SIGKILL")
+                with contextlib.suppress(docker.errors.APIError):  # it ended by itself meanwhile
+                    container.kill(signal="SIGTERM" if sent == 15 else "SIGKILL")
                 break
             time.sleep(0.2)
         container.wait(timeout=120)
