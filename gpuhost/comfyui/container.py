@@ -162,6 +162,19 @@ class ComfyContainer:
     def host_network(self) -> bool:
         return self.network_mode == "host"
 
+    @property
+    def loopback_network(self) -> Optional[bool]:
+        """The readiness machine's `host_network`: True on the host's network, False on a network of the
+        container's own that the host reaches through published ports (bridge, a user-defined one), where
+        ComfyUI listening on loopback is a fault; None where it is not: no network (`none`: nothing is
+        reached from outside at all) or another container's (`container:ID`: a sidecar reaches it on
+        127.0.0.1)."""
+        if self.host_network:
+            return True
+        if self.network_mode == "none" or self.network_mode.startswith("container:"):
+            return None
+        return False
+
     def probe_url(self, container_port: Optional[int] = None, listen: str = "") -> tuple[str, str]:
         """(url, "") for GET /system_stats through this container's own address on the host, or
         ("", why) when the host cannot reach it."""

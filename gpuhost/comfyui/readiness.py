@@ -17,6 +17,11 @@ What the real captures (../shared/fixtures/comfyui) show, and what the machine d
   name the node, never failures.
 - Fatal: ModuleNotFoundError before `ComfyUI version:` (the process exits 1 soon after), an
   uncaught traceback from main.py, `OSError: [Errno 98]`, the container exiting or restarting.
+- A data directory the container's user cannot write: a PermissionError naming a path in one (a
+  user directory that cannot be created, in a base directory it cannot write, ends the process),
+  or, for a mounted user directory it cannot write, only `Failed to initialize database ...
+  unable to open database file` (ComfyUI serves on, keeping nothing): both `dir-not-writable`
+  (tests/fixtures/comfyui, recorded from the real image).
 - SIGTERM is silent (exit 143): a stopped container's log has no shutdown line.
 """
 
@@ -172,7 +177,8 @@ NO_MODULE_RE = re.compile(r"No module named '(?P<module>[^']+)'")
 class HarmlessLine:
     """A line a healthy start prints that looks alarming but is harmless: the server still serves; the
     verdict notes it. `example` and `source` are the row's test (tests/unit/test_readiness_known_lines.py):
-    a line it matches, and where that line comes from ("capture:FILE" is one of ../shared/fixtures/comfyui)."""
+    a line it matches, and where that line comes from ("capture:FILE": a capture, the project's in
+    tests/fixtures/comfyui or the shared one in ../shared/fixtures/comfyui)."""
 
     pattern: re.Pattern[str]
     note: str
@@ -243,7 +249,7 @@ class KnownLine:
     where that field is not empty; the first row that applies handles the line.
 
     `example`, `source` and `context` are the row's test (tests/unit/test_readiness_known_lines.py): a
-    line the row decides, where it comes from ("capture:FILE" is one of ../shared/fixtures/comfyui), and
+    line the row decides, where it comes from ("capture:FILE": a capture, tests/fixtures/comfyui's or the shared), and
     the lines a log prints before it."""
 
     pattern: re.Pattern[str]
@@ -324,6 +330,23 @@ KNOWN_LINES = (
         "PermissionError: [Errno 13] Permission denied: '/app/ComfyUI/user/default/comfy.settings.json'",
         "ComfyUI 0.3.64 app/user_manager.py, as Python raises it", needs="mounted",
         context=("Traceback (most recent call last):",),
+    ),
+    KnownLine(
+        # 0.3.64's main.py setup_database() logs this and serves on: sqlite cannot create (or write) comfyui.db,
+        # in the user directory unless --database-url moves it
+        re.compile(r"^Failed to initialize database\..*\((?P<error>sqlite3\.OperationalError)\) "
+                   r"(?P<what>unable to open database file|attempt to write a readonly database)"),
+        "dir-not-writable", Phase.FAILED,
+        "ComfyUI cannot write its database ({error}: {what}): its user directory (where comfyui.db is unless "
+        "--database-url moves it) is not writable by the container's user. ComfyUI serves on, but keeps no "
+        "settings, saved workflows or database.",
+        "chown the host directory mounted as ComfyUI's user directory (roles/comfyui: comfyui_data_dir/user) to the "
+        "container's UID:GID, or run the container as its owner; roles/comfyui checks these directories before it "
+        "starts the container.",
+        "Failed to initialize database. Please ensure you have installed the latest requirements. If the error "
+        "persists, please report this as in future the database will be required: (sqlite3.OperationalError) "
+        "unable to open database file",
+        "capture:failure-user-dir-not-writable.log",
     ),
     KnownLine(
         re.compile(r"WARNING: this card most likely does not support cuda-malloc"),

@@ -34,7 +34,7 @@ def snapshot_verdict(
         started_at=container.started_at or now,
         # a snapshot judges the current run; earlier restarts are reported by the rule
         restart_count=container.restart_count,
-        host_network=container.host_network,
+        host_network=container.loopback_network,
         run_started_at=container.started_at,
     )
     cursor = read_backlog(client, container, machine, lambda: now, LOG_DEADLINE_S, stop_at_gui=container.running)

@@ -271,7 +271,7 @@ def wait_ready(
         stall_timeout=options.stall_timeout,
         started_at=container.started_at or log_clock(),
         restart_count=container.restart_count,
-        host_network=container.host_network,
+        host_network=container.loopback_network,
         deadline=deadline,
         run_started_at=container.started_at,
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -24,8 +25,10 @@ from gpuhost.comfyui.wait import WaitOptions, wait_ready
 from gpuhost.engine import EngineClient
 from tests.support.comfyui_replay import (
     CAPTURES,
+    IMAGE,
     NAME_PREFIX,
     build_image,
+    capture_file,
     free_port,
     remove,
     remove_network,
@@ -87,7 +90,8 @@ def gpuhost(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
 @pytest.mark.parametrize("capture", sorted(CAPTURES))
 def test_wait_ready_replay(replays: dict[str, str], capture: str) -> None:
     expected = CAPTURES[capture]
-    result = wait_ready(EngineClient(), replays[capture], WaitOptions(timeout=60, stall_timeout=30))
+    options = WaitOptions(timeout=90, stall_timeout=expected.stall_timeout or 30)
+    result = wait_ready(EngineClient(), replays[capture], options)
     verdict = result.verdict
     assert (verdict.phase.value, verdict.reason) == (expected.phase, expected.reason), verdict.message
     assert verdict.failing_line.startswith(expected.line)
@@ -208,6 +212,9 @@ def test_check_reports_replays_with_the_same_verdict(replays: dict[str, str]) ->
     for capture, name in replays.items():
         expected = CAPTURES[capture]
         verdict = ours[name].verdict
+        if expected.stall_timeout is not None:  # silent for less than check's own stall timeout (3 min) yet
+            assert (verdict.phase.value, verdict.reason) == ("starting", "starting"), capture
+            continue
         assert (verdict.phase.value, verdict.reason) == (expected.phase, expected.reason), capture
     by_container = {
         f.evidence.get("container"): f for f in report.findings if f.id == "comfyui.ready"
@@ -307,3 +314,116 @@ def test_wait_ready_replay_with_an_explicit_url(replays: dict[str, str], docker_
     url = f"http://127.0.0.1:{port}/system_stats"
     result = wait_ready(EngineClient(), replays["startup-cpu"], WaitOptions(timeout=60, url=url))
     assert (result.verdict.phase, result.verdict.probe_url) == (Phase.READY, url)
+
+
+# --- the replay honours the real image's interface --------------------------------------------------
+
+REPLAY_ID = 4245
+
+
+def test_the_replay_takes_the_identity_and_arguments_the_role_gives_an_image(docker_client: Any) -> None:
+    """WANTED_UID/WANTED_GID make it run as that id (the real image's own code); COMFY_CMDLINE_EXTRA's
+    --listen and --port come after the command's and win, ComfyUI's other flags are taken and ignored."""
+    name, port = f"{NAME_PREFIX}interface", free_port()
+    remove(docker_client, name)
+    try:
+        # loopback either way: the command's address is another one of 127.0.0.0/8
+        docker_client.containers.run(
+            IMAGE, ["play", "startup-cpu", "--listen", "127.0.0.2", "--port", str(free_port()), "--speed", "4"],
+            name=name,
+            detach=True, network_mode="host",
+            environment={"WANTED_UID": str(REPLAY_ID), "WANTED_GID": str(REPLAY_ID),
+                         "COMFY_CMDLINE_EXTRA": f"--cpu --listen 127.0.0.1 --port {port} --preview-method none"},
+        )
+        verdict = wait_ready(EngineClient(), name, WaitOptions(timeout=60)).verdict
+        assert (verdict.phase, verdict.gui_url) == (Phase.READY, f"http://127.0.0.1:{port}"), verdict.message
+        assert verdict.probe_url == f"http://127.0.0.1:{port}/system_stats"
+        top = docker_client.containers.get(name).top(ps_args="-o pid,uid,gid,args")["Processes"]
+        assert [row[1:3] for row in top if "replay.py" in row[-1]] == [[str(REPLAY_ID), str(REPLAY_ID)]]
+    finally:
+        remove(docker_client, name)
+
+
+@pytest.mark.parametrize(
+    ("environment", "message"),
+    [
+        ({"WANTED_UID": "12a", "WANTED_GID": "1000"}, "WANTED_UID must be a number from 0 to"),
+        ({"WANTED_UID": "1000"}, "set both WANTED_UID and WANTED_GID, or neither"),
+        ({"COMFY_CMDLINE_EXTRA": "--cpu '--listen"}, "COMFY_CMDLINE_EXTRA cannot be split into arguments"),
+        ({"BASE_DIRECTORY": "basedir"}, "BASE_DIRECTORY must be an absolute path"),
+    ],
+    ids=["uid", "half", "extra", "base"],
+)
+def test_the_replay_refuses_what_the_image_refuses(docker_client: Any, environment: dict[str, str],
+                                                   message: str) -> None:
+    container = docker_client.containers.run(IMAGE, environment=environment, network_mode="none", detach=True,
+                                             labels={"gpuhost.test": "comfyui-replay"})
+    try:
+        status = container.wait(timeout=60)
+        output = container.logs().decode()
+    finally:
+        container.remove(force=True)
+    assert status["StatusCode"] == 2, output
+    assert output.startswith("comfyui-entrypoint: ") and message in output and output.count("\n") == 1, output
+
+
+@pytest.mark.parametrize(
+    ("layout", "capture", "failing_line"),
+    [
+        ("user", "failure-user-dir-not-writable", "Failed to initialize database."),
+        ("base", "failure-base-dir-not-writable", "PermissionError: [Errno 13] Permission denied: '/basedir/user'"),
+    ],
+)
+def test_a_base_directory_its_user_cannot_write_replays_what_the_real_server_does(
+    docker_client: Any, tmp_path: Path, layout: str, capture: str, failing_line: str
+) -> None:
+    """Whatever capture it was told to play: a root-owned user/ (or no user/ in a root-owned base
+    directory) as the real image's user, and it plays the recorded failure."""
+    root = tmp_path / "basedir"
+    (root / "models").mkdir(parents=True)
+    os.chown(root / "models", REPLAY_ID, REPLAY_ID)
+    if layout == "user":
+        (root / "user").mkdir(mode=0o755)
+        volumes = {str(root / "user"): {"bind": "/basedir/user", "mode": "rw"}}
+    else:
+        root.chmod(0o755)
+        volumes = {str(root): {"bind": "/basedir", "mode": "rw"}}
+    name = f"{NAME_PREFIX}{layout}-dir"
+    remove(docker_client, name)
+    try:
+        run_capture(docker_client, "startup-cpu", name, extra_args=("--speed", "4"), volumes=volumes,
+                    environment={"WANTED_UID": str(REPLAY_ID), "WANTED_GID": str(REPLAY_ID)})
+        verdict = wait_ready(EngineClient(), name, WaitOptions(timeout=60)).verdict
+        assert (verdict.phase, verdict.reason) == (Phase.FAILED, "dir-not-writable"), verdict.message
+        assert verdict.failing_line.startswith(failing_line)
+        logs = docker_client.containers.get(name).logs().decode()
+        recorded = [line.split("\t", 1)[1] for line in
+                    capture_file(f"{capture}.timed.log").read_text().splitlines()][:5]
+        assert logs.splitlines()[:5] == recorded
+    finally:
+        remove(docker_client, name)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("nsenter") is None,
+                    reason="the probe enters the container's network namespace: root and nsenter")
+@pytest.mark.parametrize(
+    ("listen", "gui_hosts", "addresses"),
+    [
+        (("--listen",), ["0.0.0.0", "[::]"], ["0.0.0.0:8188", "[::]:8188"]),
+        (("--listen", "127.0.0.1,::1"), ["127.0.0.1", "[::1]"], ["127.0.0.1:8188", "[::1]:8188"]),
+    ],
+    ids=["bare", "two"],
+)
+def test_the_replay_binds_every_address_its_gui_lines_name(
+    replays: dict[str, str], tmp_path: Path, listen: tuple[str, ...], gui_hosts: list[str], addresses: list[str]
+) -> None:
+    """In a network namespace of its own (nothing published, nothing beyond its loopback): one GUI line
+    and one listening socket per address, IPv6 beside IPv4 on one port, each answering."""
+    from tests.support.comfyui_capture import Scenario, probe_hosts, record, replay_command
+
+    scenario = Scenario("startup-cpu-listen-dual", "", listen=listen)
+    capture = record(scenario, tmp_path, image=IMAGE, command=replay_command(scenario, speed=4.0))
+    assert capture.gui_lines == [f"To see the GUI go to: http://{host}:8188" for host in gui_hosts]
+    assert capture.http["listening"] == addresses
+    assert capture.http["reach"] == {host: 200 for host in probe_hosts(listen)}
+    assert capture.returncode == -15  # served until the recorder's SIGTERM

@@ -33,7 +33,8 @@ from typing import Any
 
 from tests.support.paths import REPO
 
-IMAGE = "gpuhost-comfyui:0.3.64"
+# GPUHOST_COMFYUI_IMAGE: the tag scripts/build-comfyui-image builds (a checkout of its own on a shared daemon)
+IMAGE = os.environ.get("GPUHOST_COMFYUI_IMAGE", "gpuhost-comfyui:0.3.64")
 NAME_PREFIX = "gpuhost-comfyui-real-"
 BUILD_SCRIPT = REPO / "scripts" / "build-comfyui-image"
 KEY_LABEL = "gpuhost.comfyui-image.key"

@@ -19,7 +19,12 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 REPLAY_DIR = REPO / "tests" / "replay"
-OBJECT_INFO = REPO / "tests" / "fixtures" / "comfyui" / "object_info.json"
+# the project's own captures (recorded from the real image by scripts/record-comfyui-capture): where one
+# has the name of a shared capture it is the one used, everywhere
+OWN_CAPTURES = REPO / "tests" / "fixtures" / "comfyui"
+OBJECT_INFO = OWN_CAPTURES / "object_info.json"
+# the real image's entrypoint: the replay runs its identity code (WANTED_UID/WANTED_GID)
+ENTRYPOINT = REPO / "tests" / "comfyui-image" / "entrypoint.py"
 # On a daemon shared by several checkouts, GPUHOST_REPLAY_IMAGE and GPUHOST_REPLAY_PREFIX keep one
 # checkout's image and containers apart from another's.
 IMAGE = os.environ.get("GPUHOST_REPLAY_IMAGE", "gpuhost-comfyui-replay:test")
@@ -36,6 +41,10 @@ class Expected:
     # the line that decides it (its text starts with this); "" when the probe decides
     line: str
     warnings: tuple[str, ...] = ()
+    # the replay's --listen in a container of its own (the capture's GUI lines name what it binds)
+    listen: tuple[str, ...] = ("--listen", "0.0.0.0")
+    # a capture that stalls: the stall timeout it was recorded for (it fell silent for longer)
+    stall_timeout: float | None = None
 
 
 EXTRAS = ("nodes_audio.py", "nodes_audio_encoder.py")
@@ -49,6 +58,18 @@ CAPTURES: dict[str, Expected] = {
         "failed", "missing-module", "ModuleNotFoundError: No module named 'torchvision'"
     ),
     "failure-port-in-use": Expected("failed", "port-in-use", "OSError: [Errno 98]", EXTRAS),
+    # recorded from the real image (tests/fixtures/comfyui, scripts/record-comfyui-capture)
+    "startup-cpu-listen-dual": Expected("ready", "ready", "", EXTRAS, listen=("--listen",)),
+    "startup-cpu-killed": Expected("ready", "ready", "", EXTRAS),
+    "failure-custom-node-blocks": Expected(
+        "stalled", "stalled", "blocking_node: waiting for a lock that nobody releases", stall_timeout=20.0
+    ),
+    "failure-user-dir-not-writable": Expected(
+        "failed", "dir-not-writable", "Failed to initialize database. Please ensure", EXTRAS
+    ),
+    "failure-base-dir-not-writable": Expected(
+        "failed", "dir-not-writable", "PermissionError: [Errno 13] Permission denied: '/basedir/user'"
+    ),
 }
 
 
@@ -56,20 +77,37 @@ def shared_dir() -> Path:
     return Path(os.environ.get("GPUHOST_SHARED", REPO.parent / "shared"))
 
 
+def capture_file(name: str, shared: Path | None = None) -> Path:
+    """A fixture file of the ComfyUI captures (`startup-cpu.timed.log`): the project's copy in
+    tests/fixtures/comfyui where there is one, else the shared one."""
+    own = OWN_CAPTURES / name
+    return own if own.is_file() else (shared or shared_dir()) / "fixtures" / "comfyui" / name
+
+
+def capture_names(shared: Path | None = None) -> set[str]:
+    """Every capture there is (a .timed.log), the project's and the shared ones."""
+    dirs = [OWN_CAPTURES, (shared or shared_dir()) / "fixtures" / "comfyui"]
+    return {p.name[: -len(".timed.log")] for d in dirs for p in d.glob("*.timed.log")}
+
+
 def build_context(shared: Path, into: Path) -> Path:
-    """A docker build context: the Dockerfile, replay.py and the captures it replays."""
+    """A docker build context: the Dockerfile, replay.py, the real image's entrypoint and the captures
+    it replays (the shared ones, the project's own over them)."""
     source = shared / "fixtures" / "comfyui"
     if not source.is_dir():
         raise FileNotFoundError(f"no ComfyUI captures at {source}: set GPUHOST_SHARED")
     shutil.copy(REPLAY_DIR / "Dockerfile", into / "Dockerfile")
     shutil.copy(REPLAY_DIR / "replay.py", into / "replay.py")
+    shutil.copy(ENTRYPOINT, into / "comfyui_entrypoint.py")
     fixtures = into / "fixtures"
     fixtures.mkdir()
     for path in sorted(source.iterdir()):
         if path.name.endswith((".timed.log", ".json")) or path.name.startswith("prompt-"):
             shutil.copy(path, fixtures / path.name)
-    shutil.copy(OBJECT_INFO, fixtures / "object_info.json")
-    for path in [into / "replay.py", *fixtures.iterdir()]:
+    for path in sorted(OWN_CAPTURES.iterdir()):
+        if path.name.endswith((".timed.log", ".http.json")) or path == OBJECT_INFO:
+            shutil.copy(path, fixtures / path.name)
+    for path in [into / "replay.py", into / "comfyui_entrypoint.py", *fixtures.iterdir()]:
         path.chmod(0o644)
     return into
 
@@ -113,13 +151,15 @@ def run_capture(
     extra_args: tuple[str, ...] = (),
     **kwargs: Any,
 ) -> Any:
-    """Start a replay container (docker SDK). Bridge: --listen 0.0.0.0 with the port published on
-    127.0.0.1 (a free port unless given). Host network: --listen 127.0.0.1 --port host_port."""
+    """Start a replay container (docker SDK). Bridge: the capture's --listen (0.0.0.0, or a bare
+    --listen for a dual-stack capture) with the port published on 127.0.0.1 (a free port unless given).
+    Host network: --listen 127.0.0.1 --port host_port."""
     if host_network:
         port = host_port or free_port()
         command = ["play", capture, "--listen", "127.0.0.1", "--port", str(port), *extra_args]
         return client.containers.run(IMAGE, command, name=name, detach=True, network_mode="host", **kwargs)
-    command = ["play", capture, "--listen", "0.0.0.0", "--port", "8188", *extra_args]
+    listen = CAPTURES[capture].listen if capture in CAPTURES else ("--listen", "0.0.0.0")
+    command = ["play", capture, *listen, "--port", "8188", *extra_args]
     ports = {"8188/tcp": ("127.0.0.1", host_port)}
     kwargs.setdefault("network", ensure_network(client))
     return client.containers.run(IMAGE, command, name=name, detach=True, ports=ports, **kwargs)

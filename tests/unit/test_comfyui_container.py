@@ -46,6 +46,29 @@ def test_wildcard_binding_is_probed_on_loopback_and_an_unpublished_port_says_so(
     assert url == "" and "8188/tcp is not published" in why
 
 
+@pytest.mark.parametrize(
+    ("mode", "loopback_network", "verdict"),
+    [
+        ("host", True, "ready"),
+        ("bridge", False, "listen-loopback"),
+        ("gpuhost-comfyui", False, "listen-loopback"),  # a user-defined network: published ports too
+        ("none", None, "ready"),  # nothing reaches it from outside, whatever it listens on
+        ("container:4f1c4f1c", None, "ready"),  # a sidecar in that namespace reaches it on 127.0.0.1
+    ],
+)
+def test_listening_on_loopback_is_a_fault_only_where_ports_are_published(
+    mode: str, loopback_network: bool | None, verdict: str
+) -> None:
+    from gpuhost.comfyui.readiness import LogLine, ProbeResult, ReadinessMachine
+
+    container = container_from_inspect(inspect_body(HostConfig={"NetworkMode": mode}))
+    assert container.loopback_network is loopback_network
+    machine = ReadinessMachine(started_at=0.0, host_network=container.loopback_network)
+    machine.feed(LogLine(1.0, "To see the GUI go to: http://127.0.0.1:8188"))
+    machine.feed(ProbeResult(1.1, "http://127.0.0.1:8188/system_stats", 200))  # --url, from where it reaches
+    assert machine.verdict.reason == verdict
+
+
 def test_host_network_port_from_the_command_or_the_environment() -> None:
     from_cmd = inspect_body(HostConfig={"NetworkMode": "host"},
                             Config={"Cmd": ["python", "main.py", "--listen", "127.0.0.1", "--port=8190"]})

@@ -18,38 +18,41 @@ from gpuhost.comfyui.readiness import (
     gui_address,
     parse_timed_log,
 )
-from tests.support.comfyui_replay import CAPTURES
+from tests.support.comfyui_replay import CAPTURES, capture_file, capture_names
 
 URL = "http://127.0.0.1:8188/system_stats"
 
 
 def timed(shared_dir: Path, name: str) -> TimedLog:
-    return parse_timed_log((shared_dir / "fixtures" / "comfyui" / f"{name}.timed.log").read_text())
+    """A capture: the project's copy (tests/fixtures/comfyui) where there is one, else the shared one."""
+    return parse_timed_log(capture_file(f"{name}.timed.log", shared_dir).read_text())
 
 
 def replay(log: TimedLog, host_network: bool = True, stall_timeout: float = 60.0, probe_200: bool = True) -> Verdict:
     """Feed a capture as the live driver would: each line at its time, a probe 0.05 s after the
-    GUI line (the recorded first 200 came within the 0.1 s poll), the recorded exit."""
+    GUI line (the recorded first 200 came within the 0.1 s poll), time passing until the recorded
+    end, and the exit when the run ended by itself (not a signal the recorder sent: rc < 0)."""
     machine = ReadinessMachine(stall_timeout=stall_timeout, started_at=0.0, host_network=host_network)
     for at, text in log.lines:
         machine.feed(LogLine(at, text))
         machine.feed(Tick(at))
         if machine.gui_seen and probe_200 and not machine.decided:
             machine.feed(ProbeResult(at + 0.05, URL, 200))
-    if log.exit_at is not None and log.container_exit_code not in (None, 143):
-        machine.feed(ContainerState(log.exit_at, "exited", log.container_exit_code))
+    if log.exit_at is not None:
+        machine.feed(Tick(log.exit_at))
+        if log.returncode is not None and log.returncode >= 0:
+            machine.feed(ContainerState(log.exit_at, "exited", log.container_exit_code))
     return machine.verdict
 
 
 def test_every_capture_has_an_expected_verdict(shared_dir: Path) -> None:
-    recorded = {p.name[: -len(".timed.log")] for p in (shared_dir / "fixtures" / "comfyui").glob("*.timed.log")}
-    assert recorded == set(CAPTURES)
+    assert capture_names(shared_dir) == set(CAPTURES)
 
 
 @pytest.mark.parametrize("capture", sorted(CAPTURES))
 def test_capture_reaches_its_verdict(shared_dir: Path, capture: str) -> None:
     expected = CAPTURES[capture]
-    verdict = replay(timed(shared_dir, capture))
+    verdict = replay(timed(shared_dir, capture), stall_timeout=expected.stall_timeout or 60.0)
     assert (verdict.phase.value, verdict.reason) == (expected.phase, expected.reason)
     assert verdict.failing_line.startswith(expected.line)
     assert sorted(w.node for w in verdict.warnings) == sorted(expected.warnings)
@@ -82,6 +85,91 @@ def test_broken_custom_node_is_a_warning_naming_it(shared_dir: Path) -> None:
     assert custom[0].path == "/opt/ComfyUI-root/ComfyUI/custom_nodes/broken_node"
     assert custom[0].reason == "broken_node: deliberately broken custom node for a test fixture"
     assert custom[0].line.strip() == "0.0 seconds (IMPORT FAILED): /opt/ComfyUI-root/ComfyUI/custom_nodes/broken_node"
+
+
+# --- captures of the real image (tests/fixtures/comfyui, scripts/record-comfyui-capture) ------------
+
+
+def test_a_user_directory_it_cannot_write_fails_at_the_database_line(shared_dir: Path) -> None:
+    """The real 0.3.64 prints no PermissionError for a mounted user directory it cannot write: only the
+    database line, and then it serves (the capture has the GUI line and a 500 for /settings after it)."""
+    log = timed(shared_dir, "failure-user-dir-not-writable")
+    texts = [text for _, text in log.lines]
+    assert not any(t.startswith("PermissionError") for t in texts[: texts.index("Starting server")])
+    assert any(t.startswith("To see the GUI go to: ") for t in texts)
+    verdict = replay(log)
+    assert (verdict.phase, verdict.reason) == (Phase.FAILED, "dir-not-writable")
+    assert verdict.failing_line.startswith("Failed to initialize database.")
+    assert verdict.failing_line.endswith("(sqlite3.OperationalError) unable to open database file")
+    assert verdict.gui_url == ""  # decided before the server printed it
+    assert "user directory" in verdict.message and "keeps no settings, saved workflows or database" in verdict.message
+    assert "chown the host directory mounted as ComfyUI's user directory" in verdict.remedy
+
+
+def test_a_base_directory_it_cannot_write_fails_at_the_permission_error(shared_dir: Path) -> None:
+    log = timed(shared_dir, "failure-base-dir-not-writable")
+    verdict = replay(log)
+    assert (verdict.phase, verdict.reason) == (Phase.FAILED, "dir-not-writable")
+    assert "cannot write /basedir/user: the mounted directory is not writable" in verdict.message
+    assert verdict.decided_at is not None and verdict.decided_at < (log.exit_at or 0)
+    assert verdict.exit_code == 1
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        ("(sqlite3.OperationalError) unable to open database file", "dir-not-writable"),
+        ("(sqlite3.OperationalError) attempt to write a readonly database", "dir-not-writable"),
+        # other database failures: ComfyUI 0.3.64 serves on without its database, as the line says
+        ("Can't locate revision identified by 'f00dbabe'", "ready"),
+        ("Unsupported database URL 'postgres://db/comfy'.", "ready"),
+    ],
+)
+def test_the_database_line_is_a_permission_failure_only_when_sqlite_cannot_write(error: str, reason: str) -> None:
+    line = ("Failed to initialize database. Please ensure you have installed the latest requirements. If the error "
+            f"persists, please report this as in future the database will be required: {error}")
+    verdict = feed_lines("ComfyUI version: 0.3.64", line, "Starting server", "To see the GUI go to: http://0.0.0.0:8188")
+    assert verdict.reason == reason
+    assert (verdict.failing_line == line) == (reason != "ready")
+
+
+def test_a_custom_node_that_blocks_is_stalled_naming_its_line(shared_dir: Path) -> None:
+    log = timed(shared_dir, "failure-custom-node-blocks")
+    last_at, last = log.lines[-1]
+    assert last == "blocking_node: waiting for a lock that nobody releases"
+    assert (log.exit_at or 0) - last_at > 20.0  # the recorder waited past the stall timeout
+    verdict = replay(log, stall_timeout=20.0)
+    assert (verdict.phase, verdict.reason) == (Phase.STALLED, "stalled")
+    assert verdict.failing_line == verdict.last_line == last
+    assert verdict.message.startswith("no new log line for ") and verdict.message.endswith(f"last line: {last}")
+    # the same run judged with a stall timeout longer than its silence is still starting
+    assert replay(log, stall_timeout=60.0).phase is Phase.STARTING
+
+
+def test_a_bare_listen_prints_two_gui_lines_and_the_first_decides(shared_dir: Path) -> None:
+    log = timed(shared_dir, "startup-cpu-listen-dual")
+    gui = [gui_address(text) for _, text in log.lines if gui_address(text)]
+    assert gui == [("http://0.0.0.0:8188", "0.0.0.0", 8188), ("http://[::]:8188", "::", 8188)]
+    verdict = replay(log)
+    assert (verdict.phase, verdict.gui_url) == (Phase.READY, "http://0.0.0.0:8188")
+    assert replay(log, host_network=False).phase is Phase.READY  # every address: a published port reaches it
+
+
+def test_killed_after_ready_is_said_to_have_served(shared_dir: Path) -> None:
+    """What `check` makes of the run afterwards: its whole log, then its state (exit 137), no probe."""
+    log = timed(shared_dir, "startup-cpu-killed")
+    assert log.returncode == -9 and log.container_exit_code == 137
+    assert replay(log).phase is Phase.READY  # while it ran
+    machine = ReadinessMachine(stall_timeout=180.0, started_at=0.0, host_network=True)
+    for at, text in log.lines:
+        machine.feed(LogLine(at, text))
+    machine.feed(ContainerState(log.exit_at or 0.0, "exited", log.container_exit_code))
+    verdict = machine.verdict
+    assert (verdict.phase, verdict.reason) == (Phase.FAILED, "stopped")
+    assert verdict.was_serving
+    assert verdict.message.startswith("ComfyUI was serving (http://127.0.0.1:8188 printed, ")
+    assert "SIGKILL" in verdict.message and "exit 137" in verdict.message
+    assert "before ComfyUI was ready" not in verdict.message
 
 
 @pytest.mark.parametrize(

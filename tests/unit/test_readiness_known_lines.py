@@ -19,6 +19,7 @@ from gpuhost.comfyui.readiness import (
     ProbeResult,
     ReadinessMachine,
 )
+from tests.support.comfyui_replay import capture_file
 from tests.support.paths import REPO
 
 GUI = "To see the GUI go to: http://0.0.0.0:8188"
@@ -78,7 +79,7 @@ def test_a_harmless_line_is_noted_and_the_start_goes_on(row: HarmlessLine) -> No
     "row", [r for r in (*KNOWN_LINES, *HARMLESS) if r.source.startswith("capture:")], ids=row_id
 )
 def test_a_row_from_a_capture_quotes_a_line_of_it(shared_dir: Path, row: KnownLine | HarmlessLine) -> None:
-    capture = shared_dir / "fixtures" / "comfyui" / row.source.removeprefix("capture:")
+    capture = capture_file(row.source.removeprefix("capture:"), shared_dir)
     assert row.example in capture.read_text().splitlines()
 
 

@@ -25,6 +25,7 @@ from gpuhost.hostfacts import HostFacts
 from gpuhost.model import Severity
 from gpuhost.rules import RuleOptions
 from gpuhost.rules.comfyui import readiness
+from tests.support.comfyui_replay import capture_file
 
 URL = "http://127.0.0.1:8188/system_stats"
 # a run that started an hour before anyone looked at it
@@ -33,7 +34,7 @@ NOW = STARTED + 3600.0
 
 
 def timed(shared_dir: Path, name: str) -> TimedLog:
-    return parse_timed_log((shared_dir / "fixtures" / "comfyui" / f"{name}.timed.log").read_text())
+    return parse_timed_log(capture_file(f"{name}.timed.log", shared_dir).read_text())
 
 
 def backlog(machine: ReadinessMachine, log: TimedLog, until: float = float("inf")) -> None:
