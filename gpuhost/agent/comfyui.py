@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from gpuhost.agent.common import Handlers, add_docker_host, add_json_flag, print_json
+from gpuhost.comfyui.instances import discover_gpus, inventory_to_dict
 from gpuhost.comfyui.wait import WaitOptions, wait_ready
 from gpuhost.engine import EngineClient
+from gpuhost.facts.cdi import collect_cdi
+from gpuhost.facts.devices import collect_devices
+from gpuhost.facts.gpu import GpuFacts, collect_gpu
+from gpuhost.facts.source import SourceStatus
+from gpuhost.model import UsageError
 
 
 def cmd_wait_ready(args: argparse.Namespace) -> int:
@@ -17,7 +24,29 @@ def cmd_wait_ready(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def cmd_gpus(args: argparse.Namespace) -> int:
+    """This host's GPUs and where the list comes from (gpuhost.comfyui.instances): what the comfyui role
+    counts for `comfyui_instances: auto` and pins each instance to."""
+    for option, path in (("--root", args.root), ("--dev-root", args.dev_root)):
+        if path is not None and not os.path.isdir(path):
+            raise UsageError(f"{option}: {path!r} is not a directory", f"Give an existing directory to {option}.")
+    planted = os.path.realpath(args.root) != "/"
+    dev_root = args.dev_root if args.dev_root is not None else os.path.join(args.root, "dev")
+    gpu = (GpuFacts(status=SourceStatus.ABSENT, error="not asked under a planted --root (NVML reads the real host)")
+           if planted else collect_gpu(args.root))
+    inventory = discover_gpus(gpu, collect_cdi(args.root), collect_devices(dev_root), use_nvml=not planted)
+    print_json(inventory_to_dict(inventory))
+    return 0
+
+
 def add_commands(sub: Any, handlers: Handlers) -> None:
+    gpus = sub.add_parser("gpus", help="list this host's GPUs (NVML, else the CDI spec, else /dev/nvidia[0-9]+)")
+    gpus.add_argument("--root", default="/", help="read /etc/cdi, /var/run/cdi (and /dev) under this directory")
+    gpus.add_argument("--dev-root", default=None, help="where the device nodes are (default: ROOT/dev)")
+    add_json_flag(gpus)
+    handlers["gpus"] = cmd_gpus
+
+
     wait = sub.add_parser("wait-ready", help="wait until ComfyUI in a container really serves (see gpuhost wait-ready)")
     wait.add_argument("container")
     wait.add_argument("--timeout", default="10m")
