@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from gpuhost.agent.common import Handlers, add_docker_host, add_json_flag, print_json
+from gpuhost.comfyui.health import HealthOptions, run_health
 from gpuhost.comfyui.instances import discover_gpus, inventory_to_dict
 from gpuhost.comfyui.wait import WaitOptions, wait_ready
 from gpuhost.engine import EngineClient
@@ -39,7 +40,27 @@ def cmd_gpus(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_door_health(args: argparse.Namespace) -> int:
+    """Judge the instances behind the front door every --every seconds (until stopped, or --once) and
+    write the health document and the ready marker where nginx serves them."""
+    options = HealthOptions.parse(args.write, args.instance or [], args.every, args.once)
+    EngineClient(args.docker_host, timeout=10.0)  # a bad --docker-host is bad usage, before anything is written
+    document = run_health(options, lambda: EngineClient(args.docker_host, timeout=10.0))
+    print_json(document)
+    return 0 if document["ready"] else 1
+
+
 def add_commands(sub: Any, handlers: Handlers) -> None:
+    health = sub.add_parser("door-health", help="judge the front door's ComfyUI instances and write its health JSON")
+    health.add_argument("--write", required=True, metavar="DIR", help="where health.json and the ready marker go")
+    health.add_argument("--instance", action="append", metavar="NUMBER:CONTAINER",
+                        help="an instance behind the door (repeat for each), e.g. 0:comfyui-0")
+    health.add_argument("--every", default="10s", help="how often (default 10s)")
+    health.add_argument("--once", action="store_true", help="judge and write once, then exit (0: some instance ready)")
+    add_docker_host(health)
+    add_json_flag(health)
+    handlers["door-health"] = cmd_door_health
+
     gpus = sub.add_parser("gpus", help="list this host's GPUs (NVML, else the CDI spec, else /dev/nvidia[0-9]+)")
     gpus.add_argument("--root", default="/", help="read /etc/cdi, /var/run/cdi (and /dev) under this directory")
     gpus.add_argument("--dev-root", default=None, help="where the device nodes are (default: ROOT/dev)")

@@ -34,7 +34,7 @@ UNIT_LIST_SETTINGS = frozenset(
     {"Wants", "Requires", "Requisite", "BindsTo", "PartOf", "Upholds", "Conflicts", "Before", "After", "OnFailure",
      "OnSuccess", "WantedBy", "RequiredBy", "UpheldBy", "Also", "Alias"}
 )
-PATH_LIST_SETTINGS = frozenset({"RequiresMountsFor"})
+PATH_LIST_SETTINGS = frozenset({"RequiresMountsFor", "ReadWritePaths"})
 CONDITION_PREFIXES = ("Condition", "Assert")
 
 Meaning = Union[str, tuple[object, ...]]
