@@ -29,6 +29,9 @@ class ComfyUIContainerFacts:
     restart_count: int = 0
     started_at: Optional[float] = None
     verdict: Verdict = field(default_factory=Verdict)
+    # a multi-instance deployment's number and the GPU roles/comfyui gave it (its labels), "" otherwise
+    instance: str = ""
+    gpu: str = ""
 
 
 @dataclass
@@ -60,6 +63,8 @@ def collect_comfyui(client: Optional[EngineClient], docker: DockerFacts, probe_t
                 restart_count=container.restart_count,
                 started_at=container.started_at,
                 verdict=verdict,
+                instance=container.labels.get("gpuhost.comfyui.instance", ""),
+                gpu=container.labels.get("gpuhost.comfyui.gpu", ""),
             )
         )
     return facts

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from gpuhost.comfyui.facts import ComfyUIFacts
+from gpuhost.comfyui.readiness import Phase
 from gpuhost.facts.cdi import CdiFacts
 from gpuhost.facts.devices import DeviceFacts
 from gpuhost.facts.docker import ContainerGpuAccess
@@ -165,3 +167,31 @@ def instances_of(containers: list[ContainerGpuAccess]) -> list[Instance]:
             pinned=pinned_refs(container), ports=ports,
         ))
     return sorted(found, key=lambda i: (int(i.instance) if i.instance.isdigit() else -1, i.name))
+
+
+def instance_list(containers: list[ContainerGpuAccess], comfyui: ComfyUIFacts,
+                  inventory: GpuInventory) -> list[dict[str, Any]]:
+    """Each instance as `gpuhost check --json` lists it: what it was given, what it is pinned to (the host's
+    GPUs it resolves to) and its readiness verdict."""
+    verdicts = {c.name: c.verdict for c in comfyui.containers}
+    listed = []
+    for instance in instances_of(containers):
+        gpus: list[dict[str, Any]] = []
+        for ref in instance.pinned:
+            found = inventory.gpus if ref == ALL else [g for g in [inventory.find(ref)] if g is not None]
+            gpus.extend({"index": g.index, "uuid": g.uuid} for g in found)
+        verdict = verdicts.get(instance.name)
+        listed.append({
+            "name": instance.name,
+            "instance": instance.instance,
+            "state": instance.state,
+            "given": instance.given,
+            "given_uuid": instance.given_uuid,
+            "pinned": instance.pinned,
+            "gpus": gpus,
+            "ports": instance.ports,
+            "ready": verdict.phase is Phase.READY if verdict is not None else None,
+            "verdict": verdict.phase.value if verdict is not None else "",
+            "reason": verdict.reason if verdict is not None else "",
+        })
+    return listed
