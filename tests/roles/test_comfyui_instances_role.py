@@ -237,3 +237,21 @@ def test_one_instance_is_the_container_the_role_always_ran(host: PlantedHost) ->
     assert auto.recap()["changed"] == 0, auto.output[-5000:]
     assert {name: c["Id"] for name, c in host.containers().items()} == {NAME: first[NAME]["Id"]}
     assert os.path.isdir(host.work / "data" / "user")
+
+
+def test_site_ymls_comfyui_play_on_the_planted_host_gives_four_instances(host: PlantedHost) -> None:
+    """playbooks/comfyui.yml, the play site.yml imports, as written (on the gpu_hosts group; without become:
+    this machine runs the tests as root and has no sudo), on the planted four-GPU host."""
+    inventory = host.work / "inventory.yml"
+    inventory.write_text(json.dumps({"gpu_hosts": {"hosts": {"localhost": {"ansible_connection": "local"}}}}))
+    playbook = (REPO / "playbooks" / "comfyui.yml").read_text()
+    variables = host.variables()
+    variables.pop("comfyui_gpu_device")  # the default /dev/nvidia0 is absent here: the role would stand aside
+    run = run_playbook(host.work, playbook, "-i", str(inventory), "-e", json.dumps(
+        {**variables, "ansible_become": False, "comfyui_require_gpu": False}), env={"DOCKER_HOST": host.docker.host})
+    assert run.returncode == 0, run.output[-5000:]
+    assert "4 ComfyUI instances (4 GPUs from the CDI spec /etc/cdi/nvidia.yaml)" in run.flat
+    containers = host.containers()
+    assert sorted(containers) == [f"{NAME}-{n}" for n in range(4)]
+    assert [env_of(containers[f"{NAME}-{n}"])["NVIDIA_VISIBLE_DEVICES"] for n in range(4)] == [
+        gpu_uuid(n) for n in range(4)]
