@@ -9,7 +9,7 @@ from typing import Any
 from gpuhost.agent.common import Handlers, add_docker_host, add_json_flag, print_json
 from gpuhost.comfyui.health import HealthOptions, run_health
 from gpuhost.comfyui.instances import discover_gpus, inventory_to_dict
-from gpuhost.comfyui.wait import WaitOptions, wait_ready
+from gpuhost.comfyui.wait import WaitOptions, many_to_dict, wait_ready, wait_ready_many
 from gpuhost.engine import EngineClient
 from gpuhost.facts.cdi import collect_cdi
 from gpuhost.facts.devices import collect_devices
@@ -20,9 +20,14 @@ from gpuhost.model import UsageError
 
 def cmd_wait_ready(args: argparse.Namespace) -> int:
     options = WaitOptions.parse(args.timeout, args.stall_timeout, args.url)
-    result = wait_ready(EngineClient(args.docker_host, timeout=10.0), args.container, options)
-    print_json(result.to_dict())
-    return result.exit_code
+    if len(args.container) == 1:
+        result = wait_ready(EngineClient(args.docker_host, timeout=10.0), args.container[0], options)
+        print_json(result.to_dict())
+        return result.exit_code
+    results = wait_ready_many(lambda: EngineClient(args.docker_host, timeout=10.0), args.container, options)
+    summary = many_to_dict(results)
+    print_json(summary)
+    return int(summary["exit_code"])
 
 
 def cmd_gpus(args: argparse.Namespace) -> int:
@@ -69,7 +74,7 @@ def add_commands(sub: Any, handlers: Handlers) -> None:
 
 
     wait = sub.add_parser("wait-ready", help="wait until ComfyUI in a container really serves (see gpuhost wait-ready)")
-    wait.add_argument("container")
+    wait.add_argument("container", nargs="+", help="one container, or several (the instances) judged at once")
     wait.add_argument("--timeout", default="10m")
     wait.add_argument("--stall-timeout", default="3m")
     wait.add_argument("--url", default=None)
