@@ -159,7 +159,7 @@ def test_bad_settings(name: str, value: Any, problem: str) -> None:
     assert DOOR.setting_problems(settings) == []
     problems = DOOR.setting_problems({**settings, name: value})
     assert len(problems) == 1 and problem in problems[0], problems
-    assert DOOR.san(["gpu-01", "127.0.0.1", "::1"]) == "DNS:gpu-01,IP:127.0.0.1,IP:::1"
+    assert DOOR.san(["gpu-01", "127.0.0.1", "::1", "gpu-01"]) == "DNS:gpu-01,IP:127.0.0.1,IP:::1"
 
 
 # --- SHA-512-crypt --------------------------------------------------------------------------------------

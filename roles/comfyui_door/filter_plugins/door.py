@@ -159,7 +159,7 @@ def token_pattern(token: str) -> str:
 
 def san(names: list[str]) -> str:
     """subjectAltName for openssl: DNS:... and IP:... entries."""
-    return ",".join(("IP:" if _is_ip(name) else "DNS:") + name for name in names)
+    return ",".join(("IP:" if _is_ip(name) else "DNS:") + name for name in dict.fromkeys(names))
 
 
 def _is_ip(text: str) -> bool:
