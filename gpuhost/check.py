@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from gpuhost.comfyui.instances import discover_gpus, instance_list
 from gpuhost.engine import DockerAddressError, docker_address
 from gpuhost.facts.docker import DAEMON_JSON
 from gpuhost.facts.source import SourceStatus
@@ -83,8 +84,14 @@ class CheckReport:
             "unreadable_sources": self.unreadable_sources,
             "duration_ms": self.duration_ms,
             "findings": [f.to_dict() for f in self.findings],
+            "instances": instances_of_facts(self.facts),
             "facts": to_jsonable(self.facts),
         }
+
+
+def instances_of_facts(facts: HostFacts) -> list[dict[str, Any]]:
+    """The ComfyUI instances roles/comfyui made, each with its GPU and readiness (gpuhost.comfyui.instances)."""
+    return instance_list(facts.docker.containers, facts.comfyui, discover_gpus(facts.gpu, facts.cdi, facts.devices))
 
 
 def unreadable_sources(facts: HostFacts) -> list[str]:

@@ -18,6 +18,7 @@ from gpuhost.facts.docker import DAEMON_JSON, DockerFacts, collect_docker, image
 from gpuhost.facts.gpu import GpuFacts, collect_gpu
 from gpuhost.facts.kernel import KernelFacts, collect_kernel
 from gpuhost.facts.kmsg import KmsgFacts, collect_kmsg
+from gpuhost.facts.nginx import NginxFacts, collect_nginx
 from gpuhost.facts.packages import PackageFacts, collect_packages
 from gpuhost.facts.platform import PlatformFacts, collect_platform
 from gpuhost.facts.source import SourceStatus
@@ -62,6 +63,7 @@ class HostFacts:
     packages: PackageFacts = field(default_factory=PackageFacts)
     platform: PlatformFacts = field(default_factory=PlatformFacts)
     containerd: ContainerdFacts = field(default_factory=ContainerdFacts)
+    nginx: NginxFacts = field(default_factory=NginxFacts)
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -129,4 +131,8 @@ def collect_host_facts(options: CollectOptions | None = None) -> HostFacts:
     start = time.perf_counter()
     facts.models = collect_models(options.root)
     timed("models", start)
+
+    start = time.perf_counter()
+    facts.nginx = collect_nginx(options.root)
+    timed("nginx", start)
     return facts

@@ -10,8 +10,9 @@ from gpuhost.cli.common import docker_host_option, docs_epilog, emit_json, engin
 from gpuhost.cli.help import ReferenceCommand
 from gpuhost.comfyui.layers import LayersOptions, image_layers
 from gpuhost.comfyui.readiness import Phase
-from gpuhost.comfyui.wait import WaitOptions
+from gpuhost.comfyui.wait import WaitOptions, many_to_dict
 from gpuhost.comfyui.wait import wait_ready as run_wait
+from gpuhost.comfyui.wait import wait_ready_many as run_wait_many
 from gpuhost.model import Severity
 from gpuhost.printable import printable
 from gpuhost.redact import redact_urls
@@ -31,7 +32,10 @@ WAIT_READY_EXIT_CODES = (
 
 
 def wait_ready(
-    container: str = typer.Argument(..., metavar="CONTAINER", help="The ComfyUI container's name or id."),
+    containers: list[str] = typer.Argument(
+        ..., metavar="CONTAINER...",
+        help="The ComfyUI container's name or id; several (a host's instances) are judged at once.",
+    ),
     timeout: str = typer.Option(
         "10m",
         "--timeout",
@@ -82,6 +86,9 @@ def wait_ready(
     To allow a slow first start (image init, pip installs) and print JSON:
       gpuhost wait-ready comfyui --timeout 30m --stall-timeout 10m --json
 
+    To wait for every instance of a four-GPU host at once (exit 0 when all are ready):
+      gpuhost wait-ready comfyui-0 comfyui-1 comfyui-2 comfyui-3
+
     Output:
     With --json, one object (schema gpuhost.wait-ready/v1):
       verdict         ready | failed | stalled
@@ -92,20 +99,25 @@ def wait_ready(
       warnings        nodes that failed to import: kind (custom-node | comfy-extras), node, path, reason
       tail            the last 30 log lines
       elapsed_s, exit_code
+    With several containers, one object (schema gpuhost.wait-ready.instances/v1): ready, total,
+    containers (one object as above each), exit_code (0 when all are ready).
     """
     with errors_to_exit(as_json):
         options = WaitOptions.parse(timeout, stall_timeout, url)
         client = engine_client(docker_host, timeout=10.0)
-        if as_json:
-            result = run_wait(client, container, options)
+        if len(containers) > 1:
+            results = run_wait_many(lambda: engine_client(docker_host, timeout=10.0), containers, options)
+        elif as_json:
+            results = [run_wait(client, containers[0], options)]
         else:
-            with WaitProgress(container) as progress:
-                result = run_wait(client, container, options, on_progress=progress.update)
+            with WaitProgress(containers[0]) as progress:
+                results = [run_wait(client, containers[0], options, on_progress=progress.update)]
     if as_json:
-        emit_json(result.to_dict())
+        emit_json(results[0].to_dict() if len(results) == 1 else many_to_dict(results))
     else:
-        print_wait(result)
-    raise typer.Exit(result.exit_code)
+        for result in results:
+            print_wait(result)
+    raise typer.Exit(max(result.exit_code for result in results))
 
 
 LAYERS_EXIT_CODES = (

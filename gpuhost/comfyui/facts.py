@@ -36,6 +36,9 @@ class ComfyUIContainerFacts:
     verdict: Verdict = field(default_factory=Verdict)
     # prompts running or waiting (GET /prompt), when the server is ready and answered; None otherwise
     queue_remaining: Optional[int] = None
+    # a multi-instance deployment's number and the GPU roles/comfyui gave it (its labels), "" otherwise
+    instance: str = ""
+    gpu: str = ""
 
 
 @dataclass
@@ -68,6 +71,8 @@ def collect_comfyui(client: Optional[EngineClient], docker: DockerFacts, probe_t
                 started_at=container.started_at,
                 verdict=verdict,
                 queue_remaining=queue_remaining(verdict, probe_timeout),
+                instance=container.labels.get("gpuhost.comfyui.instance", ""),
+                gpu=container.labels.get("gpuhost.comfyui.gpu", ""),
             )
         )
     return facts

@@ -52,6 +52,8 @@ from gpuhost.model import SourceError, UsageError, to_jsonable
 from gpuhost.units import parse_duration
 
 WAIT_SCHEMA = "gpuhost.wait-ready/v1"
+WAIT_MANY_SCHEMA = "gpuhost.wait-ready.instances/v1"
+MAX_CONTAINERS = 64
 _EOF = object()
 
 
@@ -372,3 +374,48 @@ def _probe(
     if not url:
         return ProbeResult(at=clock(), url="", error=why, reachable=False)
     return probe(url, timeout=options.probe_timeout, clock=clock)
+
+
+def wait_ready_many(
+    make_client: Callable[[], EngineClient], refs: list[str], options: Optional[WaitOptions] = None
+) -> list[WaitResult]:
+    """wait_ready on several containers at once (the instances of one host), each with a client and a thread
+    of its own; every name is checked and found before any wait starts."""
+    options = options or WaitOptions()
+    if not refs or len(refs) > MAX_CONTAINERS:
+        raise UsageError(f"give 1 to {MAX_CONTAINERS} containers", "Example: gpuhost wait-ready comfyui-0 comfyui-1")
+    if len(set(refs)) != len(refs):
+        raise UsageError("a container is named twice", "Name each container once.")
+    if options.url and len(refs) > 1:
+        raise UsageError("--url probes one server: give one CONTAINER with it", "Leave --url out for several.")
+    client = make_client()
+    for ref in refs:
+        inspect_container(client, ref)  # a missing one is bad usage before anything waits
+    results: dict[int, Any] = {}
+
+    def run(index: int, ref: str) -> None:
+        try:
+            results[index] = wait_ready(make_client(), ref, options)
+        except Exception as exc:  # handed to the caller's thread below
+            results[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i, ref), daemon=True) for i, ref in enumerate(refs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for index in range(len(refs)):
+        if isinstance(results[index], Exception):
+            raise results[index]
+    return [results[index] for index in range(len(refs))]
+
+
+def many_to_dict(results: list[WaitResult]) -> dict[str, Any]:
+    ready = sum(1 for result in results if result.exit_code == 0)
+    return {
+        "schema": WAIT_MANY_SCHEMA,
+        "ready": ready,
+        "total": len(results),
+        "containers": [result.to_dict() for result in results],
+        "exit_code": 0 if ready == len(results) else 1,
+    }

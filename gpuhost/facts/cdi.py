@@ -29,6 +29,8 @@ class CdiSpec:
     hook_paths: list[str] = field(default_factory=list)
     # hook binaries that do not exist on this host
     missing_hooks: list[str] = field(default_factory=list)
+    # each device's own deviceNodes paths, by device name (an index and a UUID name of one GPU share them)
+    device_paths: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def qualified_devices(self) -> list[str]:
@@ -67,6 +69,13 @@ def driver_version_of(spec: dict[str, Any]) -> str:
         if match:
             return match.group(1)
     return ""
+
+
+def _device_node_paths(edits: Any) -> list[str]:
+    if not isinstance(edits, dict):
+        return []
+    return sorted({str(node.get("hostPath") or node.get("path") or "") for node in edits.get("deviceNodes") or []
+                   if isinstance(node, dict)} - {""})
 
 
 def nodes_and_hooks(spec: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -146,6 +155,7 @@ def parse_spec(path: str, text: str) -> CdiSpec:
     for device in data.get("devices") or []:
         if isinstance(device, dict) and device.get("name") is not None:
             spec.devices.append(str(device["name"]))
+            spec.device_paths[str(device["name"])] = _device_node_paths(device.get("containerEdits"))
     spec.driver_version = driver_version_of(data)
     spec.device_nodes, spec.hook_paths = nodes_and_hooks(data)
     missing = [key for key in ("cdiVersion", "kind") if not data.get(key)]

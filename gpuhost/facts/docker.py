@@ -19,8 +19,9 @@ from gpuhost.facts.storage import PathLocation, locate
 from gpuhost.redact import redact_all
 
 DAEMON_JSON = "/etc/docker/daemon.json"
-# the labels the rules read: roles/comfyui marks its container with `gpuhost.comfyui`
-CONTAINER_LABELS = ("gpuhost.comfyui",)
+# the labels the rules read: roles/comfyui marks its containers with `gpuhost.comfyui`, and each
+# instance of a multi-instance deployment with its number and the GPU it was given
+CONTAINER_LABELS = ("gpuhost.comfyui", "gpuhost.comfyui.instance", "gpuhost.comfyui.gpu", "gpuhost.comfyui.gpu-uuid")
 # the environment variables the rules read
 CONTAINER_ENV = ("NVIDIA_VISIBLE_DEVICES",)
 

@@ -63,6 +63,7 @@ class HostResult:
                 "unreadable_sources": [],
                 "duration_ms": self.duration_ms,
                 "findings": [f.to_dict() for f in findings],
+                "instances": [],
                 "facts": None,
             }
             remote_hostname = ""

@@ -6,7 +6,7 @@ from typing import Callable
 
 from gpuhost.hostfacts import HostFacts
 from gpuhost.model import Finding
-from gpuhost.rules import bpf, cdi, comfyui, devices, docker, driver, ebs, gpu, storage, toolkit
+from gpuhost.rules import bpf, cdi, comfyui, devices, docker, door, driver, ebs, gpu, instances, storage, toolkit
 from gpuhost.rules.options import RuleOptions, RunAs
 
 __all__ = ["Rule", "RuleOptions", "RunAs", "all_rules", "evaluate"]
@@ -47,6 +47,10 @@ def all_rules() -> list[Rule]:
         comfyui.readiness,
         comfyui.import_failures,
         comfyui.models,
+        instances.shared,
+        instances.gone,
+        instances.mismatch,
+        door.exposure,
     ]
 
 

@@ -17,6 +17,8 @@ def _evidence(container: ComfyUIContainerFacts) -> dict[str, object]:
     verdict = container.verdict
     return {
         "container": container.name,
+        "instance": container.instance,
+        "gpu": container.gpu,
         "image": container.image,
         "state": container.state,
         **verdict.summary(),

@@ -244,7 +244,8 @@ def test_whole_role_in_check_mode_gives_the_container_the_models(
     assert "2 of 2 files to fetch, 130000 bytes" in run.output
     lines = run.output.splitlines()
     at = next(i for i, line in enumerate(lines) if "TASK [comfyui : Run the ComfyUI container]" in line)
-    answer = json.loads(lines[at + 1].split(" => ", 1)[1])
+    # the task loops over the instances: `changed: [localhost] => (item=NAME) => {...}`
+    answer = json.loads(lines[at + 1].split(" => ", 1)[1].split(") => ", 1)[-1])
     created = answer["actions"][0]["create_parameters"]
     models, hf_home = tmp_path / "disk" / "models", tmp_path / "disk" / "huggingface"
     assert f"{models}:/gpuhost/models:ro" in created["HostConfig"]["Binds"]

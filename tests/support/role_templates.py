@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -19,15 +20,17 @@ from tests.support.paths import REPO
 
 ROLES = REPO / "roles"
 SYSTEMD_FILTERS = ROLES / "gpuhost_agent" / "filter_plugins" / "systemd_unit.py"
-# units, and drop-ins (NAME.service.d/*.conf)
-UNIT_SUFFIXES = (".service.j2", ".mount.j2", ".timer.j2", ".socket.j2", ".path.j2", ".target.j2", ".conf.j2")
+UNIT_SUFFIXES = (".service.j2", ".mount.j2", ".timer.j2", ".socket.j2", ".path.j2", ".target.j2")
+# a unit's drop-in (NAME.service.d/*.conf) opens with one of its sections; other .conf files (nginx's) do not
+DROP_IN_SECTION = re.compile(r"^\[(Unit|Service|Install|Mount|Timer|Socket|Path)\]$", re.MULTILINE)
 # Ansible's versions of these wrap Jinja's for its lazy templating; Jinja's own behave the same on plain data
 JINJA_BUILTINS_KEPT = ("map", "select", "reject", "selectattr", "rejectattr", "default", "d", "groupby")
 
 
 def unit_templates() -> list[Path]:
     """Every systemd unit template of every role."""
-    return sorted(p for p in ROLES.glob("*/templates/*") if p.name.endswith(UNIT_SUFFIXES))
+    return sorted(p for p in ROLES.glob("*/templates/*") if p.name.endswith(UNIT_SUFFIXES) or (
+        p.name.endswith(".conf.j2") and DROP_IN_SECTION.search(p.read_text(encoding="utf-8"))))
 
 
 @cache

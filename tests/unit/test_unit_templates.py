@@ -94,6 +94,14 @@ CASES = [
         _models_sync, lambda v: "gpuhost-models-sync.service",
     ),
     Case(
+        "comfyui_door/templates/gpuhost-door-health.service.j2",
+        {"state": "path", "agent": "program", "interval": "word", "instance0": "word", "instance1": "word"},
+        lambda v: {"comfyui_door_state_dir": v["state"], "gpuhost_agent_bin": v["agent"],
+                   "comfyui_door_health_interval": v["interval"],
+                   "__comfyui_door_instance_args": [v["instance0"], v["instance1"]]},
+        lambda v: "gpuhost-door-health.service",
+    ),
+    Case(
         "docker_storage/templates/docker-storage.mount.j2", {"source": "value", "mount_path": "path"},
         lambda v: {"__docker_storage_plan": {"mount_source": v["source"], "mount_path": v["mount_path"]},
                    "__docker_storage_service": "gpuhost-docker-storage.service"},
