@@ -1,20 +1,28 @@
 #!/usr/bin/env python3
-"""Wall time of `gpuhost check` against gathering the same facts by hand, in one run.
+"""Wall time of `gpuhost check` against gathering the same facts by hand, in one run, and the CPU time
+of the metrics timer's run (roles/gpuhost_metrics).
 
 The manual path is what a person types: nvidia-smi -q, docker info, docker inspect of every
 container, sysctl for the BPF JIT settings, nvidia-ctk --version and a look at the CDI
 directories. Each path runs `--runs` times as a fresh process; one JSON line is printed.
 Target: gpuhost check under 1 s, and faster than the manual path.
+
+The timer's run is what gpuhost-metrics.service starts every minute: the agent zipapp on the host's
+python3, `check --format prometheus --textfile-directory DIR`. Its CPU time (user + system, the
+process and its children, from getrusage) per run, divided by the 60 s between two runs, is its
+share of one core. Target: under 1 %.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,6 +61,40 @@ def manual_once(commands: list[list[str]]) -> tuple[float, dict[str, str]]:
         total += seconds
         outcome.setdefault(command[0], f"rc={rc}")
     return total, outcome
+
+
+TIMER_PERIOD_S = 60.0
+HOST_PYTHON = "/usr/bin/python3"
+
+
+def cpu_of(command: list[str]) -> tuple[float, int]:
+    """CPU seconds (user + system) a fresh process and its children spent, and its exit code."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(command, capture_output=True, check=False, cwd=REPO)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), proc.returncode
+
+
+def timer_runs(runs: int) -> dict[str, object]:
+    sys.path.insert(0, str(REPO))
+    from gpuhost.ship import build_zipapp
+
+    with tempfile.TemporaryDirectory(prefix="gpuhost-bench-timer-") as work:
+        agent, _ = build_zipapp(Path(work) / "gpuhost-agent.pyz")
+        textfile = Path(work) / "textfile"
+        textfile.mkdir()
+        python = HOST_PYTHON if Path(HOST_PYTHON).exists() else sys.executable
+        command = [python, str(agent), "check", "--format", "prometheus", "--textfile-directory", str(textfile)]
+        cpu_of(command)  # warm the page cache
+        measured = [cpu_of(command) for _ in range(runs)]
+    seconds = [cpu for cpu, _ in measured]
+    median = statistics.median(seconds)
+    return {
+        "timer_cpu_s_per_run": {"median": round(median, 3), "max": round(max(seconds), 3)},
+        "timer_exit_codes": sorted({rc for _, rc in measured}),
+        "timer_core_share_pct_at_1_per_min": round(100 * median / TIMER_PERIOD_S, 3),
+        "timer_under_1pct_of_a_core": median / TIMER_PERIOD_S < 0.01,
+    }
 
 
 def main() -> int:
@@ -96,6 +138,7 @@ def main() -> int:
                 "speedup": round(median_manual / median_check, 2) if median_check else None,
                 "target_under_1s": median_check < 1.0,
                 "faster_than_manual": median_check < median_manual,
+                **timer_runs(args.runs),
             }
         )
     )

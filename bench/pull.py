@@ -30,10 +30,17 @@ under the same daemon setting) and the CPU share they kept busy, and the rate at
 connection downloads, verifies and stores the largest blob on that disk) and its error. One JSON
 line. Target: every prediction within 25%.
 
+With --subject real the image is the real ComfyUI the tests run (gpuhost-comfyui:0.3.64, about 6.7 GB
+in a Debian base, a Python environment with PyPI's CUDA torch and the ComfyUI source: built by
+scripts/build-comfyui-image), `docker save`d and pushed the same ways. It is three times the default
+synthetic image: `--disks ebs --only gzip-pigz` keeps a run within the memory and disk of a 2-core, 24
+GiB machine (the nvme disk lives in /dev/shm).
+
 The registry, skopeo and every dockerd share one private network namespace (loopback only): a
 dockerd there cannot touch the host's docker0, and the registry is never on a bridge address.
 Everything the run creates is removed, also on errors. Run as root:
-  .venv/bin/python bench/pull.py [--image-gib 2] [--repeat 1] [--only gzip-pigz,none]
+  .venv/bin/python bench/pull.py [--image-gib 2] [--repeat 1] [--only gzip-pigz,none] [--disks ebs]
+  .venv/bin/python bench/pull.py --subject real --disks ebs --only gzip-pigz
 """
 
 from __future__ import annotations
@@ -168,6 +175,28 @@ def build_image(shared: EngineClient, work: Path, image_bytes: int, weight_layer
             layer_path.unlink()
         finish_archive(tar, base_config, diff_ids, history, names, f"{PREFIX}:big")
     return archive, sizes
+
+
+def real_image(work: Path) -> tuple[Path, list[int]]:
+    """`docker save` of the real ComfyUI image (built first when it is not up to date); returns the
+    archive and every layer's unpacked size, base first."""
+    from tests.support.comfyui_real import IMAGE, ensure_image
+
+    ensure_image()
+    archive = work / "image.tar"
+    run("docker", "save", "-o", str(archive), IMAGE)
+    with tarfile.open(archive) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))[0]  # type: ignore[arg-type]
+        sizes = [tar.getmember(name).size for name in manifest["Layers"]]
+    return archive, sizes
+
+
+def subject_bytes(args: argparse.Namespace) -> int:
+    if args.subject == "real":
+        from tests.support.comfyui_real import IMAGE
+
+        return int(run("docker", "image", "inspect", "-f", "{{.Size}}", IMAGE) or 0) or int(7 * GIB)
+    return int(args.image_gib * GIB)
 
 
 # --- the daemons ----------------------------------------------------------------------------
@@ -316,11 +345,15 @@ def preflight(args: argparse.Namespace, device_bytes: int, image_bytes: int) -> 
                  "busybox"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed (apt-get install docker-registry skopeo pigz busybox-static xfsprogs)"
+    disks = args.disks.split(",")
     shm = shutil.disk_usage("/dev/shm")
-    if shm.free < device_bytes:
+    if "nvme" in disks and shm.free < device_bytes:
         return f"/dev/shm has {shm.free / GIB:.1f} GiB free; the memory-backed disk needs {device_bytes / GIB:.1f}"
-    if shutil.disk_usage(args.work_dir).free < device_bytes + image_bytes * 5:
-        return f"{args.work_dir} needs {(device_bytes + image_bytes * 5) / GIB:.1f} GiB free"
+    # the archive, one registry copy per push (at most the image's size each) and the ebs disk's file
+    pushes = len({s.tag for s in SETTINGS if not args.only or s.name in args.only.split(",")})
+    needed = image_bytes * (1 + pushes) + (device_bytes if "ebs" in disks else 0)
+    if shutil.disk_usage(args.work_dir).free < needed:
+        return f"{args.work_dir} needs {needed / GIB:.1f} GiB free"
     return ""
 
 
@@ -338,22 +371,34 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, help="the whole run on both devices this many times; medians")
     parser.add_argument("--only", default="", help="comma-separated settings (default: all)")
     parser.add_argument("--work-dir", default="/var/tmp", help="root-disk directory: archive, registry, ebs file")
+    parser.add_argument("--subject", choices=("synthetic", "real"), default="synthetic",
+                        help="the image pulled: synthetic (--image-gib of layers) or the real ComfyUI image")
+    parser.add_argument("--disks", default="ebs,nvme", help="comma-separated disks to pull onto (default ebs,nvme)")
     args = parser.parse_args()
     if args.pulls < 1 or args.repeat < 1 or args.probe_rounds < 1:
         parser.error("--pulls, --repeat and --probe-rounds must be at least 1")
+    disk_names = args.disks.split(",")
+    if any(disk not in ("ebs", "nvme") for disk in disk_names) or len(set(disk_names)) != len(disk_names):
+        parser.error(f"--disks is ebs, nvme or both, comma-separated, not {args.disks!r}")
+    unknown = [name for name in args.only.split(",") if args.only and name not in {s.name for s in SETTINGS}]
+    if unknown:
+        parser.error(f"--only: no setting {', '.join(unknown)} (have {', '.join(s.name for s in SETTINGS)})")
     settings = [s for s in SETTINGS if not args.only or s.name in args.only.split(",")]
-    image_bytes = int(args.image_gib * GIB)
+    image_bytes = subject_bytes(args)
     device_bytes = int(image_bytes * 2.2) + GIB
     problem = preflight(args, device_bytes, image_bytes)
     if problem:
         print(json.dumps({"bench": "pull", "error": problem}))
         return 2
-    result: dict[str, Any] = {"bench": "pull", "settings": [s.name for s in settings]}
+    result: dict[str, Any] = {"bench": "pull", "subject": args.subject, "settings": [s.name for s in settings]}
     work = Path(tempfile.mkdtemp(prefix=f"{PREFIX}-", dir=args.work_dir))
     started = time.perf_counter()
     try:
-        archive, sizes = build_image(EngineClient(timeout=120.0), work, image_bytes, args.weight_layers,
-                                     args.file_layers)
+        if args.subject == "real":
+            archive, sizes = real_image(work)
+        else:
+            archive, sizes = build_image(EngineClient(timeout=120.0), work, image_bytes, args.weight_layers,
+                                         args.file_layers)
         result.update(image_bytes=sum(sizes), image_layers=len(sizes))
         with network_namespace() as netns, LocalRegistry(base=work, netns_pid=netns) as registry:
             pushed: dict[str, list[PullLayer]] = {}
@@ -377,7 +422,7 @@ def main() -> int:
             runs = []
             for number in range(args.repeat):
                 disks: dict[str, Any] = {}
-                for target in both_disks(Path(args.work_dir), device_bytes):
+                for target in [t for t in both_disks(Path(args.work_dir), device_bytes) if t.name in disk_names]:
                     with loop_xfs(target, work, raw_probe_bytes=min(GIB, device_bytes // 4), prefix=PREFIX):
                         disks[target.name] = measure_disk(target, netns, registry, pushed, blobs, work, args,
                                                           settings, refused)
@@ -386,7 +431,7 @@ def main() -> int:
         result.update(summarise(runs))
         result["runs"] = args.repeat
         result["refused"] = refused
-        errors = [v["prediction_error_pct"] for d in ("ebs", "nvme") for v in result[d].values()
+        errors = [v["prediction_error_pct"] for d in disk_names for v in result[d].values()
                   if isinstance(v, dict) and "prediction_error_pct" in v]
         result["max_abs_error_pct"] = max((abs(e) for e in errors), default=None)
         result["within_25pct"] = bool(errors) and all(abs(e) <= 25 for e in errors)

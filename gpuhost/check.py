@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from gpuhost.engine import check_address
+from gpuhost.engine import DockerAddressError, docker_address
 from gpuhost.facts.docker import DAEMON_JSON
 from gpuhost.facts.source import SourceStatus
 from gpuhost.hostfacts import SCHEMA_VERSION, CollectOptions, HostFacts, collect_host_facts
@@ -36,18 +36,22 @@ class CheckOptions:
         min_free_gb: float = 20.0,
         run_as: Optional[str] = None,
         strict: bool = False,
+        fleet: bool = False,
     ) -> CheckOptions:
+        """The options as typed. --docker-host is checked always; $DOCKER_HOST when this host is
+        checked (a fleet check runs on other hosts, with their own environment)."""
         if not math.isfinite(min_free_gb) or min_free_gb < 0:
             raise UsageError(f"--min-free-gb must be a finite number of GiB, 0 or more, got {min_free_gb}",
                              "Example: --min-free-gb 200")
         try:
             identity = RunAs.parse(run_as) if run_as else None
-            if docker_host:
-                check_address(docker_host)
         except ValueError as exc:
-            remedy = "Example: --run-as 1000:1000,44" if "--run-as" in str(exc) else (
-                "Example: --docker-host unix:///var/run/docker.sock or tcp://127.0.0.1:2375")
-            raise UsageError(str(exc), remedy) from exc
+            raise UsageError(str(exc), "Example: --run-as 1000:1000,44") from exc
+        try:
+            if docker_host is not None or not fleet:
+                docker_address(docker_host)
+        except DockerAddressError as exc:
+            raise UsageError(str(exc), exc.remedy) from exc
         return cls(
             collect=CollectOptions(root=root, dev_root=dev_root, docker_host=docker_host, daemon_json=daemon_json),
             rules=RuleOptions(min_free_gib=min_free_gb, run_as=identity),

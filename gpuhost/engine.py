@@ -12,7 +12,6 @@ import contextlib
 import errno
 import http.client
 import json
-import math
 import os
 import re
 import socket
@@ -21,6 +20,9 @@ import threading
 from collections.abc import Iterator
 from typing import Any, BinaryIO, Optional
 from urllib.parse import quote, urlencode, urlparse
+
+from gpuhost.redact import redact_url
+from gpuhost.userfile import strict_loads
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 # Far above any answer gpuhost reads (an inspect is a few KB, a list of a thousand containers a few
@@ -79,29 +81,69 @@ def quote_ref(ref: str) -> str:
     return quote(ref, safe="")
 
 
+class DockerAddressError(ValueError):
+    """A Docker address (--docker-host or DOCKER_HOST) that is not one: bad usage, exit 2."""
+
+    def __init__(self, message: str, remedy: str) -> None:
+        super().__init__(message)
+        self.remedy = remedy
+
+
+ADDRESS_EXAMPLE = "unix:///var/run/docker.sock or tcp://127.0.0.1:2375"
+
+
+def docker_address(option: Optional[str] = None) -> str:
+    """The Docker address a command talks to: --docker-host when given, else $DOCKER_HOST when set,
+    else the default socket. Either one is checked the same way (DockerAddressError names which)."""
+    if option is not None:
+        try:
+            check_address(option)
+        except ValueError as exc:
+            raise DockerAddressError(f"--docker-host: {exc}", f"Example: --docker-host {ADDRESS_EXAMPLE}") from None
+        return option
+    value = os.environ.get("DOCKER_HOST", "")
+    if not value:  # set but empty counts as unset, as for the docker CLI
+        return DEFAULT_HOST
+    try:
+        check_address(value)
+    except ValueError as exc:
+        raise DockerAddressError(
+            f"DOCKER_HOST from the environment: {exc}",
+            f"Unset DOCKER_HOST, or set it to {ADDRESS_EXAMPLE} (--docker-host overrides it).",
+        ) from None
+    return value
+
+
 def check_address(host: str) -> tuple[str | None, str]:
-    """(socket path, host:port) of a Docker daemon address; ValueError names what is wrong with it."""
+    """(socket path, host:port) of a Docker daemon address; ValueError names what is wrong with it
+    (showing the address without credentials: gpuhost.redact)."""
+    shown = redact_url(host)
     if host != host.strip():
-        raise ValueError(f"Docker address {host!r} has spaces or a newline around it")
+        raise ValueError(f"Docker address {shown!r} has spaces or a newline around it")
     try:
         parsed = urlparse(host)
     except ValueError as exc:  # e.g. "Invalid IPv6 URL"
-        raise ValueError(f"Docker address {host!r}: {exc}") from None
+        raise ValueError(f"Docker address {shown!r}: {exc}") from None
+    if "@" in parsed.netloc:
+        raise ValueError(
+            f"Docker address {shown!r}: Docker takes no user or password in its address "
+            "(a tcp:// daemon authenticates with TLS client certificates)"
+        )
     if parsed.scheme == "unix":
         if not parsed.path.startswith("/"):
-            raise ValueError(f"Docker address {host!r}: unix:// needs an absolute socket path")
+            raise ValueError(f"Docker address {shown!r}: unix:// needs an absolute socket path")
         return parsed.path, ""
     if parsed.scheme in ("tcp", "http"):
         try:
             port = parsed.port
         except ValueError:
-            raise ValueError(f"Docker address {host!r}: the port is not a number from 1 to 65535") from None
+            raise ValueError(f"Docker address {shown!r}: the port is not a number from 1 to 65535") from None
         if port == 0:
-            raise ValueError(f"Docker address {host!r}: the port is not a number from 1 to 65535")
+            raise ValueError(f"Docker address {shown!r}: the port is not a number from 1 to 65535")
         if not parsed.hostname or port is None or parsed.path not in ("", "/"):
-            raise ValueError(f"Docker address {host!r}: write tcp://HOST:PORT")
+            raise ValueError(f"Docker address {shown!r}: write tcp://HOST:PORT")
         return None, parsed.netloc
-    raise ValueError(f"unsupported Docker address {host!r}: use unix:///path/to/docker.sock or tcp://HOST:PORT")
+    raise ValueError(f"unsupported Docker address {shown!r}: use unix:///path/to/docker.sock or tcp://HOST:PORT")
 
 
 class UnusableAnswer(Exception):
@@ -112,11 +154,11 @@ class Watchdog:
     """Shut a connected socket down when its time is up: a read blocked on a server that trickles or
     says nothing returns then, whatever the per-read timeout. One deadline for the whole answer."""
 
-    def __init__(self, conn: http.client.HTTPConnection, seconds: float) -> None:
+    def __init__(self, conn: http.client.HTTPConnection | socket.socket, seconds: float) -> None:
         self.seconds = seconds
         self.expired = False
         # the socket itself: the connection forgets it once a response that closes takes it over
-        self._sock: Optional[socket.socket] = conn.sock
+        self._sock: Optional[socket.socket] = conn if isinstance(conn, socket.socket) else conn.sock
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
         self._timer.start()
@@ -174,24 +216,6 @@ def unusable_exchange(exc: BaseException, watchdog: Watchdog) -> str:
     return f"the connection failed: {exc}"
 
 
-def strict_json(raw: bytes) -> Any:
-    """JSON as the standard defines it: NaN, infinities and numbers that overflow are refused (ValueError)."""
-
-    def refuse_constant(name: str) -> Any:
-        raise ValueError(f"{name} is not a JSON number")
-
-    def finite(text: str) -> float:
-        value = float(text)
-        if not math.isfinite(value):
-            raise ValueError(f"{text[:40]} does not fit a number")
-        return value
-
-    try:
-        return json.loads(raw, parse_constant=refuse_constant, parse_float=finite)
-    except RecursionError as exc:
-        raise ValueError("nested too deeply") from exc
-
-
 def _mib(limit: int) -> str:
     return f"{limit / (1024 * 1024):.1f} MiB"
 
@@ -205,11 +229,12 @@ class EngineClient:
     def __init__(
         self, host: str | None = None, timeout: float = 10.0, max_answer_bytes: int = MAX_ANSWER_BYTES
     ) -> None:
-        self.host = host or os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+        self.host = docker_address(host)
         # the connect timeout, and the deadline for a whole answer (status line, headers and body)
         self.timeout = timeout
         self.max_answer_bytes = max_answer_bytes
         self._unix_path, self._netloc = check_address(self.host)
+        self._is_docker: Optional[bool] = None  # what /_ping said, asked once when an error needs it
 
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         if self._unix_path is not None:
@@ -247,9 +272,12 @@ class EngineClient:
         timeout: float | None,
         upload: tuple[BinaryIO, int, str] | None = None,
         deadline: float | None = None,
+        confirm: bool = True,
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, Watchdog]:
         """Connect, send, and read the status line and headers before the deadline (`deadline`
-        seconds, by default the timeout; for an upload it starts once the body is sent)."""
+        seconds, by default the timeout; for an upload it starts once the body is sent). An error
+        status is EngineError when Docker gave it (its headers, or else /_ping, say so), and
+        EngineBadAnswer from any other server: a web server's 404 is not a missing container."""
         url = path
         if params:
             url += "?" + urlencode({k: _param(v) for k, v in params.items() if v is not None})
@@ -289,8 +317,31 @@ class EngineClient:
                 watchdog.cancel()
                 response.close()
                 conn.close()
+            if confirm and not _engine_marks(response) and not self._answers_ping():
+                raise EngineBadAnswer(
+                    self.host,
+                    f"{method} {path} answered HTTP {response.status} without the Engine API's headers, and /_ping "
+                    "does not answer OK: not a Docker daemon",
+                )
             raise EngineError(response.status, _error_message(raw))
         return conn, response, watchdog
+
+    def _answers_ping(self) -> bool:
+        """Whether /_ping answers OK here, as every Docker daemon does (asked once per client)."""
+        if self._is_docker is None:
+            self._is_docker = False
+            try:
+                conn, response, watchdog = self._open("GET", "/_ping", None, None, min(self.timeout, 5.0),
+                                                      confirm=False)
+                try:
+                    self._is_docker = read_answer(response, 1024, watchdog).strip() == b"OK"
+                finally:
+                    watchdog.cancel()
+                    response.close()
+                    conn.close()
+            except (EngineError, EngineUnavailable, EnginePermissionDenied, UnusableAnswer):
+                pass
+        return self._is_docker
 
     def request(
         self,
@@ -316,7 +367,7 @@ class EngineClient:
             content_type = response.getheader("Content-Type", "")
             if "json" in content_type:
                 try:
-                    answer = strict_json(raw)
+                    answer = strict_loads(raw)
                 except ValueError as exc:
                     raise EngineBadAnswer(self.host, f"{method} {path}: not valid JSON ({exc})") from exc
             else:
@@ -383,13 +434,20 @@ class EngineClient:
         return bool(self.get("/_ping", timeout=2.0) == "OK")
 
 
+def _engine_marks(response: http.client.HTTPResponse) -> bool:
+    """Docker (and Podman's compatible API) send these on every answer its API routes give."""
+    server = response.getheader("Server") or ""
+    return bool(response.getheader("Api-Version")) or server.startswith(("Docker/", "Libpod/"))
+
+
 def _check_shape(host: str, path: str, answer: Any) -> None:
+    not_docker = ": not a Docker daemon" if isinstance(answer, str) else ""
     if _OBJECT_ANSWERS.fullmatch(path) and not isinstance(answer, dict):
-        raise EngineBadAnswer(host, f"GET {path}: expected a JSON object, got {_kind(answer)}")
+        raise EngineBadAnswer(host, f"GET {path}: expected a JSON object, got {_kind(answer)}{not_docker}")
     if _LIST_ANSWERS.fullmatch(path) and not (
         isinstance(answer, list) and all(isinstance(item, dict) for item in answer)
     ):
-        raise EngineBadAnswer(host, f"GET {path}: expected a JSON list of objects, got {_kind(answer)}")
+        raise EngineBadAnswer(host, f"GET {path}: expected a JSON list of objects, got {_kind(answer)}{not_docker}")
 
 
 def _kind(answer: Any) -> str:
@@ -409,13 +467,18 @@ class EngineStream:
         self._conn = conn
         self._response = response
         self._watchdog = watchdog
+        # True once the server itself ended the answer (not a deadline, a shutdown or a broken read)
+        self.complete = False
 
     def read(self) -> bytes:
         """The next chunk as it arrives; b"" at the end of the stream or after close()."""
         try:
-            return self._response.read1(65536)
+            chunk = self._response.read1(65536)
         except (OSError, ValueError, AttributeError, http.client.HTTPException):
             return b""  # ended, or shut down from another thread
+        if not chunk:
+            self.complete = not (self._watchdog is not None and self._watchdog.expired) and self._response.isclosed()
+        return chunk
 
     def shutdown(self) -> None:
         """End the stream from another thread: a blocked read() returns b"" (the reader closes)."""
@@ -441,7 +504,7 @@ def _param(value: Any) -> str:
 
 def _error_message(raw: bytes) -> str:
     try:
-        message = str(strict_json(raw).get("message", raw.decode(errors="replace")))
+        message = str(strict_loads(raw).get("message", raw.decode(errors="replace")))
     except (ValueError, AttributeError):
         message = raw.decode(errors="replace").strip()
     return message if len(message) <= 500 else message[:497] + "..."

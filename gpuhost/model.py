@@ -8,6 +8,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpuhost.printable import printable_lines
+from gpuhost.redact import redact_url, redact_urls
+
 
 class Severity(str, enum.Enum):
     OK = "ok"
@@ -40,6 +43,10 @@ class Finding:
     remedy: str = ""
     evidence: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.message = for_humans(self.message)
+        self.remedy = for_humans(self.remedy)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -49,6 +56,12 @@ class Finding:
             "remedy": self.remedy,
             "evidence": self.evidence,
         }
+
+
+def for_humans(text: str) -> str:
+    """A sentence for people (a message, a remedy, an error): no credentials of a URL in it, nothing in it
+    that acts on a terminal; its own line breaks stay."""
+    return printable_lines(redact_urls(text))
 
 
 def worst(findings: Iterable[Finding]) -> Severity:
@@ -83,6 +96,8 @@ class SourceError(Exception):
     """A required source exists but could not be read (exit code 3)."""
 
     def __init__(self, source: str, detail: str, remedy: str = "") -> None:
+        # the source is often a URL, the detail an error that repeats it: never with its credentials
+        source, detail = redact_url(source), redact_urls(detail)
         super().__init__(f"{source}: {detail}")
         self.source = source
         self.detail = detail
@@ -93,7 +108,7 @@ class UsageError(Exception):
     """Bad usage or bad input (exit code 2). The message says what to change."""
 
     def __init__(self, message: str, remedy: str = "") -> None:
-        super().__init__(message)
+        super().__init__(redact_urls(message))
         self.remedy = remedy
 
 

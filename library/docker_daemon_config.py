@@ -82,6 +82,7 @@ changed_keys:
   elements: str
 """
 
+import errno
 import json
 import math
 import os
@@ -263,6 +264,15 @@ def real_path(path: str) -> str:
     return real
 
 
+def kind_of(mode: int) -> str:
+    """What a path that is not a regular file is (gpuhost.userfile.kind_of: modules cannot import gpuhost)."""
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "something other than a file"
+
+
 def read_current(path: str) -> tuple[dict[str, Any], str | None]:
     """The current object and text at `path` ({} and None when there is no file)."""
     try:
@@ -271,11 +281,14 @@ def read_current(path: str) -> tuple[dict[str, Any], str | None]:
     except FileNotFoundError:
         return {}, None
     except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a socket cannot be opened: say what it is
+            raise Refusal(f"{path} is {kind_of(os.stat(path).st_mode)}, not a regular file; it was left untouched.",
+                          path=path) from None
         raise Refusal(f"cannot read {path}: {exc.strerror}", path=path) from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise Refusal(f"{path} is not a regular file; it was left untouched.", path=path)
+            raise Refusal(f"{path} is {kind_of(info.st_mode)}, not a regular file; it was left untouched.", path=path)
         if info.st_size > MAX_BYTES:
             raise Refusal(f"{path} is {info.st_size} bytes: too large for a daemon.json; left untouched.", path=path)
         with os.fdopen(os.dup(fd), "rb") as fh:

@@ -61,3 +61,14 @@ no_arguments() {
     case $1 in -h | --help) usage; exit 0 ;; esac
     refuse_argument "$1"
 }
+
+# pip options that reach PyPI alone, whatever this machine's pip configuration says (find-links,
+# extra indexes, constraints files, PIP_* variables): --isolated, the index named, pip's own cache
+# off. GPUHOST_PYPI_INDEX_URL names a mirror; the CA bundle is the system's (a TLS-inspecting proxy).
+pypi_pip_args() {
+    local cert=${PIP_CERT:-${REQUESTS_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}}
+    printf '%s\n' --isolated --no-cache-dir --disable-pip-version-check \
+        --index-url "${GPUHOST_PYPI_INDEX_URL:-https://pypi.org/simple}"
+    [ -s "$cert" ] && printf '%s\n' --cert "$cert"
+    return 0
+}

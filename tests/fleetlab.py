@@ -135,6 +135,7 @@ class LabHost:
     running: bool = True  # False: nothing listens on the port
     changed_key: bool = False  # known_hosts lists another key than the one the host offers
     files: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # path -> (content, mode)
+    binds: dict[str, str] = field(default_factory=dict)  # this machine's path -> the host's path (read-write)
     inventory_vars: dict[str, Any] = field(default_factory=dict)
     container: str = ""
     host_public_key: str = ""
@@ -215,7 +216,8 @@ class FleetLab:
             command=command,
             name=host.container,
             network_mode="host",
-            volumes={str(key_dir): {"bind": KEY_DIR, "mode": "ro"}},
+            volumes={str(key_dir): {"bind": KEY_DIR, "mode": "ro"},
+                     **{source: {"bind": target, "mode": "rw"} for source, target in host.binds.items()}},
             labels={LABEL: self.tag, f"{LABEL}.pid": str(os.getpid())},
         )
         if host.files:

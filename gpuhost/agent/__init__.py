@@ -15,7 +15,7 @@ from gpuhost.agent import check, comfyui, ebs, models, storage
 from gpuhost.agent.common import Handlers, print_json
 from gpuhost.ebs.aws import AwsError
 from gpuhost.engine import EngineError, EnginePermissionDenied, EngineUnavailable
-from gpuhost.model import ExitCode, SourceError, UsageError
+from gpuhost.model import ExitCode, SourceError, UsageError, for_humans
 
 DOCKER_REMEDY = "Start Docker, or run as root / a member of the docker group."
 
@@ -41,7 +41,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, Handlers]:
 
 
 def _error(code: ExitCode, message: str, remedy: str) -> int:
-    print_json({"error": message, "remedy": remedy, "exit_code": int(code)})
+    print_json({"error": for_humans(message), "remedy": for_humans(remedy), "exit_code": int(code)})
     return int(code)
 
 
@@ -58,7 +58,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except UsageError as exc:
         return _error(ExitCode.USAGE, str(exc), exc.remedy)
     except ValueError as exc:  # a Docker address or option value the standard library refused
-        return _error(ExitCode.USAGE, str(exc), "")
+        return _error(ExitCode.USAGE, str(exc), getattr(exc, "remedy", ""))
     except AwsError as exc:
         return _error(exc.exit_code, str(exc), exc.remedy)
     except SourceError as exc:

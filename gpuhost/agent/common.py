@@ -8,13 +8,15 @@ import sys
 from typing import Any, Callable
 
 from gpuhost.facts.docker import DAEMON_JSON
+from gpuhost.redact import redact_all
 
 Handler = Callable[[argparse.Namespace], int]
 Handlers = dict[str, Handler]
 
 
 def print_json(payload: Any) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    """Strict JSON on stdout; no URL in it carries its credentials (gpuhost.redact)."""
+    sys.stdout.write(json.dumps(redact_all(payload), indent=2, allow_nan=False) + "\n")
 
 
 def add_docker_host(parser: argparse.ArgumentParser) -> None:

@@ -7,6 +7,8 @@ nothing beyond the standard library. A YAML manifest needs PyYAML: the comfyui r
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import Any
 
 from gpuhost.agent.common import Handlers, add_json_flag, print_json
@@ -15,15 +17,21 @@ from gpuhost.comfyui.models import verify as models_verify
 
 
 def cmd_models_sync(args: argparse.Namespace) -> int:
-    options = models_sync.SyncOptions.parse(
-        source=args.source, manifest=args.manifest, to=args.to, concurrency=args.concurrency, part_size=args.part_size,
-        region=args.region, profile=args.profile, endpoint_url=args.endpoint_url, ca_bundle=args.ca_bundle,
-        timeout=args.timeout, attempts=args.attempts, dry_run=args.dry_run, network_gbps=args.network_gbps,
-        record=args.record,
-    )
-    result = models_sync.run(options)
+    with models_sync.Stopper() as stopper:
+        options = models_sync.SyncOptions.parse(
+            source=args.source, manifest=args.manifest, to=args.to, concurrency=args.concurrency,
+            part_size=args.part_size, region=args.region, profile=args.profile, endpoint_url=args.endpoint_url,
+            ca_bundle=args.ca_bundle, timeout=args.timeout, attempts=args.attempts, dry_run=args.dry_run,
+            network_gbps=args.network_gbps, record=args.record, lock_wait=args.lock_wait,
+        )
+        result = models_sync.run(options, stopper=stopper)
     print_json(result.to_dict())
-    return int(result.exit_code)
+    if result.interrupted_by and models_sync.stragglers():
+        # a worker blocked in a read no abort could cut: exit now rather than wait out its timeout
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(result.exit_code)
+    return result.exit_code
 
 
 def cmd_models_verify(args: argparse.Namespace) -> int:
@@ -49,6 +57,8 @@ def add_commands(sub: Any, handlers: Handlers) -> None:
     parser.add_argument("--attempts", type=int, default=5)
     parser.add_argument("--network-gbps", type=float, default=models_sync.DEFAULT_NETWORK_GBPS)
     parser.add_argument("--record", default=None, help="record the result for gpuhost check")
+    parser.add_argument("--lock-wait", default=models_sync.DEFAULT_LOCK_WAIT,
+                        help="how long to wait while another sync holds the directory (0 to 24h)")
     parser.add_argument("--dry-run", action="store_true")
     add_json_flag(parser)
     handlers["models-sync"] = cmd_models_sync

@@ -14,10 +14,11 @@ import argparse
 import sys
 from typing import Any
 
+from gpuhost import userfile
 from gpuhost.agent.common import Handlers, add_docker_host, print_json
 from gpuhost.engine import EngineClient
 from gpuhost.facts.docker import DAEMON_JSON
-from gpuhost.model import ExitCode, UsageError, to_jsonable
+from gpuhost.model import ExitCode, UsageError, for_humans, to_jsonable
 from gpuhost.storage.ensure import StorageError, ensure_storage, load_config
 from gpuhost.storage.plan import (
     CONFIG_PATH,
@@ -52,24 +53,29 @@ def cmd_storage_plan(args: argparse.Namespace) -> int:
 
 def cmd_storage_ensure(args: argparse.Namespace) -> int:
     if args.config == "-":
-        config = load_config(sys.stdin.read(), "standard input")
+        data = sys.stdin.buffer.read(userfile.STORAGE_CONFIG_MAX + 1)
+        if len(data) > userfile.STORAGE_CONFIG_MAX:
+            raise UsageError(f"standard input has more than the {userfile.STORAGE_CONFIG_MAX} bytes a configuration "
+                             "may have")
+        config = load_config(userfile.decode_text(data, "standard input", ""), "standard input")
     else:
         try:
-            with open(args.config, encoding="utf-8") as fh:
-                text = fh.read()
-        except OSError as exc:
-            raise UsageError(f"{args.config}: {exc.strerror}", "Run the docker_storage role to write it.") from exc
+            text = userfile.read_text(args.config, "--config", userfile.STORAGE_CONFIG_MAX)
+        except userfile.UserFileError as exc:
+            raise UsageError(str(exc), "Run the docker_storage role to write it.") from exc
         config = load_config(text, args.config)
 
     def log(message: str) -> None:
-        sys.stderr.write(f"gpuhost-agent storage-ensure: {message}\n")
+        sys.stderr.write(f"gpuhost-agent storage-ensure: {for_humans(message)}\n")
         sys.stderr.flush()
 
     try:
         result = ensure_storage(config, force=list(args.force or []), check=args.check, boot=args.boot, log=log)
     except StorageError as exc:
         log(f"error: {exc}")
-        print_json({"error": str(exc), "remedy": exc.remedy, "exit_code": int(ExitCode.FAILING)})
+        print_json(
+            {"error": for_humans(str(exc)), "remedy": for_humans(exc.remedy), "exit_code": int(ExitCode.FAILING)}
+        )
         return int(ExitCode.FAILING)
     if result.message:
         log(result.message)
@@ -79,7 +85,7 @@ def cmd_storage_ensure(args: argparse.Namespace) -> int:
 
 def cmd_storage_probe(args: argparse.Namespace) -> int:
     def progress(message: str) -> None:
-        sys.stderr.write(f"gpuhost-agent storage-probe: {message}\n")
+        sys.stderr.write(f"gpuhost-agent storage-probe: {for_humans(message)}\n")
         sys.stderr.flush()
 
     report = probe_storage(

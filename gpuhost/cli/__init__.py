@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 
 from gpuhost import __version__
 from gpuhost.cli.common import EXIT_CODES_HELP, usage_error_as_json
+from gpuhost.model import for_humans
 
 # command name -> the module whose register(app) defines it, in the order help lists them
 COMMANDS = {
@@ -50,14 +51,23 @@ class CommandsOnDemand(TyperGroup):
         windows_expand_args: bool = True,
         **kwargs: Any,
     ) -> Any:
-        """Under --json, typer's own usage errors (`--iops abc`) are the JSON error on stdout too."""
+        """Under --json, typer's own usage errors (`--iops abc`) are the JSON error on stdout too. They
+        echo what was typed (`unexpected extra argument (http://user:pw@host)`): shown without URL
+        credentials or terminal controls, as every message is."""
         argv = list(sys.argv[1:] if args is None else args)
-        if not standalone_mode or "--json" not in argv:
+        if not standalone_mode:
             return super().main(argv, prog_name, complete_var, standalone_mode, windows_expand_args, **kwargs)
         try:
             code = super().main(argv, prog_name, complete_var, False, windows_expand_args, **kwargs)
         except ClickException as exc:
-            usage_error_as_json(exc)
+            if "--json" in argv:
+                usage_error_as_json(exc)
+            exc.message = for_humans(exc.message)
+            exc.show()
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            typer.echo("Aborted!", err=True)
+            sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:

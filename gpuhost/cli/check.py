@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from gpuhost.check import CheckOptions, add_findings, run_check
-from gpuhost.cli.common import EXIT_CODES_HELP, docker_host_option, docs_epilog, emit_json, errors_to_exit
+from gpuhost.cli.common import EXIT_CODES_HELP, docker_host_option, docs_epilog, emit_json, errors_to_exit, shown
 from gpuhost.comfyui.facts import ready_comfyui_url
 from gpuhost.comfyui.workflow import check_workflow, load_workflow, workflow_findings
+from gpuhost.metrics.report import render_report
 from gpuhost.model import Finding, Severity, UsageError
+from gpuhost.redact import redact_all
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -28,6 +31,13 @@ AREA_ORDER = ("gpu", "bpf", "docker", "toolkit", "cdi", "devices", "storage", "e
 
 def check(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (schema gpuhost.check/v1)."),
+    output_format: str = typer.Option(
+        "table",
+        "--format",
+        metavar="table|json|prometheus",
+        help="table (default), json (as --json) or prometheus: this host's metrics in Prometheus' text format "
+        "(docs/monitoring.md).",
+    ),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
     min_free_gb: float = typer.Option(
         20.0, "--min-free-gb", help="Fail when Docker's data-root has less free space than this (GiB)."
@@ -104,8 +114,20 @@ def check(
       gpuhost check -i inventories/prod --limit 'gpu_hosts:!gpu-07' --forks 20 --json
 
       gpuhost check --workflow sd15-txt2img.api.json
+
+      gpuhost check --format prometheus
     """
-    with errors_to_exit(as_json):
+    with errors_to_exit(as_json or output_format == "json"):
+        if output_format not in ("table", "json", "prometheus"):
+            raise UsageError(f"--format {output_format!r}: choose table, json or prometheus")
+        if as_json and output_format not in ("table", "json"):
+            raise UsageError(f"--json and --format {output_format} ask for two outputs: give one")
+        as_json = as_json or output_format == "json"
+        if output_format == "prometheus" and (hosts or inventory):
+            raise UsageError(
+                "--format prometheus describes this host: on a fleet, each host's node_exporter serves its own "
+                "(roles/gpuhost_metrics)"
+            )
         options = CheckOptions.parse(
             root=root,
             dev_root=dev_root,
@@ -114,6 +136,7 @@ def check(
             min_free_gb=min_free_gb,
             run_as=run_as,
             strict=strict,
+            fleet=bool(hosts or inventory),
         )
         if (hosts or inventory) and (workflow or comfyui_url):
             raise UsageError("--workflow checks against this host's ComfyUI: not with --host/--inventory")
@@ -154,7 +177,9 @@ def check(
         else:
             print_fleet(fleet_report)
         raise typer.Exit(int(fleet_report.exit_code))
-    if as_json:
+    if output_format == "prometheus":
+        sys.stdout.write(render_report(report))
+    elif as_json:
         payload = report.to_dict()
         if workflow_report is not None:
             payload["workflow"] = workflow_report.to_dict()
@@ -184,7 +209,7 @@ def _area_key(finding: Finding) -> tuple[int, str]:
 
 def findings_table(findings: list[Finding], title: str = "") -> Table:
     from rich.table import Table
-    table = Table(title=title or None, show_lines=False, expand=False)
+    table = Table(title=shown(title) if title else None, show_lines=False, expand=False)
     table.add_column("area", style="bold")
     table.add_column("status")
     table.add_column("finding", overflow="fold")
@@ -193,7 +218,7 @@ def findings_table(findings: list[Finding], title: str = "") -> Table:
     for finding in sorted(findings, key=_area_key):
         area = finding.area if finding.area != last_area else ""
         last_area = finding.area
-        table.add_row(area, severity_text(finding.severity), finding.message, finding.remedy)
+        table.add_row(shown(area), severity_text(finding.severity), shown(finding.message), shown(finding.remedy))
     return table
 
 
@@ -215,18 +240,17 @@ def inputs_table(report: CheckReport) -> Table:
         ("CDI specs", ", ".join(s.path for s in facts.cdi.specs) or "none"),
     ]
     for name, value in rows:
-        table.add_row(name, value)
+        table.add_row(name, shown(value))
     return table
 
 
 def print_check(report: CheckReport, console: Console | None = None) -> None:
     from rich.console import Console
-    from rich.text import Text
     console = console or Console()
     console.print(inputs_table(report))
     console.print(findings_table(report.findings, title=f"gpuhost check: {report.host}"))
     counts = {s: sum(1 for f in report.findings if f.severity is s) for s in Severity}
-    summary = Text(f"{report.host}: ")
+    summary = shown(f"{report.host}: ")
     summary.append(report.verdict.value.upper(), style=STYLE[report.verdict])
     summary.append(
         f"  ({counts[Severity.FAIL]} failing, {counts[Severity.WARN]} warning, {counts[Severity.OK]} ok; "
@@ -247,10 +271,10 @@ def fleet_table(report: FleetReport) -> Table:
     table.add_column("time", justify="right")
     for host in report.hosts:
         table.add_row(
-            host.name,
-            host.address,
+            shown(host.name),
+            shown(host.address),
             severity_text(host.verdict),
-            ", ".join(host.failing) or "-",
+            shown(", ".join(host.failing) or "-"),
             f"{host.duration_ms / 1000:.1f} s",
         )
     return table
@@ -264,11 +288,11 @@ def print_fleet(report: FleetReport, console: Console | None = None) -> None:
     console.print(fleet_table(report))
     for host in report.hosts:
         if host.failure is not None:
-            line = Text(f"{host.name}: ", style="bold")
-            line.append(f"{host.failure.id} ", style=STYLE[Severity.FAIL])
-            line.append(host.failure.message)
+            line = shown(f"{host.name}: ", style="bold")
+            line.append(shown(f"{host.failure.id} ", style=STYLE[Severity.FAIL]))
+            line.append(shown(host.failure.message))
             if host.failure.remedy:
-                line.append(f"  hint: {host.failure.remedy}", style="dim")
+                line.append(shown(f"  hint: {host.failure.remedy}", style="dim"))
             console.print(line)
     counts = report.summary()
     summary = Text(f"{counts['hosts']} hosts: ")
@@ -285,20 +309,24 @@ def print_workflow(report: WorkflowReport, console: Console | None = None) -> No
     import json
 
     from rich.console import Console
-    from rich.text import Text
 
     console = console or Console(soft_wrap=True)
     title = f"workflow {report.path} against {report.server}/object_info (nothing queued)"
     if report.valid:
-        console.print(Text(f"{title}: VALID, {report.nodes} nodes, outputs {', '.join(report.outputs)}", style="green"))
+        console.print(shown(f"{title}: VALID, {report.nodes} nodes, outputs {', '.join(report.outputs)}", "green"))
+    else:
+        console.print(shown(f"{title}: {len(report.problems)} problem(s)", style="bold red"))
+    for warning in report.warnings:
+        console.print(shown(f"  warning: node {warning.node_id} ({warning.class_type}): {warning.message}",
+                            style="yellow"), highlight=False)
+    if report.valid:
         return
-    console.print(Text(f"{title}: {len(report.problems)} problem(s)", style="bold red"))
     for problem in report.problems:
-        console.print(f"  node {problem.node_id or '-'} {problem.class_type}".rstrip(), highlight=False)
-        console.print(f"    gpuhost says: {problem.sentence()}", highlight=False)
+        console.print(shown(f"  node {problem.node_id or '-'} {problem.class_type}".rstrip()), highlight=False)
+        console.print(shown(f"    gpuhost says: {problem.sentence()}"), highlight=False)
         console.print(
-            f"    ComfyUI would answer POST /prompt: {problem.type}: {problem.details or problem.message}",
+            shown(f"    ComfyUI would answer POST /prompt: {problem.type}: {problem.details or problem.message}"),
             highlight=False,
         )
     console.print(f"POST /prompt would answer HTTP {report.comfyui_status}:", highlight=False)
-    console.print(json.dumps(report.comfyui_response), highlight=False, markup=False)
+    console.print(shown(json.dumps(redact_all(report.to_dict()["comfyui_would_answer"]["body"]))), highlight=False)

@@ -6,13 +6,15 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from gpuhost.cli.common import docker_host_option, docs_epilog, emit_json, engine_client, errors_to_exit
+from gpuhost.cli.common import docker_host_option, docs_epilog, emit_json, engine_client, errors_to_exit, shown
 from gpuhost.cli.help import ReferenceCommand
 from gpuhost.comfyui.layers import LayersOptions, image_layers
 from gpuhost.comfyui.readiness import Phase
 from gpuhost.comfyui.wait import WaitOptions
 from gpuhost.comfyui.wait import wait_ready as run_wait
 from gpuhost.model import Severity
+from gpuhost.printable import printable
+from gpuhost.redact import redact_urls
 from gpuhost.units import format_duration, human_bytes
 
 if TYPE_CHECKING:
@@ -57,8 +59,10 @@ def wait_ready(
 ) -> None:
     """Wait until ComfyUI in CONTAINER really serves, or say why it will not.
 
-    Follows the container's log through the Docker Engine API and its state (running, exit code,
-    restart count), and probes GET /system_stats through the container's own published port. Ready
+    Reads the container's log so far, then follows it through the Docker Engine API, with its state
+    (running, exit code, restart count), and probes GET /system_stats through the container's own
+    published port. Idleness counts from the last line's own timestamp: a server that printed its
+    GUI line long ago is ready at once, whatever --stall-timeout says. Ready
     needs both the line `To see the GUI go to: http://...` in THIS container's log and HTTP 200 after
     it: a 200 before it comes from another process holding the port.
 
@@ -82,8 +86,9 @@ def wait_ready(
     With --json, one object (schema gpuhost.wait-ready/v1):
       verdict         ready | failed | stalled
       reason          ready, missing-module, port-in-use, crashed, exited, stopped, restarted,
-                      listen-loopback, not-published, stalled, timeout
+                      paused, dead, listen-loopback, not-published, stalled, timeout
       message, remedy, failing_line, last_line, url, gui_url, last_probe, comfyui_version
+      was_serving     true when the run had printed the GUI line before it stopped
       warnings        nodes that failed to import: kind (custom-node | comfy-extras), node, path, reason
       tail            the last 30 log lines
       elapsed_s, exit_code
@@ -212,17 +217,19 @@ class WaitProgress:
 
     def __enter__(self) -> WaitProgress:
         if self.console.is_terminal:
-            self._status = self.console.status(f"waiting for {self.container}")
+            self._status = self.console.status(shown(f"waiting for {self.container}"))
             self._status.__enter__()
         return self
 
     def update(self, progress: Progress) -> None:
         if self._status is None:
             return
-        last = " ".join(progress.last_line.split())[:80] or "(no output yet)"
+        last = printable(" ".join(progress.last_line.split()))[:80] or "(no output yet)"
         self._status.update(
-            f"{self.container}: {progress.phase.value} {progress.elapsed_s:5.1f} s, {progress.lines_seen} lines, "
-            f"probe {progress.last_probe or '-'} | {last}"
+            shown(
+                f"{self.container}: {progress.phase.value} {progress.elapsed_s:5.1f} s, {progress.lines_seen} lines, "
+                f"probe {progress.last_probe or '-'} | {last}"
+            )
         )
 
     def __exit__(self, *exc: object) -> None:
@@ -232,31 +239,30 @@ class WaitProgress:
 
 def print_wait(result: WaitResult, console: Console | None = None) -> None:
     from rich.console import Console
-    from rich.text import Text
 
     console = console or Console(soft_wrap=True)
     verdict = result.verdict
-    head = Text(f"{result.container}: ")
+    head = shown(f"{result.container}: ")
     head.append(verdict.phase.value.upper(), style=PHASE_STYLE[verdict.phase])
     if verdict.phase is not Phase.READY:
         head.append(f" ({verdict.reason})")
     head.append(f" after {result.elapsed_s:.1f} s")
     console.print(head)
-    console.print(f"  {verdict.message}")
+    console.print(shown(f"  {verdict.message}"))
     if verdict.failing_line:
-        console.print(Text(f"  failing line: {verdict.failing_line}", style="bold"))
+        console.print(shown(f"  failing line: {printable(verdict.failing_line)}", style="bold"))
     if verdict.remedy:
-        console.print(f"  what to do: {verdict.remedy}")
+        console.print(shown(f"  what to do: {verdict.remedy}"))
     for warning in verdict.warnings:
         kind = "custom node" if warning.kind == "custom-node" else "comfy_extras node"
         reason = f": {warning.reason}" if warning.reason else ""
-        console.print(Text(f"  warning: {kind} {warning.node} failed to import{reason}", style="yellow"))
+        console.print(shown(printable(f"  warning: {kind} {warning.node} failed to import{reason}"), style="yellow"))
     if verdict.notes:
-        console.print(Text("  harmless: " + "; ".join(verdict.notes), style="dim"))
+        console.print(shown(printable("  harmless: " + "; ".join(verdict.notes)), style="dim"))
     if verdict.phase is not Phase.READY and verdict.tail:
         console.print(f"  last {len(verdict.tail)} log lines:")
         for line in verdict.tail:
-            console.print(Text(f"    {line}"), highlight=False, soft_wrap=True)
+            console.print(shown(f"    {printable(line)}"), highlight=False, soft_wrap=True)
 
 
 def print_layers(report: LayersReport, console: Console | None = None) -> None:
@@ -265,7 +271,7 @@ def print_layers(report: LayersReport, console: Console | None = None) -> None:
     from rich.text import Text
 
     console = console or Console()
-    table = Table(title=f"{report.image} ({report.image_id[7:19]})")
+    table = Table(title=shown(f"{report.image} ({report.image_id[7:19]})"))
     table.add_column("#", justify="right")
     table.add_column("size", justify="right")
     table.add_column("step", overflow="fold")
@@ -275,32 +281,33 @@ def print_layers(report: LayersReport, console: Console | None = None) -> None:
         status = Text("FAIL", style="bold red") if layer.severity is Severity.FAIL else Text("ok", style="green")
         if not layer.model_step:
             status = Text("")
-        step = f"{layer.instruction} {' '.join(layer.command.split())}".strip() or "(base)"
-        table.add_row(str(layer.index), human_bytes(layer.size), step[:160], layer.model_why, status)
+        step = redact_urls(f"{layer.instruction} {' '.join(layer.command.split())}".strip()) or "(base)"
+        table.add_row(str(layer.index), human_bytes(layer.size), shown(printable(step)[:160]),
+                      shown(layer.model_why), status)
     console.print(table)
     for layer in report.flagged:
-        console.print(Text(f"layer {layer.index}: {layer.problem}", style="bold red"))
+        console.print(shown(f"layer {layer.index}: {layer.problem}", style="bold red"))
     for entry in report.unmatched:
         console.print(
-            Text(f"manifest: {entry.key} ({human_bytes(entry.expected_bytes)}) matched no layer", style="yellow")
+            shown(f"manifest: {entry.key} ({human_bytes(entry.expected_bytes)}) matched no layer", style="yellow")
         )
     predicted = format_duration(report.predicted_unpack_s or 0.0)
-    console.print(
+    console.print(shown(
         f"total {human_bytes(report.total_bytes)} ({report.total_bytes} B), models {human_bytes(report.model_bytes)}; "
         f"predicted unpack on {report.data_root or 'data-root'} ({report.data_root_device or '?'}, "
         f"{report.data_root_class or '?'}): {predicted} at {report.write_mib_s:g} MiB/s ({report.write_source})"
-    )
+    ))
     compressions = sorted({layer.compression for layer in report.layers if layer.compression})
     if compressions:
-        console.print(f"layer compression (from the registry): {', '.join(compressions)}")
+        console.print(shown(f"layer compression (from the registry): {', '.join(compressions)}"))
     elif report.registry_error:
-        console.print(f"layer compression unknown: {report.registry_error}")
+        console.print(shown(f"layer compression unknown: {report.registry_error}"))
     if report.pull is not None:
         pull = report.pull
-        console.print(
+        console.print(shown(
             f"predicted pull: {format_duration(pull.total_s)} = download {format_duration(pull.download_s)} "
             f"+ decompression {format_duration(pull.decompress_s)} + write {format_duration(pull.write_s)} "
             f"({report.decompress_source})"
-        )
+        ))
     else:
-        console.print(f"pull decompression: {report.decompress_source}")
+        console.print(shown(f"pull decompression: {report.decompress_source}"))

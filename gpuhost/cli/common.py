@@ -7,13 +7,17 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator
-from typing import Any, NoReturn, Optional
+from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
 import typer
 
 from gpuhost.ebs.aws import AwsError
-from gpuhost.engine import EngineClient, EngineError, EnginePermissionDenied, EngineUnavailable
-from gpuhost.model import ExitCode, SourceError, UsageError
+from gpuhost.engine import DockerAddressError, EngineClient, EngineError, EnginePermissionDenied, EngineUnavailable
+from gpuhost.model import ExitCode, SourceError, UsageError, for_humans
+from gpuhost.redact import redact_all
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 no failing finding; 1 at least one failing finding (--strict: warnings too); "
@@ -28,12 +32,22 @@ def docs_epilog(page: str, exit_codes: str) -> str:
 
 
 def emit_json(payload: Any) -> None:
-    """Strict JSON on stdout: a NaN or infinity is a bug, never output."""
-    sys.stdout.write(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    """Strict JSON on stdout: a NaN or infinity is a bug, never output; no URL in it carries its
+    credentials (gpuhost.redact)."""
+    sys.stdout.write(json.dumps(redact_all(payload), indent=2, allow_nan=False) + "\n")
+
+
+def shown(text: str, style: str = "") -> Text:
+    """Any text for a rich table cell or line, as text: never read as rich markup (`[/]` in a log line),
+    no terminal control in it, no URL credentials (gpuhost.model.for_humans)."""
+    from rich.text import Text
+
+    return Text(for_humans(text), style=style)
 
 
 def fail(code: ExitCode, message: str, remedy: str = "", as_json: bool = False) -> NoReturn:
     """Stop with one actionable message (and the same as JSON when asked)."""
+    message, remedy = for_humans(message), for_humans(remedy)
     if as_json:
         emit_json({"error": message, "remedy": remedy, "exit_code": int(code)})
     else:
@@ -53,7 +67,7 @@ def usage_error_as_json(exc: Exception) -> NoReturn:
     code = getattr(exc, "exit_code", ExitCode.USAGE)
     emit_json(
         {
-            "error": f"{command}: {message}",
+            "error": for_humans(f"{command}: {message}"),
             "remedy": f"Run {command} --help for the options.",
             "exit_code": code if code in (1, 2) else int(ExitCode.USAGE),
         }
@@ -79,8 +93,8 @@ def errors_to_exit(as_json: bool) -> Iterator[None]:
 def engine_client(docker_host: Optional[str], timeout: float) -> EngineClient:
     try:
         return EngineClient(docker_host, timeout=timeout)
-    except ValueError as exc:
-        raise UsageError(str(exc), "Example: --docker-host unix:///var/run/docker.sock") from exc
+    except DockerAddressError as exc:
+        raise UsageError(str(exc), exc.remedy) from exc
 
 
 def docker_host_option() -> Any:

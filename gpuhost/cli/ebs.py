@@ -6,9 +6,10 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from gpuhost.cli.common import docs_epilog, emit_json, errors_to_exit
+from gpuhost.cli.common import docs_epilog, emit_json, errors_to_exit, shown
 from gpuhost.cli.help import ReferenceCommand
 from gpuhost.ebs.tune import TuneOptions, run
+from gpuhost.printable import printable
 from gpuhost.units import format_duration
 
 if TYPE_CHECKING:
@@ -24,7 +25,8 @@ TUNE_EBS_EXIT_CODES = (
     "--wait timed out or the modification failed, --when-image-present not yet true); "
     "2 bad usage or input, nothing was changed (invalid value, wrong volume type, unknown volume, no region); "
     "3 AWS could not be reached or refused access (credentials missing or expired, UnauthorizedOperation, "
-    "endpoint or instance metadata unreachable)."
+    "endpoint or instance metadata unreachable, too slow or answering what the EC2 API does not), or a server "
+    "at DOCKER_HOST is not Docker."
 )
 
 
@@ -78,7 +80,8 @@ def tune_ebs(
         None,
         "--endpoint-url",
         metavar="URL",
-        help="(string) Send EC2 API calls to this URL (a VPC endpoint, a test server). "
+        help="(string) Send EC2 API calls to this URL (a VPC endpoint, a test server). Each request gets 20 s in "
+        "all, each call 60 s with its retries, each answer at most 16 MiB. "
         "Example: --endpoint-url https://vpce-0abc-1234.ec2.us-east-1.vpce.amazonaws.com",
     ),
     throughput: Optional[int] = typer.Option(
@@ -276,7 +279,7 @@ def _n(value: Any, unit: str = "") -> str:
 
 def plan_table(plan: Plan, title: str) -> Table:
     from rich.table import Table
-    table = Table(title=title, show_header=True)
+    table = Table(title=shown(title), show_header=True)
     table.add_column("", style="bold")
     table.add_column("current", justify="right")
     table.add_column("target", justify="right")
@@ -317,13 +320,12 @@ def plan_table(plan: Plan, title: str) -> Table:
         )
     )
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(shown(cell) for cell in row))
     return table
 
 
 def print_result(result: TuneResult, console: Console | None = None) -> None:
     from rich.console import Console
-    from rich.text import Text
     console = console or Console()
     plan = result.plan
     if plan is not None:
@@ -334,11 +336,11 @@ def print_result(result: TuneResult, console: Console | None = None) -> None:
             where += f" ({selection.by} volume{owner}, {selection.device or selection.path})"
         console.print(plan_table(plan, where))
         for note in plan.notes:
-            console.print(f"note: {note}")
+            console.print(shown(f"note: {note}"))
         if not plan.at_target:
-            console.print(Text(plan.revert_note(), style="dim"))
-    line = Text(f"{result.action}: ", style=ACTION_STYLE.get(result.action, ""))
-    line.append(result.message)
+            console.print(shown(plan.revert_note(), style="dim"))
+    line = shown(f"{result.action}: ", style=ACTION_STYLE.get(result.action, ""))
+    line.append(shown(result.message))
     console.print(line)
 
 
@@ -350,7 +352,7 @@ class WaitProgress:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         self._progress = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             TextColumn("{task.percentage:>3.0f}%"),
             TimeElapsedColumn(),
@@ -374,5 +376,5 @@ class WaitProgress:
         self._progress.update(
             self._task,
             completed=modification.progress or 0,
-            description=f"{modification.volume_id} {modification.state}",
+            description=printable(f"{modification.volume_id} {modification.state}"),
         )

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from gpuhost.cli.common import docs_epilog, emit_json, errors_to_exit
+from gpuhost.cli.common import docs_epilog, emit_json, errors_to_exit, shown
 from gpuhost.cli.help import ReferenceCommand
 from gpuhost.comfyui.models import sync as models_sync
 from gpuhost.comfyui.models import verify as models_verify
+from gpuhost.printable import printable
 from gpuhost.units import format_duration, human_bytes
 
 if TYPE_CHECKING:
@@ -19,8 +21,9 @@ if TYPE_CHECKING:
 
 SYNC_EXIT_CODES = (
     "Exit codes: 0 every file present and verified (--dry-run: planned); 1 a file missing from the source, short "
-    "or corrupt after retries (named); 2 bad manifest or usage, nothing fetched; 3 the source unreachable or "
-    "access refused."
+    "or corrupt after retries, changed at the source mid-copy, or a link planted in DIR (named); 2 bad manifest or "
+    "usage, nothing fetched; 3 the source unreachable, access refused, no such bucket, or DIR held by another "
+    "sync past --lock-wait; 130/143 stopped by SIGINT/SIGTERM (the parts are kept for the next run)."
 )
 VERIFY_EXIT_CODES = (
     "Exit codes: 0 every file present and whole; 1 a file missing, short or corrupt (named), or not listed by "
@@ -94,6 +97,11 @@ def sync(
         help="(path) After the sync, record the directory and files here for `gpuhost check` (comfyui.models). "
         "Example: --record /etc/gpuhost/models.json",
     ),
+    lock_wait: str = typer.Option(
+        models_sync.DEFAULT_LOCK_WAIT, "--lock-wait", metavar="DURATION",
+        help="(string) How long to wait while another sync (the boot unit, a play) holds DIR, 0 to 24h; past it, "
+        "exit 3. Example: --lock-wait 5m",
+    ),
     dry_run: bool = typer.Option(
         False, "--dry-run",
         help="(boolean) Say what would be fetched or resumed, how many bytes and how long; fetch nothing. "
@@ -108,6 +116,10 @@ def sync(
     unchanged. Each file is fsynced and checked (size; the safetensors header: an HTML page or a truncated file
     fails; sha256 when the manifest gives one) before it is renamed to NAME. A file already whole is not
     fetched again.
+
+    Nothing below DIR is written through a symbolic link (a planted one fails its file, by name). One sync at a
+    time holds DIR (the next waits up to --lock-wait). Ctrl-C or SIGTERM stops it within seconds, keeping the
+    parts for the next run (exit 130/143).
 
     Examples:
     To see what a sync would fetch and how long it would take:
@@ -124,27 +136,32 @@ def sync(
       command, exit_code, message, changed, would_change, dry_run, source, manifest, directory
       totals       files, bytes, failed, bytes_fetched, bytes_resumed, seconds, mb_s
       prediction   --dry-run: bytes, device_class, write_mibs, network_mibs, seconds
-      files        per file: folder, name, path, size, action (fetched, resumed, skipped, failed; --dry-run:
-                   would-fetch, would-resume, present), bytes_fetched, bytes_resumed, seconds, problem
+      files        per file: folder, name, path, size, action (fetched, resumed, skipped, failed, interrupted;
+                   --dry-run: would-fetch, would-resume, present), bytes_fetched, bytes_resumed, seconds, problem
       ignored      manifest globs (entries for `gpuhost layers`, not files to fetch)
     Errors print {"error", "remedy", "exit_code"} instead.
     """
-    with errors_to_exit(as_json):
+    with errors_to_exit(as_json), models_sync.Stopper() as stopper:
         options = models_sync.SyncOptions.parse(
             source=source, manifest=manifest, to=to, concurrency=concurrency, part_size=part_size, region=region,
             profile=profile, endpoint_url=endpoint_url, ca_bundle=ca_bundle, timeout=timeout, attempts=attempts,
-            dry_run=dry_run, network_gbps=network_gbps, record=record,
+            dry_run=dry_run, network_gbps=network_gbps, record=record, lock_wait=lock_wait,
         )
         if not as_json and not dry_run and sys.stderr.isatty():
             with SyncBar() as bar:
-                result = models_sync.run(options, on_progress=bar.update)
+                result = models_sync.run(options, on_progress=bar.update, stopper=stopper)
         else:
-            result = models_sync.run(options)
+            result = models_sync.run(options, stopper=stopper)
     if as_json:
         emit_json(result.to_dict())
     else:
         print_result(result)
-    raise typer.Exit(int(result.exit_code))
+    if result.interrupted_by and models_sync.stragglers():
+        # a worker blocked in a read no abort could cut: exit now rather than wait out its timeout
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(result.exit_code)
+    raise typer.Exit(result.exit_code)
 
 
 def verify(
@@ -206,19 +223,18 @@ ACTION_STYLE = {
 def print_result(result: ModelsResult) -> None:
     from rich.console import Console
     from rich.table import Table
-    from rich.text import Text
 
     console = Console()
-    table = Table(title=f"{result.directory}" + (f" <- {result.source}" if result.source else ""))
+    table = Table(title=shown(f"{result.directory}" + (f" <- {result.source}" if result.source else "")))
     for column in ("file", "size", "action", "fetched", "time", "problem"):
         table.add_column(column, justify="right" if column in ("size", "fetched", "time") else "left")
     for item in result.files:
         table.add_row(
-            item.relpath, human_bytes(item.size),
-            Text(item.action, style=ACTION_STYLE.get(item.action, "bold red")),
+            shown(printable(item.relpath)), human_bytes(item.size),
+            shown(item.action, style=ACTION_STYLE.get(item.action, "bold red")),
             human_bytes(item.bytes_fetched) if item.bytes_fetched else "-",
             format_duration(item.seconds) if item.seconds else "-",
-            item.problem,
+            shown(item.problem),
         )
     console.print(table)
     if result.prediction is not None:
@@ -228,9 +244,9 @@ def print_result(result: ModelsResult) -> None:
             f"writes {p.write_mibs:.0f} MiB/s, the network {p.network_mibs:.0f} MiB/s)"
         )
     for pattern in result.ignored:
-        console.print(Text(f"ignored: {pattern} (a glob: an entry for `gpuhost layers`)", style="dim"))
+        console.print(shown(f"ignored: {printable(pattern)} (a glob: an entry for `gpuhost layers`)", style="dim"))
     style = "bold red" if result.failed else "bold green"
-    console.print(Text(result.message, style=style))
+    console.print(shown(result.message, style=style))
 
 
 class SyncBar:
@@ -248,8 +264,8 @@ class SyncBar:
         )
 
         self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-            TimeRemainingColumn(), TextColumn("{task.fields[files]}"), console=Console(stderr=True),
+            TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+            TimeRemainingColumn(), TextColumn("{task.fields[files]}", markup=False), console=Console(stderr=True),
         )
         self._task = self._progress.add_task("models", total=None, files="")
 
@@ -263,6 +279,6 @@ class SyncBar:
     def update(self, progress: SyncProgress) -> Any:
         self._progress.update(
             self._task, total=progress.total_bytes or None, completed=progress.done_bytes,
-            description=progress.current or "models",
+            description=printable(progress.current or "models"),
             files=f"{progress.files_done}/{progress.files_total} files",
         )

@@ -6,8 +6,9 @@ from typing import Optional
 
 import typer
 
-from gpuhost.cli.common import docker_host_option, docs_epilog, emit_json, engine_client, errors_to_exit
-from gpuhost.model import SourceError, UsageError, to_jsonable
+from gpuhost.cli.common import docker_host_option, docs_epilog, emit_json, engine_client, errors_to_exit, shown
+from gpuhost.model import SourceError, UsageError, for_humans, to_jsonable
+from gpuhost.printable import printable
 from gpuhost.storage.plan import (
     CONFIG_PATH,
     DEFAULT_LABEL,
@@ -98,39 +99,41 @@ def print_plan(result: StoragePlan) -> None:
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f"Disks for Docker's data-root ({result.selection})")
+    table = Table(title=shown(f"Disks for Docker's data-root ({result.selection})"))
     for column in ("disk", "size", "class", "model / serial", "verdict"):
         table.add_column(column)
     for disk in result.disks:
+        reasons = "; ".join(r.message.split(": ", 1)[-1] for r in disk.refusals)
         if disk.accepted:
-            verdict = "[green]ours, nothing to do[/]" if disk.ours else "[green]accepted[/]"
+            verdict = shown("ours, nothing to do" if disk.ours else "accepted", style="green")
             if disk.forced and disk.refusals:
-                verdict = "[yellow]forced[/]: " + "; ".join(r.message.split(": ", 1)[-1] for r in disk.refusals)
+                verdict = shown("forced", style="yellow").append(shown(f": {reasons}"))
         else:
-            verdict = "[red]refused[/]: " + "; ".join(r.message.split(": ", 1)[-1] for r in disk.refusals)
+            verdict = shown("refused", style="red").append(shown(f": {reasons}"))
         identity = " / ".join(x for x in (disk.model, disk.ebs_volume_id or disk.serial) if x)
-        table.add_row(disk.path, f"{disk.size_bytes / 1e9:.0f} GB", disk.device_class, identity, verdict)
+        table.add_row(shown(disk.path), f"{disk.size_bytes / 1e9:.0f} GB", shown(disk.device_class),
+                      shown(printable(identity)), verdict)
     console.print(table)
     if not result.disks:
         console.print("no disk: nothing named and no instance-store disk on this host")
     for action in result.actions:
-        console.print(f"would run: {action}")
+        console.print(shown(f"would run: {action}"))
     if result.ok and result.state == "present":
-        console.print(f"already set up: {result.mount_source} at {result.request.mount_path}")
+        console.print(shown(f"already set up: {result.mount_source} at {result.request.mount_path}"))
     elif not result.ok:
-        console.print("[red]refused: nothing would be written[/]")
+        console.print(shown("refused: nothing would be written", style="red"))
     data_root = result.data_root
     if data_root is not None:
         if data_root.blocked:
-            console.print(f"[red]data-root move blocked[/]: {data_root.blocked}")
+            console.print(shown("data-root move blocked", style="red").append(shown(f": {data_root.blocked}")))
         elif data_root.switch:
             how = "copying its content first" if data_root.copy_data else "without copying"
-            console.print(f"data-root would move: {data_root.current} -> {data_root.target} ({how})")
+            console.print(shown(f"data-root would move: {data_root.current} -> {data_root.target} ({how})"))
             if data_root.keep_storage_driver:
-                console.print(
+                console.print(shown(
                     f"storage-driver {data_root.keep_storage_driver} is kept in daemon.json: the copied images and "
                     "containers are stored with it"
-                )
+                ))
 
 
 @storage_app.command(epilog=docs_epilog("storage", EXIT_CODES))
@@ -173,7 +176,7 @@ def probe(
                 image_bytes=size,
                 client=engine_client(docker_host, 30.0),
                 unpack_mib=unpack_mib,
-                progress=None if as_json else lambda message: typer.echo(message, err=True),
+                progress=None if as_json else lambda message: typer.echo(for_humans(message), err=True),
             )
         except OSError as exc:
             raise SourceError(path or "data-root", str(exc), "Run as root, on a writable filesystem.") from exc
@@ -185,7 +188,7 @@ def probe(
     assert report.write is not None
     where = f"{report.path} ({report.device or report.mountpoint}, {report.fstype}, {report.device_class})"
     mode = "direct I/O" if report.write.direct_io else "buffered + fdatasync"
-    typer.echo(f"{where}: writes {report.write.write_mib_s:.0f} MiB/s ({mode})")
+    typer.echo(for_humans(f"{where}: writes {report.write.write_mib_s:.0f} MiB/s ({mode})"))
     if report.unpack is not None:
         rates = ", ".join(f"{kind} {rate:.0f}" for kind, rate in report.unpack.rates_mib_s.items())
         typer.echo(
@@ -193,12 +196,12 @@ def probe(
             f"(the median of {report.unpack.rounds} rounds each)"
         )
         for kind, why in report.unpack.unsupported.items():
-            typer.echo(f"{kind}: not measured: {why[:200]}")
-    typer.echo(
+            typer.echo(for_humans(f"{kind}: not measured: {printable(why)[:200]}"))
+    typer.echo(for_humans(
         f"{report.image_ref} ({report.image_bytes / 1e9:.1f} GB) unpacks in about {report.predicted_unpack} "
         f"(the {report.device_class or 'other'} default of {report.default_write_mib_s:.0f} MiB/s would say "
         f"{format_duration(report.predicted_with_default_s)})"
-    )
+    ))
 
 
 def register(app: typer.Typer) -> None:

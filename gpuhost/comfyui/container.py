@@ -5,9 +5,11 @@ from __future__ import annotations
 import calendar
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from gpuhost.facts.docker import CONTAINER_LABELS
 from gpuhost.model import UsageError
 
 DEFAULT_PORT = 8188
@@ -68,13 +70,69 @@ def since_param(epoch: float) -> str:
     return f"{nanos // 1_000_000_000}.{nanos % 1_000_000_000:09d}"
 
 
-def _flag_value(tokens: list[str], flag: str) -> Optional[str]:
-    for index, token in enumerate(tokens):
-        if token == flag and index + 1 < len(tokens):
-            return tokens[index + 1]
-        if token.startswith(flag + "="):
-            return token.split("=", 1)[1]
-    return None
+# ComfyUI's `--listen [IP]`: one address or several, comma-separated; `--listen` alone means every one
+LISTEN_ALL = "0.0.0.0,::"
+LISTEN_RE = re.compile(r"[A-Za-z0-9.:%\[\]-]+(,[A-Za-z0-9.:%\[\]-]+)*", re.ASCII)
+MAX_LISTEN = 255
+
+
+@dataclass(frozen=True)
+class ComfyArguments:
+    """The only values of a container's command line and environment that gpuhost keeps: where ComfyUI
+    listens. Everything else there (`--api-key`, HF_TOKEN, ...) stays on the host, unread."""
+
+    listen: str = ""  # "" when not given (ComfyUI's default, 127.0.0.1)
+    port: int = 0  # 0 when not given (DEFAULT_PORT)
+
+
+def _listen_value(value: Optional[str]) -> Optional[str]:
+    if value is None:
+        return LISTEN_ALL
+    return value if len(value) <= MAX_LISTEN and LISTEN_RE.fullmatch(value) else None
+
+
+def parse_comfy_arguments(argv: Sequence[str], extra: Sequence[str] = ()) -> ComfyArguments:
+    """--listen and --port as ComfyUI's argparse reads them from the command (`argv`) and the values of
+    its environment variables (`extra`: COMFY_CMDLINE_EXTRA and the like, which images append to the
+    command; each split on white space on its own, so no token runs into the next variable).
+
+    The last one given wins; `--listen` with no address (the next token is a flag, or there is none)
+    means every address. A value that is not an address or a port is not kept: a token that is not the
+    value of one of these two flags is never returned."""
+    listen, port = "", 0
+    for tokens in [list(argv)] + [value.split() for value in extra]:
+        for index, token in enumerate(tokens):
+            following = tokens[index + 1] if index + 1 < len(tokens) else None
+            if following is not None and following.startswith("-"):
+                following = None
+            name, equals, attached = token.partition("=")
+            if name == "--listen":
+                found = _listen_value(attached if equals else following)
+                listen = found if found is not None else listen
+            elif name == "--port":
+                number = _port(attached if equals else following)
+                port = number or port
+    return ComfyArguments(listen=listen, port=port)
+
+
+# Docker sets State.StartedAt once the process has started, so the run's first lines can carry an
+# earlier time (21 ms before it, measured on a loaded host): a run's log is read from a little before.
+RUN_START_SLACK_S = 1.0
+
+
+def run_log_since(container: ComfyContainer) -> Optional[float]:
+    """Where the log of the container's current run starts (the `since` to read it from); None: the
+    whole log is this run's. While it runs, State.FinishedAt is the previous run's end (zero before a
+    first run); a stopped container's earlier runs ended at an unknown time before StartedAt."""
+    if container.started_at is None:
+        return None
+    if container.status in ("running", "paused", "restarting"):
+        if container.finished_at is None:
+            return None
+        if container.finished_at <= container.started_at:
+            return max(container.finished_at, container.started_at - RUN_START_SLACK_S)
+    return container.started_at - RUN_START_SLACK_S
+
 
 
 @dataclass
@@ -93,9 +151,11 @@ class ComfyContainer:
     tty: bool
     # container port -> [(host ip, host port)] as bound now (NetworkSettings.Ports)
     ports: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
-    # --listen / --port from the command line or environment (COMFY_CMDLINE_EXTRA and the like)
+    # --listen / --port from the command line or environment (COMFY_CMDLINE_EXTRA and the like): the
+    # parsed values only (parse_comfy_arguments), never the command line or a variable
     listen: str = ""
     port: int = DEFAULT_PORT
+    # only gpuhost.facts.docker.CONTAINER_LABELS
     labels: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -156,12 +216,11 @@ def container_from_inspect(inspect: dict[str, Any]) -> ComfyContainer:
         ports[str(key)] = [
             (str(b.get("HostIp") or ""), _port(b.get("HostPort"))) for b in listed if _port(b.get("HostPort"))
         ]
-    tokens: list[str] = _strings(config.get("Entrypoint")) + _strings(config.get("Cmd"))
-    for item in _strings(config.get("Env")):
-        _, _, value = item.partition("=")
-        tokens.extend(value.split())
-    port_text = _flag_value(tokens, "--port")
-    listen = _flag_value(tokens, "--listen") or ""
+    arguments = parse_comfy_arguments(
+        _strings(config.get("Entrypoint")) + _strings(config.get("Cmd")),
+        [item.partition("=")[2] for item in _strings(config.get("Env"))],
+    )
+    labels = _mapping(config.get("Labels"))
     status = str(state.get("Status") or "")
     exit_code = state.get("ExitCode")
     return ComfyContainer(
@@ -178,9 +237,9 @@ def container_from_inspect(inspect: dict[str, Any]) -> ComfyContainer:
         network_mode=str(host_config.get("NetworkMode") or ""),
         tty=bool(config.get("Tty")),
         ports=ports,
-        listen=listen,
-        port=_port(port_text) or DEFAULT_PORT,
-        labels={str(k): str(v) for k, v in _mapping(config.get("Labels")).items()},
+        listen=arguments.listen,
+        port=arguments.port or DEFAULT_PORT,
+        labels={key: str(labels[key]) for key in CONTAINER_LABELS if key in labels},
     )
 
 

@@ -2,7 +2,8 @@
 
 Which containers: those roles/comfyui labels (`gpuhost.comfyui`) and those whose image name says
 comfyui. Each gets a snapshot verdict: its log since it started (up to the GUI line), its
-state and one GET /system_stats through its published port. Nothing waits.
+state and one GET /system_stats through its published port. Nothing waits. A ready one is also asked
+for its queue (GET /prompt: the prompts running and waiting), within the same short deadline.
 """
 
 from __future__ import annotations
@@ -12,12 +13,16 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from gpuhost.comfyui.container import looks_like_comfyui
+from gpuhost.comfyui.http import base_url, get_json
 from gpuhost.comfyui.readiness import Phase, Verdict
 from gpuhost.comfyui.snapshot import snapshot_verdict
 from gpuhost.engine import EngineClient, EngineError, EnginePermissionDenied, EngineUnavailable
 from gpuhost.facts.docker import DockerFacts
 from gpuhost.facts.source import SourceStatus
-from gpuhost.model import SourceError
+from gpuhost.model import SourceError, UsageError
+
+# GET /prompt answers {"exec_info": {"queue_remaining": N}}: a few dozen bytes
+MAX_QUEUE_ANSWER_BYTES = 64 * 1024
 
 
 @dataclass
@@ -29,6 +34,8 @@ class ComfyUIContainerFacts:
     restart_count: int = 0
     started_at: Optional[float] = None
     verdict: Verdict = field(default_factory=Verdict)
+    # prompts running or waiting (GET /prompt), when the server is ready and answered; None otherwise
+    queue_remaining: Optional[int] = None
 
 
 @dataclass
@@ -60,9 +67,30 @@ def collect_comfyui(client: Optional[EngineClient], docker: DockerFacts, probe_t
                 restart_count=container.restart_count,
                 started_at=container.started_at,
                 verdict=verdict,
+                queue_remaining=queue_remaining(verdict, probe_timeout),
             )
         )
     return facts
+
+
+def queue_remaining(verdict: Verdict, timeout: float = 1.0) -> Optional[int]:
+    """The server's queue length (running + pending prompts) when it is ready and answers; None when it is
+    not ready, cannot be reached from here, or answers something else."""
+    if verdict.phase is not Phase.READY or not verdict.probe_url:
+        return None
+    try:
+        answer = get_json(base_url(verdict.probe_url) + "/prompt", timeout=timeout, max_bytes=MAX_QUEUE_ANSWER_BYTES)
+    except (OSError, UsageError):  # BadAnswer is an OSError: refused, reset, too slow, too large, not JSON
+        return None
+    return parse_queue_remaining(answer)
+
+
+def parse_queue_remaining(answer: object) -> Optional[int]:
+    info = answer.get("exec_info") if isinstance(answer, dict) else None
+    value = info.get("queue_remaining") if isinstance(info, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
 
 
 def ready_comfyui_url(facts: ComfyUIFacts) -> str:

@@ -14,8 +14,10 @@ from typing import Any, Optional
 from urllib.parse import SplitResult, urlsplit
 
 from gpuhost.comfyui.readiness import ProbeResult
-from gpuhost.engine import UnusableAnswer, Watchdog, read_answer, strict_json, unusable_exchange
+from gpuhost.engine import UnusableAnswer, Watchdog, read_answer, unusable_exchange
 from gpuhost.model import UsageError
+from gpuhost.redact import redact_url
+from gpuhost.userfile import strict_loads
 
 # /object_info of a server with many custom nodes and model lists is a few MB; 32 MiB leaves room
 # and keeps the parsed form well under a few hundred MB of memory.
@@ -30,18 +32,20 @@ class BadAnswer(OSError):
 
 
 def check_url(url: str, what: str = "URL") -> SplitResult:
-    """An http(s) URL with a host and a port from 1 to 65535, nothing around it; UsageError otherwise."""
+    """An http(s) URL with a host and a port from 1 to 65535, nothing around it; UsageError otherwise
+    (showing the URL without its credentials)."""
+    shown = redact_url(url) if isinstance(url, str) else url
     if not isinstance(url, str) or url != url.strip() or any(c.isspace() or ord(c) < 32 for c in url):
-        raise UsageError(f"{what} {url!r}: spaces or control characters in a URL", URL_EXAMPLE)
+        raise UsageError(f"{what} {shown!r}: spaces or control characters in a URL", URL_EXAMPLE)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
-        raise UsageError(f"{what} {url!r}: not an http(s) URL", URL_EXAMPLE)
+        raise UsageError(f"{what} {shown!r}: not an http(s) URL", URL_EXAMPLE)
     try:
         port = parts.port
     except ValueError:
-        raise UsageError(f"{what} {url!r}: the port is not a number from 1 to 65535", URL_EXAMPLE) from None
+        raise UsageError(f"{what} {shown!r}: the port is not a number from 1 to 65535", URL_EXAMPLE) from None
     if not parts.hostname or port == 0:
-        raise UsageError(f"{what} {url!r}: write http://HOST:PORT", URL_EXAMPLE)
+        raise UsageError(f"{what} {shown!r}: write http://HOST:PORT", URL_EXAMPLE)
     return parts
 
 
@@ -62,7 +66,7 @@ def probe(url: str, timeout: float = 2.0, clock: Any = time.time) -> ProbeResult
         error = str(exc)
     except (OSError, http.client.HTTPException, UsageError) as exc:
         error = type(exc).__name__ + (f": {exc}" if str(exc) else "")
-    return ProbeResult(at=sent_at, url=url, status=status, error=error)
+    return ProbeResult(at=sent_at, url=redact_url(url), status=status, error=error)
 
 
 def request(
@@ -94,11 +98,11 @@ def request(
             conn.request(method, path, body=body, headers=headers)
             response = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
-            raise BadAnswer(f"{base_url(url)}: {unusable_exchange(exc, watchdog)}") from exc
+            raise BadAnswer(f"{redact_url(base_url(url))}: {unusable_exchange(exc, watchdog)}") from exc
         try:
             return response.status, read_answer(response, max_bytes, watchdog)
         except UnusableAnswer as exc:
-            raise BadAnswer(f"{base_url(url)}: {exc}") from exc
+            raise BadAnswer(f"{redact_url(base_url(url))}: {exc}") from exc
         finally:
             watchdog.cancel()
             response.close()
@@ -109,11 +113,11 @@ def request(
 def get_json(url: str, timeout: float = 10.0, max_bytes: int = MAX_JSON_BYTES) -> Any:
     status, raw = request("GET", url, timeout=timeout, max_bytes=max_bytes)
     if status != 200:
-        raise BadAnswer(f"GET {url} answered HTTP {status}")
+        raise BadAnswer(f"GET {redact_url(url)} answered HTTP {status}")
     try:
-        return strict_json(raw)
+        return strict_loads(raw)
     except ValueError as exc:
-        raise BadAnswer(f"GET {url}: not valid JSON ({exc})") from exc
+        raise BadAnswer(f"GET {redact_url(url)}: not valid JSON ({exc})") from exc
 
 
 def base_url(url: str) -> str:

@@ -15,11 +15,13 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from gpuhost.comfyui import registry
 from gpuhost.comfyui.manifest import Manifest, ManifestEntry, load_manifest, parse_bytes
-from gpuhost.comfyui.registry import LayerDescriptor, fetch_layer_descriptors
+from gpuhost.comfyui.registry import LayerDescriptor, Platform, RegistryError, fetch_layer_descriptors
 from gpuhost.engine import EngineError, quote_ref
 from gpuhost.facts.storage import STORAGE_PROBE_RECORD, locate, read_recorded_probe
 from gpuhost.model import ExitCode, Finding, Severity, UsageError
@@ -410,14 +412,28 @@ def _predict_pull(
 ) -> None:
     """Each layer's compression from the registry the image came from, and the pull's time split
     into download, decompression and write with Docker's rates from the recorded storage probe."""
-    for repo_digest in inspect.get("RepoDigests") or []:
+    architecture = inspect.get("Architecture")
+    image_platform = (
+        Platform(str(inspect.get("Os") or "linux"), architecture, str(inspect.get("Variant") or ""))
+        if isinstance(architecture, str) and architecture
+        else None
+    )
+    repo_digests = inspect.get("RepoDigests")
+    repo_digests = repo_digests if isinstance(repo_digests, list) else []
+    started = time.monotonic()  # one deadline for all the image's registries
+    for repo_digest in repo_digests:
+        left = registry.DEFAULT_DEADLINE_S - (time.monotonic() - started)
+        if left <= 0:
+            break
         try:
-            report.registry_layers = fetch_layer_descriptors(str(repo_digest))
+            report.registry_layers = fetch_layer_descriptors(
+                str(repo_digest), deadline_s=left, image_platform=image_platform
+            )
             report.registry_error = ""
             break
-        except (OSError, ValueError, TimeoutError) as exc:
+        except RegistryError as exc:
             report.registry_error = f"{str(repo_digest)[:200]}: {str(exc)[:300]}"
-    if not inspect.get("RepoDigests"):
+    if not repo_digests:
         report.registry_error = "the image came from no registry (built or loaded here)"
     # history lists empty steps too; the layers with content pair with the manifest's in order
     with_content = [layer for layer in report.layers if layer.size > 0]

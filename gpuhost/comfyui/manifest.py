@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from gpuhost.engine import strict_json
+from gpuhost import userfile
 from gpuhost.model import UsageError
 from gpuhost.units import parse_size
 
@@ -65,32 +65,25 @@ class Manifest:
 
 
 def find_manifest(path: str) -> str:
-    """A manifest file, or the models.manifest.* inside a directory (the build context)."""
+    """A manifest file, or the models.manifest.* inside a directory (the build context).
+
+    Whatever the path is, load_manifest reads it only if it is a regular file: a FIFO or a device
+    is refused by name, not taken for a missing file."""
     if os.path.isdir(path):
         for name in MANIFEST_NAMES:
             candidate = os.path.join(path, name)
-            if os.path.isfile(candidate):
+            if os.path.lexists(candidate):
                 return candidate
         raise UsageError(f"no {' / '.join(MANIFEST_NAMES)} in {path}", "Pass the manifest file itself with --manifest.")
-    if not os.path.isfile(path):
-        raise UsageError(f"manifest not found: {path}")
     return path
 
 
 def load_manifest(path: str) -> Manifest:
     path = find_manifest(path)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise UsageError(f"cannot read manifest {path}: {exc.strerror}") from exc
     if path.endswith(".json"):
-        try:
-            data = strict_json(text.encode())
-        except ValueError as exc:
-            raise UsageError(f"manifest {path} is not valid JSON: {str(exc)[:300]}") from exc
+        data = userfile.load_json(path, "manifest", userfile.MANIFEST_MAX)
     else:
-        data = _load_yaml(text, path)
+        data = _load_yaml(userfile.read_text(path, "manifest", userfile.MANIFEST_MAX), path)
     return manifest_from_data(data, path)
 
 
@@ -109,12 +102,7 @@ def _load_yaml(text: str, path: str) -> Any:
                 )
             return node
 
-    try:
-        return yaml.load(text, Loader=BoundedLoader)  # a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise UsageError(f"manifest {path} is not valid YAML: {str(exc)[:300]}") from exc
-    except RecursionError as exc:
-        raise UsageError(f"manifest {path} is not valid YAML: nested too deeply") from exc
+    return userfile.parse_yaml(text, f"manifest {path}", path=path, loader=BoundedLoader)
 
 
 def _expanded_nodes(root: Any, limit: int) -> int:

@@ -4,6 +4,10 @@ starting -> ready | failed | stalled. Nothing here reads a clock, a socket or a 
 event carries its own time, so recorded logs replay through it as fast as they can be fed and a
 live driver (gpuhost.comfyui.wait) feeds the same machine from the Engine API.
 
+Every time is on the log's own timeline (the daemon's clock that stamps each line): a driver feeds a
+container's backlog before its first tick, so idleness is measured from the last line written, not
+from when someone started watching, and a run that began long ago is judged by what it wrote then.
+
 What the real captures (../shared/fixtures/comfyui) show, and what the machine does with it:
 - Ready is the line `To see the GUI go to: http://HOST:PORT` AND an HTTP 200 from /system_stats
   that arrives after it. A 200 before that line comes from another process (the port-in-use
@@ -21,12 +25,19 @@ from __future__ import annotations
 import enum
 import os
 import re
+import signal
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
+from gpuhost.model import for_humans
+from gpuhost.units import format_duration
+
 DEFAULT_STALL_TIMEOUT = 180.0
 TAIL_LINES = 30
+# State.StartedAt later than the judged run's by more than this is another run (Docker's
+# timestamps are exact; the slack only absorbs rounding through float seconds)
+NEW_RUN_SLACK_S = 0.001
 
 
 class Phase(str, enum.Enum):
@@ -56,6 +67,8 @@ class ContainerState:
     restart_count: int = 0
     oom_killed: bool = False
     error: str = ""
+    # State.StartedAt of the run it describes: a later one than the machine's run is a new run
+    started_at: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -99,7 +112,7 @@ class Verdict:
     # stable code: starting, ready, missing-module, port-in-use, crashed, exited, stopped,
     # restarted, removed, paused, listen-loopback, not-published, stalled, timeout, driver-too-old,
     # cuda-too-new, start-failed, gpu-arch-unsupported, frontend-missing, bad-arguments, host-oom,
-    # restart-required, dir-not-writable
+    # restart-required, dir-not-writable, dead
     reason: str = "starting"
     message: str = ""
     remedy: str = ""
@@ -120,6 +133,8 @@ class Verdict:
     foreign_answer: bool = False
     exit_code: Optional[int] = None
     restart_count: int = 0
+    # the run had printed the GUI line (it was serving) when it stopped, restarted or was paused
+    was_serving: bool = False
 
     def summary(self) -> dict[str, Any]:
         """The fields every report of a verdict carries, under their JSON names."""
@@ -132,6 +147,7 @@ class Verdict:
             "gui_url": self.gui_url,
             "last_probe": self.last_probe,
             "comfyui_version": self.comfyui_version,
+            "was_serving": self.was_serving,
         }
 
 
@@ -207,6 +223,30 @@ TORCH_VERSION_RE = re.compile(r"^pytorch version: (?P<version>\S+)")
 MOUNTED_DIRS = ("user", "output", "input", "temp", "models", "custom_nodes")
 
 
+def mounted_dir_of(path: str) -> str:
+    """The directory ComfyUI's data lives in that `path` is, or is inside (`/basedir/user` for
+    `/basedir/user/default/comfy.settings.json`): ComfyUI creates subdirectories and files there
+    itself, so a permission error on any of them is the mount's ownership. "" for other paths
+    (a Python package's own `models/` module is no data directory)."""
+    parts = path.split("/")
+    if any(part in ("site-packages", "dist-packages") for part in parts):
+        return ""
+    for index, part in enumerate(parts):
+        if part in MOUNTED_DIRS:
+            return "/".join(parts[: index + 1])
+    return ""
+
+
+def _signal_note(code: Optional[int]) -> str:
+    """`: killed by SIGSEGV` for an exit code above 128 (128 + the signal's number)."""
+    if code is None or not 128 < code < 128 + 65:
+        return ""
+    try:
+        return f": killed by {signal.Signals(code - 128).name}"
+    except ValueError:
+        return ""
+
+
 def _cuda_of(found: str) -> str:
     """CUDA driver API versions as torch prints them: 12020 -> 12.2."""
     value = int(found)
@@ -258,9 +298,14 @@ class ReadinessMachine:
         host_network: Optional[bool] = None,
         deadline: Optional[float] = None,
         tail_lines: int = TAIL_LINES,
+        run_started_at: Optional[float] = None,
     ) -> None:
+        """`started_at`: where idleness counts from before the first line (the run's start);
+        `run_started_at`: State.StartedAt of the run being judged, when known: a state with a later
+        one is a new run (`docker restart` counts no restart)."""
         self.stall_timeout = stall_timeout
         self.deadline = deadline
+        self.run_started_at = run_started_at
         self.host_network = host_network
         self.baseline_restarts = restart_count
         self.verdict = Verdict(restart_count=restart_count)
@@ -300,6 +345,11 @@ class ReadinessMachine:
     def last_activity(self) -> Optional[float]:
         return self._last_activity
 
+    def note(self, text: str) -> None:
+        """Something the driver wants the verdict to carry (a gap in the log it read)."""
+        self._notes.setdefault(text, None)
+        self.verdict.notes = list(self._notes)
+
     def feed(self, event: Event) -> Verdict:
         if isinstance(event, LogLine):
             self._on_line(event)
@@ -324,8 +374,9 @@ class ReadinessMachine:
         verdict.phase = phase
         verdict.reason = reason
         verdict.decided_at = at
-        verdict.message = message
-        verdict.remedy = remedy
+        # sentences for people: a log line quoted in them keeps no terminal control, a URL no credentials
+        verdict.message = for_humans(message)
+        verdict.remedy = for_humans(remedy)
         verdict.failing_line = line
 
     # -- log lines --------------------------------------------------------------------------
@@ -467,10 +518,13 @@ class ReadinessMachine:
             )
             return True
         permission = PERMISSION_RE.search(text)
-        if permission and os.path.basename(permission.group("path").rstrip("/")) in MOUNTED_DIRS:
+        mounted = mounted_dir_of(permission.group("path")) if permission else ""
+        if permission and mounted:
+            path = permission.group("path")
+            inside = "" if path.rstrip("/") == mounted else f" (inside {mounted}, or what ComfyUI made there)"
             self._decide(
                 Phase.FAILED, "dir-not-writable", at,
-                f"ComfyUI cannot write {permission.group('path')}: the mounted directory is not writable by the "
+                f"ComfyUI cannot write {path}: the mounted directory{inside} is not writable by the "
                 "container's user",
                 "chown the host directory to the container's UID:GID (or run the container as the directory's owner); "
                 "roles/comfyui checks these directories before it starts the container.",
@@ -609,7 +663,6 @@ class ReadinessMachine:
             verdict.restart_count = event.restart_count
         if self.decided:
             return
-        last = verdict.last_line or "(no output)"
         if event.error:
             requirement = CUDA_REQUIREMENT_RE.search(event.error)
             if requirement:
@@ -629,62 +682,108 @@ class ReadinessMachine:
                     event.error,
                 )
             return
-        if event.restart_count > self.baseline_restarts or status == "restarting":
-            self._decide(
-                Phase.FAILED,
-                "restarted",
-                event.at,
-                f"the container restarted (restart count {event.restart_count}): its previous run ended "
-                f"before ComfyUI was ready; last line: {last}",
-                "Read the last log lines below: the restart policy hides a crash loop.",
-                verdict.last_line,
-            )
-        elif status in ("exited", "dead"):
-            code = event.exit_code
-            if event.oom_killed:
-                self._decide(
-                    Phase.FAILED,
-                    "exited",
-                    event.at,
-                    f"the container was killed by the kernel's OOM killer (exit {code}) before ComfyUI was ready",
-                    "Give the container more memory (or remove its memory limit).",
-                    verdict.last_line,
-                )
-            elif code == 137 and (self._loading_model or verdict.last_line.strip() == "Killed"):
-                self._decide(
-                    Phase.FAILED,
-                    "host-oom",
-                    event.at,
-                    "the container was killed (exit 137, not by its own memory limit) while loading a model: the "
-                    f"host ran out of RAM; last line: {last}",
-                    "Use an instance with more RAM, add swap, or load smaller/fp8 models (--lowvram, --cache-none); "
-                    "`journalctl -k | grep -i oom` shows the kernel's OOM kill.",
-                    verdict.last_line,
-                )
-            elif code in (143, 137):
-                self._decide(
-                    Phase.FAILED,
-                    "stopped",
-                    event.at,
-                    f"the container was stopped ({'SIGTERM' if code == 143 else 'SIGKILL'}, exit {code}) "
-                    f"before ComfyUI was ready; ComfyUI prints nothing on SIGTERM; last line: {last}",
-                    "Something stopped it (docker stop, a deploy, the host): start it again and watch `gpuhost "
-                    "wait-ready`.",
-                    verdict.last_line,
-                )
-            else:
-                self._decide(
-                    Phase.FAILED,
-                    "exited",
-                    event.at,
-                    f"ComfyUI exited with code {code} before it was ready; last line: {last}",
-                    "Read the last log lines below for the cause.",
-                    verdict.last_line,
-                )
+        new_run = (
+            event.started_at is not None
+            and self.run_started_at is not None
+            and event.started_at > self.run_started_at + NEW_RUN_SLACK_S
+        )
+        if status in ("exited", "dead"):
+            self._stopped(event)
+        elif event.restart_count > self.baseline_restarts or status == "restarting" or new_run:
+            self._restarted(event)
         elif status == "removed":
             self._decide(Phase.FAILED, "removed", event.at, "the container was removed while waiting", "", "")
         elif status == "paused":
-            self._decide(Phase.FAILED, "paused", event.at, "the container is paused", "docker unpause it.", "")
+            verdict.was_serving = self._gui_at is not None
+            self._decide(
+                Phase.FAILED, "paused", event.at,
+                f"{self._serving_until(event.at)}the container is paused: it answers nothing"
+                if verdict.was_serving
+                else "the container is paused before ComfyUI was ready",
+                "`docker unpause` it.", "",
+            )
+
+    def _serving_until(self, at: float) -> str:
+        """`ComfyUI was serving (URL, for 5 min) until ` for a run that printed the GUI line."""
+        assert self._gui_at is not None
+        served = format_duration(at - self._gui_at) if at >= self._gui_at else "a while"
+        return f"ComfyUI was serving ({self.verdict.gui_url} printed, {served} before this) until "
+
+    def _restarted(self, event: ContainerState) -> None:
+        verdict = self.verdict
+        verdict.was_serving = self._gui_at is not None
+        last = verdict.last_line or "(no output)"
+        count = f"restart count {event.restart_count}"
+        if verdict.was_serving:
+            message = (
+                f"{self._serving_until(event.at)}its process ended and the container restarted ({count}); last "
+                f"line of the run that served: {last}"
+            )
+            remedy = ("It ran, then ended: read the last log lines of that run (`docker logs`); a restart policy "
+                      "hides a crash after start-up, and `docker restart` starts a new run too.")
+        else:
+            message = (f"the container restarted ({count}): its previous run ended before ComfyUI was ready; "
+                       f"last line: {last}")
+            remedy = "Read the last log lines below: the restart policy hides a crash loop."
+        self._decide(Phase.FAILED, "restarted", event.at, message, remedy, verdict.last_line)
+
+    def _stopped(self, event: ContainerState) -> None:
+        verdict = self.verdict
+        code = event.exit_code
+        last = verdict.last_line or "(no output)"
+        serving = self._gui_at is not None
+        verdict.was_serving = serving
+        dead = ""
+        if event.status == "dead":
+            dead = "Docker marks it dead (it could not be stopped or removed cleanly) after it "
+        if event.oom_killed:
+            reason = "exited"
+            how = f"was killed by the kernel's OOM killer at its memory limit (exit {code}, State.OOMKilled)"
+            remedy = "Give the container more memory (or remove its memory limit)."
+        elif code == 137 and (self._loading_model or verdict.last_line.strip() == "Killed"):
+            self._decide(
+                Phase.FAILED,
+                "host-oom",
+                event.at,
+                (self._serving_until(event.at) if serving else "")
+                + "the container was killed (exit 137, not by its own memory limit) while loading a model: the "
+                f"host ran out of RAM; last line: {last}",
+                "Use an instance with more RAM, add swap, or load smaller/fp8 models (--lowvram, --cache-none); "
+                "`journalctl -k | grep -i oom` shows the kernel's OOM kill.",
+                verdict.last_line,
+            )
+            return
+        elif code == 137:
+            reason = "stopped"
+            how = ("was killed with SIGKILL (exit 137: `docker kill`, or `docker stop` past its grace period; not its "
+                   "own memory limit)")
+            remedy = ("Something killed it: start it again; if nobody did, look for the host's OOM killer "
+                      "(`journalctl -k | grep -i oom`).")
+        elif code == 143:
+            reason = "stopped"
+            how = "was stopped with SIGTERM (exit 143: `docker stop`, a deploy or the host shutting down)"
+            remedy = ("Something stopped it (docker stop, a deploy, the host): start it again (`docker start`, or "
+                      "run the comfyui role) and watch `gpuhost wait-ready`.")
+        elif code == 0:
+            reason = "exited"
+            how = "exited with code 0: ComfyUI ended by itself"
+            remedy = ("Read the last log lines for why it ended; start it again, with a restart policy "
+                      "(unless-stopped) that brings it back.")
+        else:
+            reason = "exited"
+            how = f"exited with code {code}{_signal_note(code)}"
+            remedy = "Read the last log lines below for the cause."
+        if event.status == "dead":
+            reason = "dead"
+            remedy += " Then remove the dead container (`docker rm -f`) and create it again."
+        if serving:
+            message = f"{self._serving_until(event.at)}{dead or 'the container '}{how}; last line: {last}"
+        elif code == 143 and not event.oom_killed:
+            message = (f"{dead or 'the container '}{how} before ComfyUI was ready; ComfyUI prints nothing on "
+                       f"SIGTERM; last line: {last}")
+        else:
+            message = f"{dead or 'the container '}{how} before ComfyUI was ready; last line: {last}"
+        self._decide(Phase.FAILED, reason, event.at, message, remedy, verdict.last_line)
 
     # -- HTTP probes ---------------------------------------------------------------------------
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 import time
 from typing import Any, Optional
 
-from gpuhost.comfyui.container import ComfyContainer, container_from_inspect, since_param, split_log_line
+from gpuhost.comfyui.backlog import read_backlog
+from gpuhost.comfyui.container import ComfyContainer, container_from_inspect
 from gpuhost.comfyui.http import probe
-from gpuhost.comfyui.readiness import DEFAULT_STALL_TIMEOUT, LogLine, ProbeResult, ReadinessMachine, Tick, Verdict
+from gpuhost.comfyui.readiness import DEFAULT_STALL_TIMEOUT, ProbeResult, ReadinessMachine, Tick, Verdict
+from gpuhost.comfyui.scrub import scrubber_for
 from gpuhost.comfyui.wait import state_event
-from gpuhost.engine import EngineClient, LogDemuxer
+from gpuhost.engine import EngineClient
 
-# Startup output is at the start of the log; a long-running server's log can be huge. Reading
-# stops at the GUI line (everything readiness needs is before it), after this many bytes, or at
-# the deadline (a daemon that trickles its answer).
-MAX_LOG_BYTES = 8 * 1024 * 1024
+# A running server's start-up output is at the start of its log, which can be huge: reading stops at
+# the GUI line (everything readiness needs is before it). A stopped one's log is read to its last
+# lines (what it said before it stopped), past a size cap through its tail (gpuhost.comfyui.backlog).
+# Either ends at the deadline (a daemon that trickles its answer).
 LOG_DEADLINE_S = 5.0
 
 
@@ -33,29 +35,9 @@ def snapshot_verdict(
         # a snapshot judges the current run; earlier restarts are reported by the rule
         restart_count=container.restart_count,
         host_network=container.host_network,
+        run_started_at=container.started_at,
     )
-    params: dict[str, Any] = {"stdout": True, "stderr": True, "timestamps": True}
-    if container.started_at:
-        params["since"] = since_param(container.started_at)
-    demuxer = LogDemuxer(tty=container.tty)
-    read = 0
-    handle = client.open_stream(
-        f"/containers/{container.id}/logs", params=params, timeout=5.0, deadline=LOG_DEADLINE_S
-    )
-    try:
-        while read < MAX_LOG_BYTES and not machine.gui_seen:
-            chunk = handle.read()
-            if not chunk:
-                break
-            read += len(chunk)
-            for _, line in demuxer.feed(chunk):
-                at, text = split_log_line(line)
-                machine.feed(LogLine(at if at is not None else now, text))
-                if machine.gui_seen:
-                    break
-    finally:
-        handle.close()
-
+    cursor = read_backlog(client, container, machine, lambda: now, LOG_DEADLINE_S, stop_at_gui=container.running)
     machine.feed(state_event(container, now))
     if container.running and not machine.decided:
         url, why = container.probe_url(machine.gui_port, machine.gui_host)
@@ -64,5 +46,7 @@ def snapshot_verdict(
             if url
             else ProbeResult(at=now, url="", error=why, reachable=False)
         )
-    machine.feed(Tick(now))
-    return container, machine.verdict
+    if cursor.reached_end or machine.gui_seen:
+        # idleness counts from the last line only when that line was read
+        machine.feed(Tick(now))
+    return container, scrubber_for(inspect).verdict(machine.verdict)

@@ -1,9 +1,11 @@
-"""Drive the readiness machine from a live container: its log stream, its state and HTTP probes.
+"""Drive the readiness machine from a live container: its log, its state and HTTP probes.
 
-One thread follows `/containers/{id}/logs?follow=1&timestamps=1` (demuxed) and queues lines; the
-caller's thread feeds them to the machine as they arrive, inspects the container every second,
-and probes /system_stats through the container's own published port: right away and every
-`probe_interval` once the GUI line is seen, every second before (a 200 then is another process).
+The log so far (the backlog) is fed first, in the caller's thread (gpuhost.comfyui.backlog); then one
+thread follows `/containers/{id}/logs?follow=1&timestamps=1` (demuxed) from where the backlog ended
+and queues lines; the caller's thread feeds them to the machine as they arrive, inspects the
+container every second, and probes /system_stats through the container's own published port:
+right away and every `probe_interval` once the GUI line is seen, every second before (a 200 then is
+another process). Ticks, probes and states carry times on the daemon's clock, the log's timeline.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from gpuhost.comfyui.backlog import LogCursor, read_backlog
 from gpuhost.comfyui.container import (
     ComfyContainer,
     check_container_ref,
     container_from_inspect,
+    parse_timestamp,
+    run_log_since,
     since_param,
     split_log_line,
 )
@@ -32,7 +37,9 @@ from gpuhost.comfyui.readiness import (
     Tick,
     Verdict,
 )
+from gpuhost.comfyui.scrub import scrubber_for
 from gpuhost.engine import (
+    EngineBadAnswer,
     EngineClient,
     EngineError,
     EnginePermissionDenied,
@@ -138,6 +145,7 @@ def start_error(inspect: dict[str, Any]) -> str:
 
 
 def state_event(container: ComfyContainer, at: float, error: str = "") -> ContainerState:
+    """The container's state at `at` (the log's timeline); a stopped one's at the time it stopped."""
     when = at
     if container.status in ("exited", "dead") and container.finished_at:
         when = container.finished_at
@@ -148,17 +156,21 @@ def state_event(container: ComfyContainer, at: float, error: str = "") -> Contai
         restart_count=container.restart_count,
         oom_killed=container.oom_killed,
         error=error,
+        started_at=container.started_at,
     )
 
 
 class LogFollower(threading.Thread):
-    """Queue a container's log lines (epoch seconds, text) as they arrive; _EOF at the end."""
+    """Queue a container's new log lines (epoch seconds, text) as they arrive; _EOF at the end.
 
-    def __init__(self, client: EngineClient, container: ComfyContainer, since: Optional[float], timeout: float) -> None:
+    It starts where the backlog (or the stream before it) ended, at the cursor, and skips what the
+    Engine API resends from there."""
+
+    def __init__(self, client: EngineClient, container: ComfyContainer, cursor: LogCursor, timeout: float) -> None:
         super().__init__(name=f"logs-{container.name}", daemon=True)
         self.client = client
         self.container = container
-        self.since = since
+        self.cursor = cursor
         self.timeout = timeout
         self.lines: queue.Queue[Any] = queue.Queue()
         self._stream: Optional[EngineStream] = None
@@ -167,8 +179,12 @@ class LogFollower(threading.Thread):
 
     def run(self) -> None:
         params: dict[str, Any] = {"follow": True, "stdout": True, "stderr": True, "timestamps": True}
-        if self.since:
-            params["since"] = since_param(self.since)
+        since = self.cursor.last_at if self.cursor.last_at is not None else run_log_since(self.container)
+        if since is not None:
+            params["since"] = since_param(since)
+        if self.cursor.last_at is not None and not self.cursor.reached_end:
+            params["tail"] = 0  # the backlog was cut short: new lines only, not the rest of a huge log
+        self.cursor.reopened()
         demuxer = LogDemuxer(tty=self.container.tty)
         try:
             self._stream = self.client.open_stream(
@@ -179,9 +195,9 @@ class LogFollower(threading.Thread):
                 if not chunk:
                     break
                 for _, line in demuxer.feed(chunk):
-                    self.lines.put(split_log_line(line))
+                    self._put(line)
             for _, line in demuxer.flush():
-                self.lines.put(split_log_line(line))
+                self._put(line)
         except (EngineError, EngineUnavailable, EnginePermissionDenied) as exc:
             self.error = str(exc)  # the log cannot be read at all (e.g. --log-driver none)
         except OSError:
@@ -191,10 +207,39 @@ class LogFollower(threading.Thread):
                 self._stream.close()
             self.lines.put(_EOF)
 
+    def _put(self, line: str) -> None:
+        at, text = split_log_line(line)
+        if self.cursor.skip(at):
+            return
+        self.cursor.fed(at)
+        self.lines.put((at, text))
+
     def stop(self) -> None:
         self._stopped.set()
         if self._stream is not None:
             self._stream.shutdown()
+
+
+def daemon_clock_offset(client: EngineClient, clock: Callable[[], float]) -> float:
+    """Seconds to add to `clock` to read the daemon's clock, the one that stamps log lines and
+    State.StartedAt (GET /info's SystemTime, halfway through the request); 0 when it does not say."""
+    before = clock()
+    try:
+        info = client.get("/info")
+    except EngineError:  # an answer that is not the Engine API's included
+        return 0.0
+    after = clock()
+    stamp = parse_timestamp(str(info.get("SystemTime") or "")) if isinstance(info, dict) else None
+    return 0.0 if stamp is None else stamp - (before + after) / 2
+
+
+def log_unreadable(container: ComfyContainer, error: str) -> SourceError:
+    return SourceError(
+        f"the log of container {container.name}",
+        error,
+        "Readiness reads the log through the Engine API: run the container with a log driver "
+        "`docker logs` can read (json-file, local, journald).",
+    )
 
 
 def wait_ready(
@@ -204,27 +249,46 @@ def wait_ready(
     on_progress: Optional[Callable[[Progress], None]] = None,
     clock: Callable[[], float] = time.time,
 ) -> WaitResult:
-    """Follow container `ref` until ComfyUI is ready, failed or stalled (or the timeout)."""
+    """Follow container `ref` until ComfyUI is ready, failed or stalled (or the timeout).
+
+    Its log so far is read first; every event is then fed on the log's timeline (`clock` moved onto
+    the daemon's clock), so a run that started long ago is judged by when it wrote its lines."""
     options = options or WaitOptions()
     if options.timeout <= 0 or options.stall_timeout <= 0:
         raise UsageError("--timeout and --stall-timeout must be positive")
     begin = clock()
     container, body = inspect_container(client, ref)
-    machine = ReadinessMachine(
-        stall_timeout=options.stall_timeout,
-        started_at=container.started_at or begin,
-        restart_count=container.restart_count,
-        host_network=container.host_network,
-        deadline=begin + options.timeout,
-    )
     while container.status == "created" and not start_error(body) and clock() < begin + options.timeout:
         time.sleep(0.2)  # not started yet (docker create, or a start in flight)
         container, body = inspect_container(client, ref)
+    offset = daemon_clock_offset(client, clock)
+
+    def log_clock() -> float:
+        return clock() + offset
+
+    deadline = begin + offset + options.timeout
+    machine = ReadinessMachine(
+        stall_timeout=options.stall_timeout,
+        started_at=container.started_at or log_clock(),
+        restart_count=container.restart_count,
+        host_network=container.host_network,
+        deadline=deadline,
+        run_started_at=container.started_at,
+    )
     if start_error(body):
-        machine.feed(state_event(container, clock(), start_error(body)))
-    follower = LogFollower(client, container, container.started_at, timeout=options.timeout + 30)
-    follower.start()
-    next_inspect = clock() + options.inspect_interval
+        machine.feed(state_event(container, log_clock(), start_error(body)))
+    cursor = LogCursor()
+    if not machine.decided:
+        try:
+            cursor = read_backlog(client, container, machine, log_clock, max(0.1, deadline - log_clock()))
+        except EngineBadAnswer:
+            raise  # the daemon, not the log: Docker unreadable
+        except EngineError as exc:
+            raise log_unreadable(container, str(exc)) from exc
+    follower = LogFollower(client, container, cursor, timeout=options.timeout + 30)
+    if not machine.decided:
+        follower.start()
+    next_inspect = clock()
     next_probe = clock()
     stream_open = True
     try:
@@ -236,17 +300,12 @@ def wait_ready(
             while item is not None:
                 if item is _EOF:
                     if follower.error:
-                        raise SourceError(
-                            f"the log of container {container.name}",
-                            follower.error,
-                            "Readiness reads the log through the Engine API: run the container with a log driver "
-                            "`docker logs` can read (json-file, local, journald).",
-                        )
+                        raise log_unreadable(container, follower.error)
                     stream_open = False
                     next_inspect = clock()  # the stream ends when the container stops
                 else:
                     at, text = item
-                    machine.feed(LogLine(at if at is not None else clock(), text))
+                    machine.feed(LogLine(at if at is not None else log_clock(), text))
                     if machine.decided:
                         break
                 item = _next(follower, 0.0)
@@ -257,38 +316,38 @@ def wait_ready(
             now = clock()
             if now >= next_inspect:
                 container, body = inspect_container(client, container.id)
-                machine.feed(state_event(container, now, start_error(body)))
+                machine.feed(state_event(container, log_clock(), start_error(body)))
                 next_inspect = now + options.inspect_interval
                 if not stream_open and container.running and not machine.decided:
-                    # restarted under a restart policy: the machine has decided already; a stream
-                    # that ended for another reason is reopened from the last line seen
-                    follower = LogFollower(client, container, machine.last_activity, timeout=options.timeout + 30)
+                    # the stream ended but the same run goes on (a new run decides `restarted`):
+                    # reopen it where it ended
+                    follower = LogFollower(client, container, cursor, timeout=options.timeout + 30)
                     follower.start()
                     stream_open = True
             if machine.decided:
                 break
             if now >= next_probe:
-                machine.feed(_probe(container, machine, options, clock))
+                machine.feed(_probe(container, machine, options, log_clock))
                 interval = options.probe_interval if machine.gui_seen else options.pre_gui_probe_interval
                 next_probe = clock() + interval
-            machine.feed(Tick(clock()))
+            machine.feed(Tick(log_clock()))
             if on_progress is not None:
                 verdict = machine.verdict
-                on_progress(Progress(verdict.phase, clock() - begin, verdict.lines_seen, verdict.last_line,
-                                     verdict.last_probe))
+                on_progress(Progress(verdict.phase, clock() - begin, verdict.lines_seen,
+                                     scrubber_for(body).text(verdict.last_line), verdict.last_probe))
     finally:
         follower.stop()
     reached = clock()
     try:  # record how the container stands now (an exit code after a failure), the verdict stays
         container, _ = inspect_container(client, container.id)
-        machine.feed(state_event(container, reached))
+        machine.feed(state_event(container, reached + offset))
     except (UsageError, EngineError):
         pass  # removed meanwhile
     return WaitResult(
         container=container.name,
         container_id=container.id,
         image=container.image,
-        verdict=machine.verdict,
+        verdict=scrubber_for(body).verdict(machine.verdict),
         elapsed_s=reached - begin,
         reached_at=reached,
         started_at=container.started_at,

@@ -1,13 +1,13 @@
 """Validate an API-format ComfyUI workflow against a server's /object_info, without queueing it.
 
-ComfyUI validates a prompt only when it is POSTed to /prompt (and a corrupt model shows only when
-it runs). This module applies the same checks ComfyUI's execution.validate_prompt applies, with the
-same error types and detail strings, to the node definitions the running server publishes:
-unknown class_type (missing_node_type), missing required inputs (required_input_missing), links
-to missing nodes or outputs, link type mismatches (return_type_mismatch), values that do not
-convert (invalid_input_type), out of range (value_smaller_than_min / value_bigger_than_max) or
-are not in a list (value_not_in_list: a model file the server does not have). `comfyui_response`
-is what POST /prompt would answer, so the two can be compared side by side.
+ComfyUI validates a prompt only when it is POSTed to /prompt (and a corrupt model shows only when it
+runs). validation.py applies ComfyUI 0.3.64's own validation to the node definitions the running
+server publishes, so `comfyui_status`/`comfyui_response` are what POST /prompt would answer: the same
+status, the same node ids, the same error types and details (a missing model file is
+value_not_in_list on a file-name input). This module loads the file, turns that answer into problems
+and findings, and adds what ComfyUI accepts but the run will not survive (warnings: a NaN, a V3 option
+ComfyUI does not check, a constant where a link belongs, ...), and says what ComfyUI's answer leaves
+unsaid (a link cycle: ComfyUI refuses it without naming a node).
 """
 
 from __future__ import annotations
@@ -17,9 +17,17 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from gpuhost import userfile
 from gpuhost.comfyui.http import base_url, check_url, get_json
-from gpuhost.engine import strict_json
+from gpuhost.comfyui.validation import (
+    COMFYUI_VERSION,
+    EXECUTION_DEEPEST_LINKS,
+    RECURSION_MESSAGE,
+    Note,
+    validate_prompt,
+)
 from gpuhost.model import Finding, Severity, SourceError, UsageError
+from gpuhost.redact import redact_url
 
 MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx", ".sft", ".pkl")
 
@@ -28,7 +36,7 @@ MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".o
 class Problem:
     node_id: str
     class_type: str
-    type: str  # ComfyUI's error type
+    type: str  # ComfyUI's error type (or gpuhost's own: link_cycle, and the warnings' kinds)
     message: str
     details: str
     input_name: str = ""
@@ -44,6 +52,9 @@ class Problem:
                 f"{where}: model file {self.received!r} for {self.input_name} is not on the server "
                 f"(ComfyUI: {self.type}: {self.details})"
             )
+        if self.type.startswith("exception_during") and RECURSION_MESSAGE in self.details:
+            return (f"{where}: {self.type}: {self.details}: the chain of linked nodes above this one is deeper "
+                    f"than ComfyUI {COMFYUI_VERSION}'s validation can follow (about 980 nodes)")
         return f"{where}: {self.type}: {self.message}" + (f": {self.details}" if self.details else "")
 
 
@@ -57,6 +68,13 @@ class WorkflowReport:
     # what POST /prompt would answer: (status, body)
     comfyui_status: int
     comfyui_response: dict[str, Any]
+    # what ComfyUI accepts and the run may not survive
+    warnings: list[Problem] = field(default_factory=list)
+    # the output nodes ComfyUI would run (the others are ignored, their errors in node_errors)
+    good_outputs: list[str] = field(default_factory=list)
+    # parts of ComfyUI's answer that another order of its Python sets could change (validation.py)
+    order_dependent_nodes: list[str] = field(default_factory=list)
+    order_dependent_outputs: list[str] = field(default_factory=list)
 
     @property
     def valid(self) -> bool:
@@ -69,21 +87,45 @@ class WorkflowReport:
             "valid": self.valid,
             "nodes": self.nodes,
             "outputs": self.outputs,
-            "problems": [
-                {
-                    "node_id": p.node_id,
-                    "class_type": p.class_type,
-                    "type": p.type,
-                    "message": p.message,
-                    "details": p.details,
-                    "input_name": p.input_name,
-                    "model": p.model,
-                    "text": p.sentence(),
-                }
-                for p in self.problems
-            ],
-            "comfyui_would_answer": {"status": self.comfyui_status, "body": self.comfyui_response},
+            "good_outputs": self.good_outputs,
+            "problems": [_problem_dict(p) for p in self.problems],
+            "warnings": [_problem_dict(p) for p in self.warnings],
+            "comfyui_would_answer": {"status": self.comfyui_status, "body": finite(self.comfyui_response)},
+            "order_dependent": {"nodes": self.order_dependent_nodes, "outputs": self.order_dependent_outputs},
         }
+
+
+def _problem_dict(p: Problem) -> dict[str, Any]:
+    return {
+        "node_id": p.node_id,
+        "class_type": p.class_type,
+        "type": p.type,
+        "message": p.message,
+        "details": p.details,
+        "input_name": p.input_name,
+        "model": p.model,
+        "text": p.sentence(),
+    }
+
+
+def finite(value: Any) -> Any:
+    """`value` with NaN and the infinities as the text Python prints for them: ComfyUI writes them into
+    its answer as bare NaN/Infinity, which strict JSON has no words for."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+@dataclass
+class WorkflowRequest:
+    """What POST /prompt is given: the graph, and the output nodes to run (None: all of them)."""
+
+    graph: dict[str, Any]
+    partial_execution_targets: Optional[list[Any]] = None
 
 
 # --- loading -----------------------------------------------------------------------------
@@ -91,21 +133,24 @@ class WorkflowReport:
 
 def load_workflow(path: str) -> dict[str, Any]:
     """The prompt graph of an API-format workflow file (bare, or a POST /prompt body)."""
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except FileNotFoundError as exc:
-        raise UsageError(f"workflow file not found: {path}") from exc
-    except OSError as exc:
-        raise UsageError(f"cannot read workflow {path}: {exc.strerror or exc}") from exc
-    try:
-        data = strict_json(raw)  # no NaN or Infinity: neither is JSON, and neither fits an input
-    except ValueError as exc:
-        raise UsageError(f"workflow {path} is not valid JSON: {str(exc)[:300]}") from exc
-    return prompt_graph(data, path)
+    return load_request(path).graph
+
+
+def load_request(path: str) -> WorkflowRequest:
+    """An API-format workflow file as POST /prompt would take it (bare, or a POST /prompt body)."""
+    # no NaN or Infinity: neither is JSON, and neither fits an input
+    data = userfile.load_json(path, "workflow", userfile.WORKFLOW_MAX)
+    return prompt_request(data, path)
 
 
 def prompt_graph(data: Any, origin: str = "workflow") -> dict[str, Any]:
+    return prompt_request(data, origin).graph
+
+
+def prompt_request(data: Any, origin: str = "workflow") -> WorkflowRequest:
+    """The graph (and partial_execution_targets) of a bare graph or a POST /prompt body. What is not
+    the API format's shape is a UsageError, also where ComfyUI would answer something for it (HTTP 500
+    for a class_type that is a list; odd verdicts for inputs that are not an object)."""
     if not isinstance(data, dict):
         raise UsageError(f"{origin}: expected a JSON object of nodes, got {type(data).__name__}")
     if isinstance(data.get("nodes"), list) and "links" in data:
@@ -113,7 +158,11 @@ def prompt_graph(data: Any, origin: str = "workflow") -> dict[str, Any]:
             f"{origin} is a UI-format workflow (nodes and links), not the API format",
             "In ComfyUI use Workflow > Export (API) and pass that file.",
         )
-    graph = data.get("prompt") if isinstance(data.get("prompt"), dict) else data
+    body = isinstance(data.get("prompt"), dict) and "class_type" not in data["prompt"]
+    graph = data["prompt"] if body else data
+    targets = data.get("partial_execution_targets") if body else None
+    if targets is not None and not isinstance(targets, list):
+        raise UsageError(f"{origin}: partial_execution_targets must be a list of node ids, got {targets!r:.80}")
     if not graph:
         raise UsageError(f"{origin}: the workflow has no nodes")
     for node_id, node in graph.items():
@@ -123,9 +172,10 @@ def prompt_graph(data: Any, origin: str = "workflow") -> dict[str, Any]:
             )
         if "inputs" in node and not isinstance(node["inputs"], dict):
             raise UsageError(f"{origin}: node {node_id!r} has inputs that are not an object")
-        if node.get("class_type") is not None and not isinstance(node["class_type"], str):
-            raise UsageError(f"{origin}: node {node_id!r}: class_type must be a string, got {node['class_type']!r:.80}")
-    return graph
+        if isinstance(node.get("class_type"), (list, dict)):
+            raise UsageError(f"{origin}: node {node_id!r}: class_type must be a node's name, got "
+                             f"{node['class_type']!r:.80} (ComfyUI answers HTTP 500 to it)")
+    return WorkflowRequest(graph, targets)
 
 
 # --- object_info helpers -----------------------------------------------------------------
@@ -162,239 +212,118 @@ def check_object_info(info: Any) -> dict[str, Any]:
     return info
 
 
-def _input_spec(definition: dict[str, Any]) -> list[tuple[str, str, Any]]:
-    """(name, required|optional, spec) in the server's order."""
-    inputs = definition.get("input") or {}
-    specs: list[tuple[str, str, Any]] = []
-    for category in ("required", "optional"):
-        for name, spec in (inputs.get(category) or {}).items():
-            specs.append((name, category, spec))
-    return specs
-
-
-def _type_and_options(spec: Any) -> tuple[Any, dict[str, Any]]:
-    if isinstance(spec, (list, tuple)) and spec:
-        kind = spec[0]
-        options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-        if kind == "COMBO" and isinstance(options.get("options"), list):
-            return list(options["options"]), options  # the newer combo form
-        return kind, options
-    return spec, {}
-
-
-def _is_model_input(class_type: str, input_name: str, values: list[Any]) -> bool:
-    if any(isinstance(v, str) and v.lower().endswith(MODEL_EXTENSIONS) for v in values):
+def _is_model_input(class_type: str, input_name: str, values: Any) -> bool:
+    if isinstance(values, list) and any(isinstance(v, str) and v.lower().endswith(MODEL_EXTENSIONS) for v in values):
         return True
     return input_name.endswith("_name") and ("loader" in class_type.lower() or "checkpoint" in class_type.lower())
-
-
-def _types_match(received: str, expected: str) -> bool:
-    if received == expected or "*" in (received, expected):
-        return True
-    wanted = {t.strip() for t in expected.split(",")}
-    return any(t.strip() in wanted for t in received.split(","))
 
 
 # --- validation --------------------------------------------------------------------------
 
 
-@dataclass
-class _Frame:
-    """One node being validated: its own errors, and the linked nodes whose verdict it waits for."""
-
-    node_id: str
-    errors: list[dict[str, Any]]
-    valid: bool
-    sources: list[str]
-    next_source: int = 0
-
-
-class _Validator:
-    """ComfyUI's validate_inputs, walked with an explicit stack: a chain of any length validates
-    without reaching Python's recursion limit, in the same order (and with the same verdicts) as
-    ComfyUI's recursion."""
-
-    def __init__(self, graph: dict[str, Any], object_info: dict[str, Any]) -> None:
-        self.graph = graph
-        self.info = object_info
-        self.validated: dict[str, tuple[bool, list[dict[str, Any]]]] = {}
-
-    def node_inputs(self, node_id: str, class_type: str) -> tuple[bool, list[dict[str, Any]]]:
-        if node_id in self.validated:
-            return self.validated[node_id]
-        stack = [self._start(node_id, class_type)]
-        while stack:
-            frame = stack[-1]
-            if frame.next_source < len(frame.sources):
-                source_id = frame.sources[frame.next_source]
-                frame.next_source += 1
-                if source_id in self.validated:  # done, or in progress (a cycle counts as valid, as in ComfyUI)
-                    frame.valid = frame.valid and self.validated[source_id][0]
-                else:
-                    stack.append(self._start(source_id, str(self.graph[source_id].get("class_type"))))
-                continue
-            stack.pop()
-            result = (frame.valid and not frame.errors, frame.errors)
-            self.validated[frame.node_id] = result
-            if stack:
-                stack[-1].valid = stack[-1].valid and result[0]
-        return self.validated[node_id]
-
-    def _start(self, node_id: str, class_type: str) -> _Frame:
-        self.validated[node_id] = (True, [])  # guards against cycles
-        node = self.graph[node_id]
-        inputs = node.get("inputs") or {}
-        definition = self.info[class_type]
-        frame = _Frame(node_id, [], True, [])
-        for name, category, spec in _input_spec(definition):
-            kind, options = _type_and_options(spec)
-            if name not in inputs:
-                if category == "required":
-                    frame.errors.append(_error("required_input_missing", "Required input is missing", name,
-                                               {"input_name": name}))
-                continue
-            value = inputs[name]
-            if isinstance(value, list):
-                link_ok, link_error, source_id = self.link(name, spec, kind, value)
-                if link_error is not None:
-                    frame.errors.append(link_error)
-                elif source_id is not None:
-                    frame.sources.append(source_id)
-                elif not link_ok:
-                    frame.valid = False
-                continue
-            error = self.value(class_type, name, spec, kind, options, value, inputs)
-            if error is not None:
-                frame.errors.append(error)
-        return frame
-
-    def link(
-        self, name: str, spec: Any, kind: Any, value: list[Any]
-    ) -> tuple[bool, Optional[dict[str, Any]], Optional[str]]:
-        """(ok, error, the linked node to validate next)."""
-        if len(value) != 2:
-            return False, _error(
-                "bad_linked_input",
-                "Bad linked input, must be a length-2 list of [node_id, slot_index]",
-                name,
-                {"input_name": name, "input_config": spec, "received_value": value},
-            ), None
-        source_id, slot = str(value[0]), value[1]
-        source = self.graph.get(source_id)
-        if source is None:
-            return False, _error("linked_node_missing", "Linked node does not exist in the workflow",
-                                 f"{name}: node {source_id[:80]!r}", {"input_name": name, "linked_node": value}), None
-        source_class = source.get("class_type")
-        if source_class not in self.info:
-            return False, None, None  # reported on that node
-        outputs = self.info[source_class].get("output") or []
-        if not isinstance(slot, int) or not 0 <= slot < len(outputs):
-            return False, _error("linked_output_missing", "Linked node has no such output",
-                                 f"{name}: {source_class} has {len(outputs)} outputs, not slot {slot!r:.40}",
-                                 {"input_name": name, "linked_node": value}), None
-        received = outputs[slot]
-        expected = kind if isinstance(kind, str) else "COMBO"
-        received_text = received if isinstance(received, str) else "COMBO"
-        if not _types_match(received_text, expected):
-            return False, _error("return_type_mismatch", "Return type mismatch between linked nodes",
-                                 f"{name}, received_type({received_text}) mismatch input_type({expected})",
-                                 {"input_name": name, "input_config": spec, "received_type": received_text,
-                                  "linked_node": value}), None
-        return True, None, source_id
-
-    def value(self, class_type: str, name: str, spec: Any, kind: Any, options: dict[str, Any], value: Any,
-              inputs: dict[str, Any]) -> Optional[dict[str, Any]]:
-        if isinstance(kind, str):
-            try:
-                if kind == "INT":
-                    value = int(value)
-                elif kind == "FLOAT":
-                    converted = float(value)
-                    if not math.isfinite(converted):  # "1e400" as text: ComfyUI would compare infinity
-                        raise ValueError(f"{converted} is not a finite number")
-                    value = converted
-                elif kind == "STRING":
-                    value = str(value)
-                elif kind == "BOOLEAN":
-                    value = bool(value)
-            except (TypeError, ValueError, OverflowError) as exc:
-                return _error("invalid_input_type", f"Failed to convert an input value to a {kind} value",
-                              f"{name}, {value}, {exc}",
-                              {"input_name": name, "input_config": spec, "received_value": value,
-                               "exception_message": str(exc)})
-            if kind in ("INT", "FLOAT"):
-                if "min" in options and value < options["min"]:
-                    return _error("value_smaller_than_min", f"Value {value} smaller than min of {options['min']}",
-                                  name, {"input_name": name, "input_config": spec, "received_value": value})
-                if "max" in options and value > options["max"]:
-                    return _error("value_bigger_than_max", f"Value {value} bigger than max of {options['max']}",
-                                  name, {"input_name": name, "input_config": spec, "received_value": value})
-            return None
-        if isinstance(kind, list) and value not in kind:
-            listed = f"(list of length {len(kind)})" if len(kind) > 20 else str(kind)
-            error = _error("value_not_in_list", "Value not in list", f"{name}: '{value}' not in {listed}",
-                           {"input_name": name, "input_config": None if len(kind) > 20 else spec,
-                            "received_value": value})
-            error["_model"] = _is_model_input(class_type, name, kind)
-            return error
-        return None
-
-
-def _error(kind: str, message: str, details: str, extra: dict[str, Any]) -> dict[str, Any]:
-    return {"type": kind, "message": message, "details": details, "extra_info": extra}
-
-
-def validate(graph: dict[str, Any], object_info: dict[str, Any], path: str = "", server: str = "") -> WorkflowReport:
+def validate(graph: dict[str, Any], object_info: dict[str, Any], path: str = "", server: str = "",
+             partial_execution_targets: Optional[list[Any]] = None) -> WorkflowReport:
+    verdict = validate_prompt(graph, object_info, partial_execution_targets)
     problems: list[Problem] = []
-    for node_id, node in graph.items():
-        class_type = node.get("class_type")
-        if not class_type:
-            body = {"error": _error("missing_node_type", f"Node 'ID #{node_id}' has no class_type. The workflow may be "
-                                    "corrupted or a custom node is missing.", f"Node ID '#{node_id}'",
-                                    {"node_id": node_id, "class_type": None}), "node_errors": {}}
-            problems.append(_problem(node_id, "", body["error"]))
-            return WorkflowReport(path, server, len(graph), [], problems, 400, body)
-        if class_type not in object_info:
-            body = {"error": _error("missing_node_type", f"Node '{class_type}' not found. The custom node may not be "
-                                    "installed.", f"Node ID '#{node_id}'",
-                                    {"node_id": node_id, "class_type": class_type}), "node_errors": {}}
-            problems.append(_problem(node_id, class_type, body["error"]))
-            return WorkflowReport(path, server, len(graph), [], problems, 400, body)
+    for node_id, entry in verdict.node_errors.items():
+        class_type = str(entry["class_type"])
+        for error in entry["errors"]:
+            problem = _problem(node_id, class_type, error)
+            if error["type"] == "value_not_in_list":
+                spec_type = _spec_type(object_info, class_type, problem.input_name)
+                problem.model = _is_model_input(class_type, problem.input_name, spec_type)
+            problems.append(problem)
+    error = verdict.error
+    if error is not None and not verdict.node_errors:
+        node_id = error["details"][len("Node ID '#"):-1] if error["type"] == "invalid_prompt" else ""
+        node = graph.get(node_id) if node_id else None
+        named = node.get("class_type") if isinstance(node, dict) else None
+        problems.append(_problem(node_id, "" if named is None else str(named), error))
+    for cycle in _distinct(verdict.cycles):
+        path_text = " -> ".join([*cycle, cycle[0]])
+        problems.append(Problem(
+            cycle[0], str(graph[cycle[0]].get("class_type")), "link_cycle", "Links form a cycle",
+            f"{path_text}: ComfyUI {COMFYUI_VERSION} follows links without end there (to Python's recursion "
+            "limit) and refuses every output that depends on it, without naming a node",
+            extra_info={"cycle": cycle},
+        ))
+    warnings = [_warning(graph, note) for note in _distinct_notes(verdict.notes)]
+    return WorkflowReport(
+        path, server, len(graph), verdict.outputs, problems, verdict.status, verdict.body, warnings,
+        verdict.good_outputs, sorted(verdict.uncertain_nodes), sorted(verdict.uncertain_outputs),
+    )
 
-    outputs = [nid for nid, node in graph.items() if object_info[node["class_type"]].get("output_node")]
-    if not outputs:
-        error = _error("prompt_no_outputs", "Prompt has no outputs", "", {})
-        return WorkflowReport(path, server, len(graph), [], [_problem("", "", error)], 400,
-                              {"error": error, "node_errors": {}})
 
-    validator = _Validator(graph, object_info)
-    node_errors: dict[str, dict[str, Any]] = {}
-    output_errors: list[str] = []
-    good = []
-    for output in outputs:
-        ok, reasons = validator.node_inputs(output, graph[output]["class_type"])
-        if ok:
-            good.append(output)
-            continue
-        output_errors += [f"{r['message']}: {r['details']}" for r in reasons]
-        for node_id, (node_ok, node_reasons) in validator.validated.items():
-            if node_ok or not node_reasons:
-                continue
-            entry = node_errors.setdefault(
-                node_id, {"errors": node_reasons, "dependent_outputs": [], "class_type": graph[node_id]["class_type"]}
-            )
-            if output not in entry["dependent_outputs"]:
-                entry["dependent_outputs"].append(output)
-    for node_id, entry in node_errors.items():
-        for reason in entry["errors"]:
-            problems.append(_problem(node_id, entry["class_type"], reason))
-        entry["errors"] = [{k: v for k, v in r.items() if not k.startswith("_")} for r in entry["errors"]]
-    if good:
-        accepted: dict[str, Any] = {"prompt_id": "(assigned by the server)", "number": 0, "node_errors": node_errors}
-        return WorkflowReport(path, server, len(graph), outputs, problems, 200, accepted)
-    error = _error("prompt_outputs_failed_validation", "Prompt outputs failed validation", "\n".join(output_errors), {})
-    refusal = {"error": error, "node_errors": node_errors}
-    return WorkflowReport(path, server, len(graph), outputs, problems, 400, refusal)
+def _spec_type(object_info: dict[str, Any], class_type: str, input_name: str) -> Any:
+    inputs = object_info.get(class_type, {}).get("input") or {}
+    for category in ("required", "optional"):
+        spec = (inputs.get(category) or {}).get(input_name)
+        if spec:
+            return spec[0]
+    return None
+
+
+def _distinct(cycles: list[list[str]]) -> list[list[str]]:
+    seen: set[frozenset[str]] = set()
+    distinct = []
+    for cycle in cycles:
+        if frozenset(cycle) not in seen:
+            seen.add(frozenset(cycle))
+            distinct.append(cycle)
+    return distinct
+
+
+def _distinct_notes(notes: list[Note]) -> list[Note]:
+    seen: set[tuple[str, str, str]] = set()
+    distinct = []
+    for note in notes:
+        key = (note.node_id, note.input_name, note.kind)
+        if key not in seen:
+            seen.add(key)
+            distinct.append(note)
+    return distinct
+
+
+WARNINGS = {
+    "nan": "{input} is NaN ({value!r}): ComfyUI {version} takes it (NaN is neither below min nor above max) "
+           "and the node computes with NaN",
+    "bool_from_text": "{input} is the text {value!r}: ComfyUI {version} converts it with bool(), which makes "
+                      "it True",
+    "combo_unchecked": "{input} is {value!r}, not one of its options {detail}: ComfyUI {version} does not check "
+                       "the options of this kind of input (V3 nodes' COMBO); the node gets it as is and may fail "
+                       "when it runs",
+    "constant_for_link": "{input} is the constant {value!r} where a link from a {detail} output belongs: "
+                         "ComfyUI {version} accepts it and the node fails when it runs",
+    "negative_slot": "{input} links to slot {slot} of node {source!r}: ComfyUI {version} counts a negative slot "
+                     "from the end, as Python indexes (the UI never writes one)",
+    "file_unverified": "{input}: ComfyUI checks that {value} exists on the server's disk, which /object_info "
+                       "does not show: not checked here",
+    "stops_worker": "{detail}",
+}
+STOPS_WORKER = {
+    "no inputs": "the node has no `inputs`: ComfyUI {version} accepts the workflow (no output it runs needs "
+                 "this node), then its execution reads every node's inputs and the KeyError stops its prompt "
+                 "worker: the server keeps answering HTTP and runs no prompt again until it is restarted",
+    "depth": "a chain of {value} links ends here: ComfyUI {version} accepts it, then its execution walks the chain "
+             "by recursion and from about {deepest} links Python's recursion limit stops its prompt worker: the "
+             "server keeps answering HTTP and runs no prompt again until it is restarted",
+    "missing node": "{input} links to node {value!r}, which is not in the workflow: ComfyUI {version}'s validation "
+                    "does not follow this link (an input the node does not declare, or a {{\"__value__\": ...}} it "
+                    "unwraps into a link) but its execution does, and the missing node stops its prompt worker: the "
+                    "server keeps answering HTTP and runs no prompt again until it is restarted",
+}
+
+
+def _warning(graph: dict[str, Any], note: Note) -> Problem:
+    source, slot = (note.value[0], note.value[1]) if note.kind == "negative_slot" else ("", "")
+    detail = note.detail
+    if note.kind == "stops_worker":
+        detail = STOPS_WORKER[note.detail].format(value=note.value, version=COMFYUI_VERSION, input=note.input_name,
+                                                  deepest=EXECUTION_DEEPEST_LINKS + 1)
+    text = WARNINGS[note.kind].format(input=note.input_name, value=finite(note.value), detail=detail,
+                                      version=COMFYUI_VERSION, source=source, slot=slot)
+    class_type = graph[note.node_id].get("class_type")
+    return Problem(note.node_id, str(class_type), note.kind, text, "", note.input_name, finite(note.value))
 
 
 def _problem(node_id: str, class_type: str, error: dict[str, Any]) -> Problem:
@@ -406,9 +335,8 @@ def _problem(node_id: str, class_type: str, error: dict[str, Any]) -> Problem:
         message=error["message"],
         details=error["details"],
         input_name=str(extra.get("input_name") or ""),
-        received=extra.get("received_value"),
-        model=bool(error.get("_model")),
-        extra_info=extra,
+        received=finite(extra.get("received_value")),
+        extra_info=finite(extra),
     )
 
 
@@ -418,37 +346,75 @@ def _problem(node_id: str, class_type: str, error: dict[str, Any]) -> Problem:
 def check_workflow(path: str, server: str, timeout: float = 30.0) -> WorkflowReport:
     """Load `path`, fetch `server`/object_info and validate (nothing is queued)."""
 
-    graph = load_workflow(path)
+    request = load_request(path)
     check_url(server if "://" in server else f"http://{server}", "--comfyui-url")
     base = base_url(server) if "://" in server else f"http://{server}"
     try:
         info = check_object_info(get_json(f"{base}/object_info", timeout=timeout))
     except (OSError, ValueError) as exc:
-        raise SourceError(f"{base}/object_info", str(exc) or type(exc).__name__,
+        raise SourceError(redact_url(f"{base}/object_info"), str(exc) or type(exc).__name__,
                           "Is ComfyUI ready there? `gpuhost wait-ready CONTAINER`, or pass --comfyui-url.") from exc
-    return validate(graph, info, path=path, server=base)
+    return validate(request.graph, info, path=path, server=redact_url(base),
+                    partial_execution_targets=request.partial_execution_targets)
+
+
+def _remedy(problem: Problem) -> str:
+    if problem.model:
+        return (f"Put {problem.received!r} in the server's models folder for {problem.input_name} "
+                "(or fix the name in the workflow); ComfyUI lists what it has in /object_info.")
+    if problem.type == "invalid_prompt" and "does not exist" in problem.message:
+        return "Install the custom node that provides it (and check `gpuhost check` for import failures)."
+    if problem.type == "invalid_prompt":
+        return "Give every node its class_type (export the workflow again with Export (API))."
+    if problem.type == "prompt_no_outputs":
+        return "Add an output node (SaveImage, PreviewImage, ...) or list one in partial_execution_targets."
+    if problem.type == "link_cycle":
+        return "Break the cycle: a node cannot take its input from a node that depends on it."
+    if problem.type.startswith("exception_during"):
+        return ("Fix the link named here: it points at a node that is not in the workflow, at a slot its node "
+                "does not have, or at a node without `inputs`.")
+    if problem.type == "custom_validation_failed":
+        return "The node itself refuses the value: put the file it names in the server's folder, or fix the value."
+    return "Fix the value in the workflow (ComfyUI would refuse the POST with this same error)."
+
+
+WARNING_REMEDIES = {
+    "nan": "Give a number.",
+    "bool_from_text": "Give true or false (JSON booleans), not text.",
+    "combo_unchecked": "Pick one of the options /object_info lists for it.",
+    "constant_for_link": "Link the input to a node's output of that type.",
+    "negative_slot": "Give the slot's index counted from 0.",
+    "file_unverified": "Make sure the file is on the server.",
+    "stops_worker": "Do not queue it as it is: give the node its inputs (or remove it), remove the link to the "
+                    "missing node, or split the chain.",
+}
+# warnings that fail the check: queueing the workflow breaks the server for every later prompt
+FAILING_WARNINGS = ("stops_worker",)
 
 
 def workflow_findings(report: WorkflowReport) -> list[Finding]:
     name = os.path.basename(report.path) or report.path
     evidence_base = {"workflow": report.path, "server": report.server,
-                     "comfyui_would_answer": {"status": report.comfyui_status, "body": report.comfyui_response}}
-    if report.valid:
-        return [Finding("comfyui.workflow", "comfyui", Severity.OK,
-                        f"workflow {name}: {report.nodes} nodes valid against {report.server}/object_info "
-                        f"({len(report.outputs)} output node(s)); not queued",
-                        "", evidence_base)]
+                     "comfyui_would_answer": {"status": report.comfyui_status,
+                                              "body": finite(report.comfyui_response)}}
     findings = []
+    if report.valid:
+        findings.append(Finding("comfyui.workflow", "comfyui", Severity.OK,
+                                f"workflow {name}: {report.nodes} nodes valid against {report.server}/object_info "
+                                f"({len(report.outputs)} output node(s)); not queued",
+                                "", evidence_base))
+    ignored = [o for o in report.outputs if o not in report.good_outputs]
+    partly = (f" (ComfyUI would accept the POST, run output(s) {', '.join(report.good_outputs)} and ignore "
+              f"{', '.join(ignored)})") if report.comfyui_status == 200 and ignored else ""
     for problem in report.problems:
-        if problem.model:
-            remedy = (f"Put {problem.received!r} in the server's models folder for {problem.input_name} "
-                      "(or fix the name in the workflow); ComfyUI lists what it has in /object_info.")
-        elif problem.type == "missing_node_type":
-            remedy = "Install the custom node that provides it (and check `gpuhost check` for import failures)."
-        else:
-            remedy = "Fix the value in the workflow (ComfyUI would refuse the POST with this same error)."
         evidence = dict(evidence_base, node_id=problem.node_id, class_type=problem.class_type, type=problem.type,
                         details=problem.details)
-        findings.append(Finding("comfyui.workflow", "comfyui", Severity.FAIL, f"workflow {name}: {problem.sentence()}",
-                                remedy, evidence))
+        findings.append(Finding("comfyui.workflow", "comfyui", Severity.FAIL,
+                                f"workflow {name}: {problem.sentence()}{partly}", _remedy(problem), evidence))
+    for warning in report.warnings:
+        evidence = dict(evidence_base, node_id=warning.node_id, class_type=warning.class_type, type=warning.type)
+        severity = Severity.FAIL if warning.type in FAILING_WARNINGS else Severity.WARN
+        findings.append(Finding("comfyui.workflow", "comfyui", severity,
+                                f"workflow {name}: node {warning.node_id} ({warning.class_type}): {warning.message}",
+                                WARNING_REMEDIES[warning.type], evidence))
     return findings

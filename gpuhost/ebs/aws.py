@@ -13,15 +13,20 @@ from typing import Any
 
 from gpuhost.ebs.volume import Modification, Performance, Volume, modification_from_api, volume_from_api
 from gpuhost.model import ExitCode, UsageError
+from gpuhost.redact import redact_urls
 
 IAM_ACTIONS = "ec2:DescribeVolumes, ec2:DescribeVolumesModifications, ec2:ModifyVolume, ec2:DescribeInstances"
+# An EC2 answer gpuhost reads describes a few volumes or one instance: a few KB. An endpoint that
+# sends more than this is not answering those calls.
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+ENDPOINT_REMEDY = "Check --endpoint-url (or AWS_ENDPOINT_URL_EC2): it must be an EC2 API endpoint."
 
 
 class AwsError(Exception):
     """An AWS failure as gpuhost reports it: one line, a remedy, an exit code."""
 
     def __init__(self, message: str, remedy: str, exit_code: ExitCode, aws_code: str = "") -> None:
-        super().__init__(message)
+        super().__init__(redact_urls(message))
         self.remedy = remedy
         self.exit_code = exit_code
         self.aws_code = aws_code
@@ -33,7 +38,9 @@ class AwsOptions:
     profile: str | None = None
     endpoint_url: str | None = None
     connect_timeout: float = 5.0
+    # each request's whole exchange (connect to last byte), and each call's, retries included
     read_timeout: float = 20.0
+    call_timeout: float = 60.0
     # None: boto3's own setting (AWS_MAX_ATTEMPTS, the profile, or its default)
     max_attempts: int | None = None
 
@@ -61,6 +68,11 @@ _LOADER: Any = None
 def _session(profile: str | None = None, region: str | None = None) -> Any:
     """A fresh boto3 session (credentials as the environment is now) sharing one model loader:
     parsing the EC2 model costs a few hundred milliseconds, once per process is enough."""
+    return _sessions(profile, region)[0]
+
+
+def _sessions(profile: str | None = None, region: str | None = None) -> tuple[Any, Any]:
+    """(boto3 session, the botocore session under it)."""
     global _LOADER
     boto3 = _import_boto3()
     import botocore.loaders
@@ -70,7 +82,7 @@ def _session(profile: str | None = None, region: str | None = None) -> Any:
         _LOADER = botocore.loaders.create_loader()
     core = botocore.session.get_session()
     core.register_component("data_loader", _LOADER)
-    return boto3.session.Session(botocore_session=core, profile_name=profile, region_name=region)
+    return boto3.session.Session(botocore_session=core, profile_name=profile, region_name=region), core
 
 
 # the AWS CLI v2 reads AWS_REGION first; botocore itself reads only AWS_DEFAULT_REGION
@@ -130,12 +142,25 @@ def ec2_client(options: AwsOptions) -> Any:
         user_agent_extra="gpuhost-tune-ebs",
     )
     try:
-        session = _session(options.profile, options.region or environment_region())
-        return session.client("ec2", config=config, endpoint_url=options.endpoint_url)
+        session, core = _sessions(options.profile, options.region or environment_region())
+        client = session.client("ec2", config=config, endpoint_url=options.endpoint_url)
+        ca_bundle = core.get_config_variable("ca_bundle")
     except ProfileNotFound as exc:
         raise _profile_not_found(options.profile) from exc
     except BotoCoreError as exc:
         raise translate(exc, "client") from exc
+    from gpuhost.awshttp import bound
+
+    try:
+        return bound(
+            client, options.read_timeout, options.call_timeout, MAX_ANSWER_BYTES, options.connect_timeout, ca_bundle
+        )
+    except (OSError, ValueError) as exc:  # a CA bundle that cannot be read
+        raise AwsError(
+            f"the CA bundle {str(ca_bundle)[:200]!r} cannot be used: {exc}",
+            "Point AWS_CA_BUNDLE (or the profile's ca_bundle) at a readable PEM file.",
+            ExitCode.USAGE,
+        ) from exc
 
 
 _THROTTLED = {
@@ -159,7 +184,8 @@ _REJECTED = {"InvalidParameterValue", "InvalidParameterCombination", "InvalidPar
 
 
 def _first_line(text: str) -> str:
-    return " ".join(str(text).split())
+    """An error's text on one line, without URL credentials (botocore names the endpoint URL)."""
+    return " ".join(redact_urls(str(text)).split())
 
 
 def _credential_load_errors(bexc: Any) -> tuple[type[Exception], ...]:
@@ -253,7 +279,17 @@ def translate(exc: Exception, operation: str) -> AwsError:
             "Refresh them (aws sso login --profile NAME) and run it again.",
             ExitCode.SOURCE_UNREADABLE,
         )
-    if isinstance(exc, (bexc.EndpointConnectionError, bexc.ConnectTimeoutError, bexc.ReadTimeoutError)):
+    from gpuhost.awshttp import CallDeadlinePassed, EndpointUnusable
+
+    if isinstance(exc, EndpointUnusable):
+        return AwsError(
+            f"EC2 {operation}: the endpoint's answer cannot be used: {_first_line(str(exc))[:300]}",
+            ENDPOINT_REMEDY,
+            ExitCode.SOURCE_UNREADABLE,
+        )
+    if isinstance(
+        exc, (bexc.EndpointConnectionError, bexc.ConnectTimeoutError, bexc.ReadTimeoutError, CallDeadlinePassed)
+    ):
         return AwsError(
             f"EC2 {operation}: cannot reach the EC2 API: {_first_line(str(exc))}",
             "Check the network path to the EC2 endpoint (or --endpoint-url) and run it again.",
@@ -277,15 +313,25 @@ def call(client: Any, operation: str, **params: Any) -> dict[str, Any]:
 
     method = getattr(client, _snake(operation))
     try:
-        return dict(method(**params))
+        answer = dict(method(**params))
     except (ClientError, BotoCoreError) as exc:
         raise translate(exc, operation) from exc
     except ResponseParserError as exc:
         raise AwsError(
             f"EC2 {operation}: the endpoint's answer is not an EC2 API response: {_first_line(str(exc))[:200]}",
-            "Check --endpoint-url (or AWS_ENDPOINT_URL_EC2): it must be an EC2 API endpoint.",
+            ENDPOINT_REMEDY,
             ExitCode.SOURCE_UNREADABLE,
         ) from exc
+    # any well-formed XML parses (a web server's HTML page reads as an empty answer): every EC2
+    # answer carries its request id
+    metadata = answer.get("ResponseMetadata")
+    if not isinstance(metadata, dict) or not metadata.get("RequestId"):
+        raise AwsError(
+            f"EC2 {operation}: the endpoint's answer is not an EC2 API response (it carries no request id)",
+            ENDPOINT_REMEDY,
+            ExitCode.SOURCE_UNREADABLE,
+        )
+    return answer
 
 
 def _snake(name: str) -> str:

@@ -109,7 +109,12 @@ def _collect_volumes(facts: AwsFacts, local: dict[str, str], data_root_id: str, 
         return
     facts.boto3_available = True
     options = aws.AwsOptions(
-        region=facts.region, endpoint_url=endpoint_url, connect_timeout=1.0, read_timeout=3.0, max_attempts=2
+        region=facts.region,
+        endpoint_url=endpoint_url,
+        connect_timeout=1.0,
+        read_timeout=3.0,
+        call_timeout=8.0,
+        max_attempts=2,
     )
     try:
         client = aws.ec2_client(options)

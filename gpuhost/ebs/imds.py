@@ -2,19 +2,25 @@
 
 The endpoint follows boto3's settings: `AWS_EC2_METADATA_SERVICE_ENDPOINT` (default
 http://169.254.169.254) and `AWS_EC2_METADATA_DISABLED=true`. Requests never go through an HTTP
-proxy, and timeouts stay short: off EC2 nothing answers and the caller moves on.
+proxy, and each request has a short total deadline (connect to last byte) and a 64 KiB cap: off EC2
+nothing answers and the caller moves on, and an endpoint that trickles or answers without end cannot
+hold it.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+
+from gpuhost import userfile
+from gpuhost.exchange import Deadline, ExchangeError, exchange
 
 DEFAULT_ENDPOINT = "http://169.254.169.254"
 ENDPOINT_ENV = "AWS_EC2_METADATA_SERVICE_ENDPOINT"
 DISABLED_ENV = "AWS_EC2_METADATA_DISABLED"
 TOKEN_TTL_S = 300
+# an instance id, a zone, a token: a few dozen bytes
+MAX_ANSWER_BYTES = 64 * 1024
 
 
 class ImdsUnavailable(Exception):
@@ -41,25 +47,19 @@ class ImdsClient:
     def __init__(self, endpoint: str | None = None, timeout: float = 1.0) -> None:
         self.endpoint = (endpoint or imds_endpoint()).rstrip("/")
         self.timeout = timeout
-        self._opener: Any = None
         self._token: str | None = None
 
     def _request(self, method: str, path: str, headers: dict[str, str]) -> str:
-        # imported here: `gpuhost check` off EC2 never needs urllib.request
-        import urllib.error
-        import urllib.request
-
-        if self._opener is None:
-            self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        request = urllib.request.Request(self.endpoint + path, method=method, headers=headers)
+        """One request within `timeout` in all (connect to last byte), its answer at most MAX_ANSWER_BYTES."""
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                return str(response.read().decode("utf-8", errors="replace")).strip()
-        except urllib.error.HTTPError as exc:
-            raise ImdsUnavailable(f"instance metadata {path}: HTTP {exc.code}") from exc
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ImdsUnavailable(f"instance metadata at {self.endpoint} did not answer: {reason}") from exc
+            answer = exchange(
+                method, self.endpoint + path, Deadline(self.timeout), MAX_ANSWER_BYTES, headers, use_proxy=False
+            )
+        except ExchangeError as exc:
+            raise ImdsUnavailable(f"instance metadata at {exc.where} did not answer: {exc.reason}") from exc
+        if answer.status != 200:
+            raise ImdsUnavailable(f"instance metadata {path}: HTTP {answer.status}")
+        return answer.body.decode("utf-8", errors="replace").strip()
 
     def token(self) -> str:
         if imds_disabled():
@@ -92,10 +92,6 @@ def looks_like_ec2(root: str = "/") -> bool:
     if os.environ.get(ENDPOINT_ENV):
         return True
     for name in ("board_vendor", "sys_vendor"):
-        try:
-            with open(os.path.join(root, "sys/class/dmi/id", name), encoding="utf-8") as fh:
-                if fh.read().strip() == "Amazon EC2":
-                    return True
-        except OSError:
-            continue
+        if (userfile.read_host_prefix(os.path.join(root, "sys/class/dmi/id", name), 256) or "").strip() == "Amazon EC2":
+            return True
     return False

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from gpuhost.ebs import limits
 from gpuhost.ebs.volume import Modification, Performance, Volume
 from gpuhost.model import UsageError
+from gpuhost.redact import redact_url
 from gpuhost.units import GB, MIB, format_duration
 from gpuhost.unpack import predict_unpack_seconds
 
@@ -47,20 +48,22 @@ def check_region(region: str) -> None:
 
 
 def check_endpoint_url(url: str) -> None:
-    """An http(s) URL with a host and, if any, a port from 1 to 65535; nothing around it."""
+    """An http(s) URL with a host and, if any, a port from 1 to 65535; nothing around it. Messages show it
+    without its credentials."""
+    shown = redact_url(url)[:200]
     if url != url.strip() or not url.isprintable() or any(c.isspace() for c in url):
-        raise UsageError(f"--endpoint-url {url[:200]!r} has spaces or control characters in it", ENDPOINT_EXAMPLE)
+        raise UsageError(f"--endpoint-url {shown!r} has spaces or control characters in it", ENDPOINT_EXAMPLE)
     try:
         parsed = urlsplit(url)
         port = parsed.port
     except ValueError as exc:
-        raise UsageError(f"--endpoint-url {url[:200]!r} is not a URL: {exc}", ENDPOINT_EXAMPLE) from None
+        raise UsageError(f"--endpoint-url {shown!r} is not a URL: {exc}", ENDPOINT_EXAMPLE) from None
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise UsageError(
-            f"--endpoint-url {url[:200]!r} is not an http:// or https:// URL with a host", ENDPOINT_EXAMPLE
+            f"--endpoint-url {shown!r} is not an http:// or https:// URL with a host", ENDPOINT_EXAMPLE
         )
     if port == 0:
-        raise UsageError(f"--endpoint-url {url[:200]!r}: the port is not a number from 1 to 65535", ENDPOINT_EXAMPLE)
+        raise UsageError(f"--endpoint-url {shown!r}: the port is not a number from 1 to 65535", ENDPOINT_EXAMPLE)
 
 
 @dataclass

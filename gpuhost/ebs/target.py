@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass
 
 from gpuhost.ebs import aws
-from gpuhost.engine import EngineClient, EngineError, EnginePermissionDenied, EngineUnavailable
+from gpuhost.engine import EngineBadAnswer, EngineClient, EngineError, EnginePermissionDenied, EngineUnavailable
 from gpuhost.facts.storage import PathLocation, locate
-from gpuhost.model import ExitCode, UsageError
+from gpuhost.model import ExitCode, SourceError, UsageError
 
 TARGETS = ("root", "data-root")
 
@@ -60,6 +60,8 @@ def docker_data_root(docker_host: str | None = None) -> str:
 
     try:
         info = EngineClient(docker_host, timeout=5.0).get("/info")
+    except EngineBadAnswer as exc:
+        raise SourceError("Docker", str(exc), "Point DOCKER_HOST at the Docker daemon's socket.") from exc
     except (EngineUnavailable, EnginePermissionDenied, EngineError, OSError, ValueError) as exc:
         raise UsageError(
             f"cannot ask Docker for its data-root: {exc}",

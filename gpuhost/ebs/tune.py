@@ -34,8 +34,17 @@ from gpuhost.ebs.target import (
 )
 from gpuhost.ebs.volume import Modification, Volume, latest
 from gpuhost.ebs.wait import WAIT_UNTIL, Progress, WaitOutcome, wait_for_modification
-from gpuhost.engine import EngineClient, EngineError, EnginePermissionDenied, EngineUnavailable, quote_ref
-from gpuhost.model import ExitCode, UsageError
+from gpuhost.engine import (
+    DockerAddressError,
+    EngineBadAnswer,
+    EngineClient,
+    EngineError,
+    EnginePermissionDenied,
+    EngineUnavailable,
+    docker_address,
+    quote_ref,
+)
+from gpuhost.model import ExitCode, SourceError, UsageError, for_humans
 from gpuhost.refs import check_image_reference
 from gpuhost.units import parse_duration, parse_size, positive_number
 
@@ -137,7 +146,7 @@ class TuneResult:
             "would_change": self.would_change,
             "dry_run": self.dry_run,
             "exit_code": int(self.exit_code),
-            "message": self.message,
+            "message": for_humans(self.message),
             "selection": self.selection.to_dict() if self.selection else None,
             "plan": self.plan.to_dict() if self.plan else None,
             "modification": self.modification.to_dict() if self.modification else None,
@@ -166,6 +175,13 @@ def validate(options: TuneOptions) -> None:
         check_endpoint_url(options.aws.endpoint_url)
     if options.when_image_present is not None:
         check_image_reference(options.when_image_present, "--when-image-present")
+    if options.when_image_present is not None or (
+        options.target == "data-root" and options.volume_id is None and options.data_root is None
+    ):
+        try:
+            docker_address(options.docker_host)  # Docker will be asked: its address must be one
+        except DockerAddressError as exc:
+            raise UsageError(str(exc), exc.remedy) from exc
     aws.check_environment()
 
 
@@ -200,8 +216,12 @@ def _identity(options: TuneOptions, client: imds.ImdsClient | None, why: str) ->
 
 
 def image_present(reference: str, docker_host: str | None = None) -> tuple[bool, str]:
+    """Whether Docker has the image; (False, why) while it cannot say yet. An address that answers,
+    but not as Docker does, is a SourceError (exit 3): waiting on it would never end."""
     try:
         EngineClient(docker_host, timeout=5.0).get(f"/images/{quote_ref(reference)}/json")
+    except EngineBadAnswer as exc:
+        raise SourceError("Docker", str(exc), "Point DOCKER_HOST at the Docker daemon's socket.") from exc
     except EngineError as exc:
         if exc.status == 404:
             return False, f"Docker does not have {reference} yet"

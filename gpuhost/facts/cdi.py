@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpuhost import userfile
+
 SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")
 _DRIVER_LIB = re.compile(r"/lib(?:cuda|nvidia-ml|nvidia-ptxjitcompiler)\.so\.(\d+\.\d+(?:\.\d+)?)$")
 
@@ -124,13 +126,13 @@ def shape_error(data: dict[str, Any]) -> str:
 
 
 def parse_spec(path: str, text: str) -> CdiSpec:
-    import yaml  # only hosts with spec files pay for the import
 
     spec = CdiSpec(path=path)
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        spec.error = f"invalid YAML: {str(exc).splitlines()[0]}"
+        data = userfile.parse_yaml(text, path)
+    except userfile.UserFileError as exc:
+        detail = str(exc).replace(f"{path} ", "", 1).replace("is not valid YAML: ", "invalid YAML: ", 1)
+        spec.error = detail.splitlines()[0]
         return spec
     if not isinstance(data, dict):
         spec.error = "not a CDI spec: top level is not a mapping"
@@ -176,11 +178,15 @@ def collect_cdi(root: str = "/", spec_dirs: tuple[str, ...] = SPEC_DIRS) -> CdiF
                 continue
             seen.add(real)
             try:
-                with open(path, encoding="utf-8", errors="replace") as fh:
-                    text = fh.read()
-                mtime = os.stat(path).st_mtime
-            except OSError as exc:
-                facts.specs.append(CdiSpec(path=path, error=f"unreadable: {exc.strerror}"))
+                fd = userfile.open_regular(path)
+                try:
+                    mtime = os.fstat(fd).st_mtime
+                    text = userfile.decode_text(userfile.read_fd(fd, path, "", userfile.HOST_CONFIG_MAX), path, "",
+                                                errors="replace")
+                finally:
+                    os.close(fd)
+            except userfile.UserFileError as exc:
+                facts.specs.append(CdiSpec(path=path, error=str(exc).replace(f"{path} ", "", 1)))
                 continue
             spec = parse_spec(os.path.join(spec_dir, name), text)
             spec.mtime = mtime

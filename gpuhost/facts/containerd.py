@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from gpuhost import userfile
 from gpuhost.facts.storage import PathLocation, locate
 
 try:
@@ -26,15 +27,16 @@ class ContainerdFacts:
 
 def collect_containerd(root: str = "/") -> ContainerdFacts:
     facts = ContainerdFacts()
+    path = os.path.join(root, CONFIG)
     try:
-        with open(os.path.join(root, CONFIG), "rb") as fh:
-            config = tomllib.load(fh)
+        config = tomllib.loads(userfile.read_text(path, "", userfile.HOST_CONFIG_MAX))
         configured = config.get("root")
         if isinstance(configured, str) and os.path.isabs(configured):
             facts.root_dir = configured
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError) as exc:
-        facts.config_error = f"{facts.config_path}: {exc}"
+    except userfile.UserFileError as exc:
+        if not exc.missing:
+            facts.config_error = str(exc).replace(path, facts.config_path, 1)
+    except (ValueError, RecursionError) as exc:  # tomllib recurses into nested arrays and tables
+        facts.config_error = f"{facts.config_path}: {exc if isinstance(exc, ValueError) else 'nested too deeply'}"
     facts.location = locate(facts.root_dir, root)
     return facts

@@ -1,17 +1,28 @@
-"""Docker facts through the Engine API: versions, runtimes, CDI, data-root and GPU containers."""
+"""Docker facts through the Engine API: versions, runtimes, CDI, data-root and GPU containers.
+
+A container's facts are an allowlist: what the rules read, nothing else. Its environment, command
+line and other labels hold tokens and keys (HF_TOKEN, AWS_SECRET_ACCESS_KEY, an API key in the
+extra command line) and never leave the host: of the environment only NVIDIA_VISIBLE_DEVICES is
+kept, of the labels only CONTAINER_LABELS, of the port bindings only HostIp and HostPort.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpuhost import userfile
 from gpuhost.engine import EngineClient, EngineError, EnginePermissionDenied, EngineUnavailable
 from gpuhost.facts.source import SourceStatus
 from gpuhost.facts.storage import PathLocation, locate
+from gpuhost.redact import redact_all
 
 DAEMON_JSON = "/etc/docker/daemon.json"
+# the labels the rules read: roles/comfyui marks its container with `gpuhost.comfyui`
+CONTAINER_LABELS = ("gpuhost.comfyui",)
+# the environment variables the rules read
+CONTAINER_ENV = ("NVIDIA_VISIBLE_DEVICES",)
 
 
 @dataclass
@@ -57,8 +68,9 @@ class ContainerGpuAccess:
     group_add: list[str] = field(default_factory=list)
     restart_count: int = 0
     exit_code: int | None = None
+    # only CONTAINER_LABELS
     labels: dict[str, str] = field(default_factory=dict)
-    env: dict[str, str] = field(default_factory=dict)
+    # container port -> [{"HostIp", "HostPort"}] (HostConfig.PortBindings)
     ports: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     network_mode: str = ""
     # /dev/nvidia* nodes given with --device (HostConfig.Devices): they survive a systemd daemon-reload
@@ -125,21 +137,14 @@ def resolve_binary(path: str, root: str = "/") -> str:
 
 
 def read_daemon_json(path: str) -> tuple[dict[str, Any] | None, str]:
+    """daemon.json's object ({} when empty), or None and why it cannot be used ("" when absent)."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except FileNotFoundError:
-        return None, ""
-    except OSError as exc:
-        return None, f"{path}: {exc.strerror}"
-    except UnicodeDecodeError as exc:
-        return None, f"{path}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r})"
-    if not text.strip():
-        return {}, ""
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        return None, f"{path}: invalid JSON: {exc}"
+        text = userfile.read_text(path, "", userfile.DAEMON_JSON_MAX)
+        if not text.strip():
+            return {}, ""
+        value = userfile.parse_json(text, path)
+    except userfile.UserFileError as exc:
+        return None, "" if exc.missing else str(exc)
     if not isinstance(value, dict):
         return None, f"{path}: top level is not an object"
     return value, ""
@@ -153,7 +158,9 @@ def gpu_paths_of(inspect: dict[str, Any], runtimes: dict[str, str]) -> Container
     env: dict[str, str] = {}
     for item in config.get("Env") or []:
         key, _, value = str(item).partition("=")
-        env[key] = value
+        if key in CONTAINER_ENV:
+            env[key] = value
+    labels: dict[str, Any] = config["Labels"] if isinstance(config.get("Labels"), dict) else {}
     runtime = str(host_config.get("Runtime") or "")
     access = ContainerGpuAccess(
         id=str(inspect.get("Id", ""))[:12],
@@ -166,10 +173,10 @@ def gpu_paths_of(inspect: dict[str, Any], runtimes: dict[str, str]) -> Container
         group_add=[str(g) for g in host_config.get("GroupAdd") or []],
         restart_count=int(inspect.get("RestartCount") or 0),
         exit_code=state.get("ExitCode") if state.get("Status") == "exited" else None,
-        labels=dict(config.get("Labels") or {}),
-        env=env,
+        labels={key: str(labels[key]) for key in CONTAINER_LABELS if key in labels},
         ports={
-            k: [dict(b) for b in (v or [])]
+            str(k): [{"HostIp": str(b.get("HostIp") or ""), "HostPort": str(b.get("HostPort") or "")}
+                     for b in (v or []) if isinstance(b, dict)]
             for k, v in (host_config.get("PortBindings") or {}).items()
         },
         network_mode=str(host_config.get("NetworkMode") or ""),
@@ -210,7 +217,9 @@ def collect_docker(
     root: str = "/",
 ) -> DockerFacts:
     facts = DockerFacts(daemon_json_path=daemon_json_path)
-    facts.daemon_json, facts.daemon_json_error = read_daemon_json(daemon_json_path)
+    daemon_json, facts.daemon_json_error = read_daemon_json(daemon_json_path)
+    # proxies and registry mirrors may be URLs with credentials in them
+    facts.daemon_json = redact_all(daemon_json)
     try:
         client = client or EngineClient(timeout=5.0)
     except ValueError as exc:

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
+from gpuhost import userfile
 from gpuhost.facts.source import SourceStatus
 
 T = TypeVar("T")
@@ -88,11 +89,8 @@ def parse_proc_driver_version(text: str) -> ProcDriverVersion:
 
 
 def read_proc_driver_version(root: str = "/") -> ProcDriverVersion | None:
-    try:
-        with open(os.path.join(root, "proc/driver/nvidia/version"), encoding="utf-8") as fh:
-            return parse_proc_driver_version(fh.read())
-    except OSError:
-        return None
+    text = userfile.read_host_text(os.path.join(root, "proc/driver/nvidia/version"))
+    return None if text is None else parse_proc_driver_version(text)
 
 
 def parse_key_values(text: str) -> dict[str, str]:
@@ -106,11 +104,8 @@ def parse_key_values(text: str) -> dict[str, str]:
 
 
 def read_proc_driver_params(root: str = "/") -> dict[str, str]:
-    try:
-        with open(os.path.join(root, "proc/driver/nvidia/params"), encoding="utf-8", errors="replace") as fh:
-            return parse_key_values(fh.read(65536))
-    except OSError:
-        return {}
+    text = userfile.read_host_text(os.path.join(root, "proc/driver/nvidia/params"))
+    return parse_key_values(text or "")
 
 
 def read_gpu_firmware(root: str = "/") -> dict[str, str]:
@@ -121,11 +116,10 @@ def read_gpu_firmware(root: str = "/") -> dict[str, str]:
         return {}
     firmware = {}
     for address in addresses:
-        try:
-            with open(os.path.join(base, address, "information"), encoding="utf-8", errors="replace") as fh:
-                info = parse_key_values(fh.read(65536))
-        except OSError:
+        text = userfile.read_host_text(os.path.join(base, address, "information"))
+        if text is None:
             continue
+        info = parse_key_values(text)
         if "GPU Firmware" in info:
             firmware[address] = info["GPU Firmware"]
     return firmware

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from gpuhost import userfile
 from gpuhost.facts.source import SourceStatus
 from gpuhost.model import optional_int
 
@@ -38,11 +39,7 @@ SYSCTLS = (
 
 
 def _read(root: str, relative: str) -> str | None:
-    try:
-        with open(os.path.join(root, relative.lstrip("/")), encoding="utf-8", errors="replace") as fh:
-            return fh.read()
-    except OSError:
-        return None
+    return userfile.read_host_text(os.path.join(root, relative.lstrip("/")), userfile.HOST_CONFIG_MAX)
 
 
 def parse_os_release(text: str) -> dict[str, str]:

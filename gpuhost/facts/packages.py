@@ -8,6 +8,8 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from gpuhost import userfile
+
 DPKG_STATUS = "var/lib/dpkg/status"
 APT_CONF_DIR = "etc/apt/apt.conf.d"
 REBOOT_REQUIRED_PKGS = ("run/reboot-required.pkgs", "var/run/reboot-required.pkgs")
@@ -62,11 +64,7 @@ class PackageFacts:
 
 
 def _read(root: str, relative: str) -> str | None:
-    try:
-        with open(os.path.join(root, relative), encoding="utf-8", errors="replace") as fh:
-            return fh.read(MAX_FILE)
-    except OSError:
-        return None
+    return userfile.read_host_prefix(os.path.join(root, relative), MAX_FILE)
 
 
 def parse_dpkg_packages(text: str) -> dict[str, tuple[str, bool]]:

@@ -7,6 +7,8 @@ import os
 import stat
 from dataclasses import dataclass, field
 
+from gpuhost import userfile
+
 PCI_DEVICES = "sys/bus/pci/devices"
 DMI_PRODUCT_NAME = "sys/class/dmi/id/product_name"
 NVIDIA_VENDOR = "0x10de"
@@ -35,11 +37,7 @@ class PlatformFacts:
 
 
 def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.read(256).strip()
-    except OSError:
-        return ""
+    return (userfile.read_host_prefix(path, 256) or "").strip()
 
 
 def nvidia_pci_functions(root: str) -> list[PciFunction]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from gpuhost import userfile
 from gpuhost.facts.signatures import quick_signatures
 
 INSTANCE_STORE_MODEL = "Amazon EC2 NVMe Instance Storage"
@@ -113,12 +114,8 @@ def parse_mountinfo(text: str) -> list[Mount]:
 
 
 def read_text(path: str) -> str:
-    """A sysfs/procfs value, stripped; "" when it cannot be read."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.read().strip()
-    except OSError:
-        return ""
+    """A sysfs/procfs value, stripped; "" when it cannot be read (or is no regular file, or is huge)."""
+    return (userfile.read_host_text(path, userfile.HOST_CONFIG_MAX) or "").strip()
 
 
 def list_entries(path: str) -> list[str]:
@@ -328,19 +325,15 @@ def _required_by_docker(root: str, unit: str) -> bool:
 
 
 def collect_docker_storage(root: str = "/") -> DockerStorageSetup:
-    import json
-
     setup = DockerStorageSetup()
     path = os.path.join(root, DOCKER_STORAGE_CONFIG.lstrip("/"))
     setup.service_installed = _unit_installed(root, DOCKER_STORAGE_SERVICE)
     setup.service_enabled = _required_by_docker(root, DOCKER_STORAGE_SERVICE)
     try:
-        with open(path, encoding="utf-8") as fh:
-            config = json.load(fh)
-    except FileNotFoundError:
-        return setup
-    except (OSError, ValueError) as exc:
-        setup.error = f"{DOCKER_STORAGE_CONFIG}: {exc}"
+        config = userfile.load_json(path, "", userfile.STORAGE_CONFIG_MAX)
+    except userfile.UserFileError as exc:
+        if not exc.missing:
+            setup.error = str(exc).replace(path, DOCKER_STORAGE_CONFIG, 1)
         return setup
     if not isinstance(config, dict):
         setup.error = f"{DOCKER_STORAGE_CONFIG}: not a JSON object"
@@ -362,11 +355,8 @@ def collect_docker_storage(root: str = "/") -> DockerStorageSetup:
 
 
 def read_recorded_probe(root: str = "/") -> RecordedProbe | None:
-    import json
-
     try:
-        with open(os.path.join(root, STORAGE_PROBE_RECORD.lstrip("/")), encoding="utf-8") as fh:
-            data = json.load(fh)
+        data = userfile.load_json(os.path.join(root, STORAGE_PROBE_RECORD.lstrip("/")), "", userfile.RECORD_MAX)
         write = data.get("write") or {}
         unpack = data.get("unpack") or {}
         return RecordedProbe(
@@ -383,7 +373,7 @@ def read_recorded_probe(root: str = "/") -> RecordedProbe | None:
             },
             cpu_busy_pct=_busy_share(unpack.get("cpu_busy_pct")),
         )
-    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+    except (userfile.UserFileError, ValueError, TypeError, AttributeError, KeyError):
         return None
 
 

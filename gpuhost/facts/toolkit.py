@@ -9,6 +9,8 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpuhost import userfile
+
 try:
     import tomllib
 except ImportError:  # Python < 3.11 on remote hosts
@@ -112,11 +114,8 @@ def collect_toolkit(root: str = "/", path: str | None = None) -> ToolkitFacts:
         if found:
             facts.binaries[binary] = found
 
-    try:
-        with open(os.path.join(root, "var/lib/dpkg/status"), encoding="utf-8", errors="replace") as fh:
-            facts.packages = parse_dpkg_status(fh.read())
-    except OSError:
-        facts.packages = {}
+    status = userfile.read_host_text(os.path.join(root, "var/lib/dpkg/status"), userfile.HOST_DATABASE_MAX)
+    facts.packages = parse_dpkg_status(status) if status is not None else {}
     for package in ("nvidia-container-toolkit-base", "nvidia-container-toolkit"):
         if package in facts.packages:
             facts.version = _upstream(facts.packages[package])
@@ -141,14 +140,14 @@ def collect_toolkit(root: str = "/", path: str | None = None) -> ToolkitFacts:
     facts.installed = bool(facts.version) or "nvidia-container-runtime" in facts.binaries
 
     try:
-        with open(facts.config_path, "rb") as fh:
-            facts.config = tomllib.load(fh)
+        facts.config = tomllib.loads(userfile.read_text(facts.config_path, "", userfile.HOST_CONFIG_MAX))
         facts.config_present = True
-    except FileNotFoundError:
-        facts.config_present = False
-    except (OSError, ValueError) as exc:
+    except userfile.UserFileError as exc:
+        facts.config_present = not exc.missing
+        facts.config_error = "" if exc.missing else str(exc)
+    except (ValueError, RecursionError) as exc:  # tomllib recurses into nested arrays and tables
         facts.config_present = True
-        facts.config_error = f"{facts.config_path}: {exc}"
+        facts.config_error = f"{facts.config_path}: {exc if isinstance(exc, ValueError) else 'nested too deeply'}"
     runtime_section = facts.config.get("nvidia-container-runtime") or {}
     if facts.config_present and not facts.config_error:
         facts.mode = str(runtime_section.get("mode") or "auto")

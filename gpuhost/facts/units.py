@@ -10,6 +10,7 @@ import os
 import subprocess
 from dataclasses import dataclass, field
 
+from gpuhost import userfile
 from gpuhost.facts.source import SourceStatus
 
 UNITS = (
@@ -92,13 +93,12 @@ def collect_units(root: str = "/", names: tuple[str, ...] = UNITS) -> UnitFacts:
     if root != "/":
         path = os.path.join(root, CAPTURE)
         try:
-            with open(path, encoding="utf-8", errors="replace") as fh:
-                text = fh.read(MAX_OUTPUT)
-        except FileNotFoundError:
-            facts.status, facts.error = SourceStatus.ABSENT, f"{path}: no unit states captured"
-            return facts
-        except OSError as exc:
-            facts.status, facts.error = SourceStatus.UNREADABLE, f"{path}: {exc.strerror}"
+            text = userfile.read_prefix(path, "", MAX_OUTPUT)
+        except userfile.UserFileError as exc:
+            if exc.missing:
+                facts.status, facts.error = SourceStatus.ABSENT, f"{path}: no unit states captured"
+            else:
+                facts.status, facts.error = SourceStatus.UNREADABLE, str(exc)
             return facts
         facts.source = path
         facts.units = parse_systemctl_show(text)

@@ -9,6 +9,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from gpuhost import userfile
 from gpuhost.fleet.targets import DEFAULT_PYTHON, Target, parse_port, parse_ssh_args
 from gpuhost.model import UsageError
 
@@ -22,8 +23,9 @@ _ARGS_VARS = ("ansible_ssh_common_args", "ansible_ssh_extra_args")
 
 def load_inventory(path: str, limit: str | None = None) -> list[Target]:
     """Hosts of the inventory at `path` (file or directory), restricted by an Ansible `--limit` pattern."""
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         raise UsageError(f"inventory {path} does not exist", "Pass a file or directory: --inventory inventories/prod")
+    check_inventory_files(path)
     try:
         from ansible.errors import AnsibleError
         from ansible.inventory.manager import InventoryManager
@@ -64,6 +66,37 @@ def load_inventory(path: str, limit: str | None = None) -> list[Target]:
         host_vars = variables.get_vars(host=host, include_hostvars=False)
         targets.append(target_from_vars(host.name, host_vars, _templar(loader, host_vars)))
     return targets
+
+
+MAX_INVENTORY_ENTRIES = 10_000
+
+
+def check_inventory_files(path: str) -> None:
+    """Refuse, before Ansible opens them, the files of an inventory it could not read safely: a FIFO
+    (Ansible's open would wait forever), a device such as /dev/zero (it would read without end), a
+    file larger than INVENTORY_MAX. Ansible reads a directory's files and the group_vars/ and
+    host_vars/ beside a file, so those are checked too."""
+    if os.path.isdir(path):
+        trees = [path]
+    else:
+        userfile.check_regular(path, "inventory", userfile.INVENTORY_MAX)
+        base = os.path.dirname(os.path.abspath(path))
+        trees = [os.path.join(base, name) for name in ("group_vars", "host_vars")]
+    seen = 0
+    for tree in trees:
+        for directory, subdirectories, files in os.walk(tree, followlinks=True):
+            # Ansible skips names starting with a dot (.git, editor files): so does this
+            subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
+            names = sorted(f for f in files if not f.startswith("."))
+            seen += len(subdirectories) + len(names)  # a loop of directory links ends here too
+            if seen > MAX_INVENTORY_ENTRIES:
+                raise UsageError(f"inventory {path} holds more than {MAX_INVENTORY_ENTRIES} files and directories",
+                                 "Name the inventory directory itself, not a tree above it.")
+            for name in names:
+                candidate = os.path.join(directory, name)
+                if os.path.lexists(candidate) and not os.path.exists(candidate):
+                    continue  # a dangling link: Ansible skips it too
+                userfile.check_regular(candidate, "inventory file", userfile.INVENTORY_MAX)
 
 
 @functools.cache

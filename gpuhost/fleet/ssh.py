@@ -27,6 +27,7 @@ from typing import Any, cast
 
 import paramiko
 
+from gpuhost import userfile
 from gpuhost.fleet.targets import Target, parse_host_spec, parse_port
 from gpuhost.model import UsageError
 
@@ -67,8 +68,7 @@ def _config_text(path: str, depth: int = 0) -> str:
     """The file with its `Include` lines expanded in place (paramiko does not follow them)."""
     if depth > 16:
         raise UsageError(f"ssh config {path}: Include nested more than 16 deep")
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        lines = fh.read().splitlines()
+    lines = userfile.read_text(path, "ssh config", userfile.SSH_CONFIG_MAX, errors="replace").splitlines()
     base = os.path.dirname(path)
     out: list[str] = []
     for line in lines:
@@ -86,6 +86,7 @@ def _config_text(path: str, depth: int = 0) -> str:
     return "\n".join(out)
 
 
+MAX_KEY_FILE_BYTES = 1024 * 1024  # an RSA-16384 key in PEM is about 13 kB
 DEFAULT_SSH_CONFIGS = ("~/.ssh/config", "/etc/ssh/ssh_config")
 
 
@@ -96,17 +97,11 @@ def ssh_config_name(path: str | None) -> str:
 
 def load_ssh_config(path: str | None = None) -> paramiko.SSHConfig:
     """`path` when given (like `ssh -F`), else ~/.ssh/config followed by /etc/ssh/ssh_config."""
-    if path:
-        if not os.path.isfile(path):
-            raise UsageError(f"ssh config {path} does not exist")
-        candidates = [path]
-    else:
-        candidates = [p for p in map(os.path.expanduser, DEFAULT_SSH_CONFIGS) if os.path.isfile(p)]
+    # what is there is read: a FIFO or a directory there is refused by name, not skipped
+    defaults = [p for p in map(os.path.expanduser, DEFAULT_SSH_CONFIGS) if os.path.lexists(p)]
+    candidates = [path] if path else defaults
     name = ssh_config_name(path)
-    try:
-        text = "\n".join(_config_text(candidate) for candidate in candidates)
-    except OSError as exc:
-        raise UsageError(f"ssh config {name}: cannot read {exc.filename}: {exc.strerror}") from None
+    text = "\n".join(_config_text(candidate) for candidate in candidates)
     try:
         return paramiko.SSHConfig.from_text(text)
     except Exception as exc:  # ConfigParseError, and whatever else a line paramiko cannot read raises
@@ -167,13 +162,22 @@ def resolve(target: Target, config: paramiko.SSHConfig, accept_new_host_keys: bo
         hostname=hostname,
         port=port,
         user=user,
-        identity_files=[p for p in dict.fromkeys(identity_files) if os.path.isfile(p)],
+        identity_files=[p for p in dict.fromkeys(identity_files) if _usable_key_file(p)],
         proxy_jump=_none_or(options.get("proxyjump")),
         proxy_command=_none_or(options.get("proxycommand")),
         user_known_hosts=paths("userknownhostsfile", DEFAULT_USER_KNOWN_HOSTS),
         global_known_hosts=paths("globalknownhostsfile", DEFAULT_GLOBAL_KNOWN_HOSTS),
         accept_new=accept_new_host_keys or strict in ("accept-new", "no", "off"),
     )
+
+
+def _usable_key_file(path: str) -> bool:
+    """A key file paramiko may read: a regular file of key size (a FIFO would block it, a device
+    such as /dev/zero would never end; OpenSSH skips what it cannot use, and so does this)."""
+    try:
+        return os.path.isfile(path) and os.path.getsize(path) <= MAX_KEY_FILE_BYTES
+    except OSError:
+        return False
 
 
 # ---- known_hosts -------------------------------------------------------------------------------
@@ -192,9 +196,9 @@ class KnownHosts:
             keys = self._files.get(path)
             if keys is None:
                 keys = self._files[path] = paramiko.HostKeys()
-                with contextlib.suppress(OSError), open(path, encoding="utf-8", errors="replace") as fh:
-                    for line in fh:
-                        self._add_line(keys, line.strip())
+                # unreadable, missing, a FIFO or huge: no keys from it (OpenSSH skips it too)
+                for line in (userfile.read_host_text(path, userfile.KNOWN_HOSTS_MAX) or "").splitlines():
+                    self._add_line(keys, line.strip())
             return keys
 
     def _add_line(self, keys: paramiko.HostKeys, line: str) -> None:
@@ -237,8 +241,15 @@ class KnownHosts:
             keys.add(name, key.get_name(), key)
             os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
             line = paramiko.hostkeys.HostKeyEntry([name], key).to_line() or ""
-            with open(path, "a", encoding="utf-8") as fh:
-                fh.write(line)
+            try:
+                fd = userfile.open_regular(path, "known_hosts", flags=os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            except userfile.UserFileError as exc:
+                raise ConnectFailure("fleet.host-key-unknown", f"cannot record the key of {name}: {exc}",
+                                     "Make known_hosts a regular file you can write.") from None
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
 
 
 class _Policy(paramiko.MissingHostKeyPolicy):

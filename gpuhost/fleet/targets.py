@@ -7,6 +7,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from gpuhost.model import UsageError
+from gpuhost.redact import redact_url
 
 DEFAULT_PYTHON = "python3"
 # `ansible_connection` values a fleet check can serve: over SSH (paramiko), or this machine in-process.
@@ -62,14 +63,22 @@ def parse_port(text: str, what: str) -> int:
 def parse_host_spec(spec: str) -> Target:
     """`[USER@]HOST[:PORT]`, IPv6 as `[ADDR]:PORT`: the form `--host` takes."""
     text = spec.strip()
+    # a `user:password@` typed here is shown as `***@`, never repeated
+    shown = redact_url(f"ssh://{spec}")[len("ssh://"):]
     match = _HOST_SPEC.match(text)
     if not match:
         raise UsageError(
-            f"--host {spec!r} is not [USER@]HOST[:PORT]",
+            f"--host {shown!r} is not [USER@]HOST[:PORT]",
             "Examples: --host gpu-01, --host ubuntu@10.0.3.7, --host h2:2222, --host admin@[2001:db8::7]:22",
         )
+    if ":" in (match.group("user") or ""):
+        raise UsageError(
+            f"--host {shown!r}: a password cannot be given in --host",
+            "gpuhost logs in with SSH keys (ssh-agent, IdentityFile in ssh_config, --ssh-config): "
+            "write --host USER@HOST[:PORT].",
+        )
     hostname = match.group("v6") or match.group("host")
-    port = parse_port(match.group("port"), f"--host {spec!r}") if match.group("port") else None
+    port = parse_port(match.group("port"), f"--host {shown!r}") if match.group("port") else None
     return Target(name=text, hostname=hostname, port=port, user=match.group("user"))
 
 

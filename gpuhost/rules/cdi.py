@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from gpuhost.facts.source import SourceStatus
@@ -127,6 +128,29 @@ REFRESH_SERVICE = "nvidia-cdi-refresh.service"
 REFRESH_PATH = "nvidia-cdi-refresh.path"
 
 
+# How `nvidia-ctk cdi generate --device-name-strategy` names a whole GPU (pkg/nvcdi/namer.go of the
+# toolkit; MIG devices are "1:0", "mig1:0" and "MIG-<uuid>"): each strategy names every GPU, and the
+# toolkit's default (1.20) is index and uuid together.
+GPU_NAME_STRATEGIES = {
+    "index": re.compile(r"\d+"),
+    "type-index": re.compile(r"gpu\d+"),
+    "uuid": re.compile(r"GPU-[0-9a-fA-F-]+"),
+}
+
+
+def gpus_named(devices: list[str], nvml_uuids: list[str]) -> dict[str, int]:
+    """How many whole GPUs a spec names under each strategy it uses (by UUID: those NVML sees, when
+    it says)."""
+    named: dict[str, int] = {}
+    for strategy, pattern in GPU_NAME_STRATEGIES.items():
+        names = {d for d in devices if pattern.fullmatch(d)}
+        if strategy == "uuid" and nvml_uuids:
+            names &= set(nvml_uuids)
+        if names:
+            named[strategy] = len(names)
+    return named
+
+
 def completeness(facts: HostFacts, options: RuleOptions) -> list[Finding]:
     findings = []
     gpus = len(facts.gpu.gpus) if facts.gpu.status is SourceStatus.OK else 0
@@ -137,9 +161,10 @@ def completeness(facts: HostFacts, options: RuleOptions) -> list[Finding]:
         missing_nodes = [n for n in REQUIRED_NODES if spec.device_nodes is not None and n not in spec.device_nodes]
         if missing_nodes:
             problems.append(f"no {' or '.join(missing_nodes)}")
-        indices = [d for d in spec.devices if d.isdigit()]
-        if gpus and len(indices) < gpus:
-            problems.append(f"{len(indices)} GPU device(s) for the {gpus} NVML sees")
+        named = gpus_named(spec.devices, [g.uuid for g in facts.gpu.gpus if g.uuid] if gpus else [])
+        best = max(named.values(), default=0)
+        if gpus and best < gpus:
+            problems.append(f"{best} GPU device(s) for the {gpus} NVML sees")
         if problems:
             findings.append(
                 Finding(
@@ -149,7 +174,8 @@ def completeness(facts: HostFacts, options: RuleOptions) -> list[Finding]:
                     f"{spec.path} is incomplete ({'; '.join(problems)}), as a spec generated before the driver "
                     "finished loading is: requests fail with `unresolvable CDI devices` or containers lack devices",
                     REGENERATE,
-                    {"path": spec.path, "device_nodes": spec.device_nodes, "devices": spec.devices, "nvml_gpus": gpus},
+                    {"path": spec.path, "device_nodes": spec.device_nodes, "devices": spec.devices, "nvml_gpus": gpus,
+                     "gpus_named": named},
                 )
             )
         if spec.missing_hooks:

@@ -106,7 +106,7 @@ def import_failures(facts: HostFacts, options: RuleOptions) -> list[Finding]:
                 f"ComfyUI container {container.name}: {' and '.join(parts)} failed to import (the server still "
                 "serves; their nodes are missing)" + (f": {'; '.join(reasons)}" if reasons else ""),
                 "Install what they need into the image (the reasons name the missing modules) or remove the "
-                "broken custom node; workflows using them fail with missing_node_type.",
+                "broken custom node; workflows using them are refused (invalid_prompt: the node does not exist).",
                 {"container": container.name, "nodes": [{"kind": w.kind, "node": w.node, "path": w.path,
                                                         "reason": w.reason} for w in warnings]},
             )

@@ -149,7 +149,8 @@ def next_kernel(facts: HostFacts, options: RuleOptions) -> list[Finding]:
         "secure_boot": boot.secure_boot,
     }
     if not boot.next_nvidia_modules:
-        problem = f"has no nvidia.ko under /lib/modules/{boot.next}"
+        problem = (f"has no NVIDIA kernel module under /lib/modules/{boot.next} (nvidia.ko, or Debian's "
+                   "nvidia-current.ko and the like, compressed or not)")
     elif boot.secure_boot and boot.next_unsigned_modules == boot.next_nvidia_modules:
         problem = f"has only unsigned NVIDIA modules ({', '.join(boot.next_unsigned_modules)}) and Secure Boot is on"
     else:

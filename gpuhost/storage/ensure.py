@@ -19,7 +19,6 @@ Docker starts on the root disk with the images it had before the move).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -27,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from gpuhost import userfile
 from gpuhost.facts.signatures import SignatureReport, probe_signatures
 from gpuhost.facts.storage import collect_block_devices, read_mounts
 from gpuhost.model import UsageError
@@ -72,10 +72,7 @@ def run_command(command: list[str]) -> str:
 
 
 def load_config(text: str, source: str) -> dict[str, Any]:
-    try:
-        config = json.loads(text)
-    except ValueError as exc:
-        raise UsageError(f"{source}: not valid JSON ({exc})") from exc
+    config = userfile.parse_json(text, source)
     if not isinstance(config, dict) or config.get("schema") != CONFIG_SCHEMA:
         raise UsageError(f"{source}: not a {CONFIG_SCHEMA} configuration")
     for key in ("selection", "mount_path", "label", "layout", "missing_disk_policy"):

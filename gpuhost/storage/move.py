@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from gpuhost.engine import EngineError, EnginePermissionDenied, EngineUnavailable
+from gpuhost.engine import EngineBadAnswer, EngineError, EnginePermissionDenied, EngineUnavailable
 from gpuhost.facts.docker import read_daemon_json
 from gpuhost.model import UsageError
 
@@ -79,6 +79,8 @@ def plan_data_root(
     if client is not None:
         try:
             info = client.get("/info")
+        except EngineBadAnswer:
+            raise  # something answers there, but not Docker: planning as if Docker were stopped would be wrong
         except (EngineUnavailable, EnginePermissionDenied, EngineError, OSError):
             info = None
         if isinstance(info, dict):

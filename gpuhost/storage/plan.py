@@ -16,13 +16,13 @@ nothing.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from gpuhost import userfile
 from gpuhost.engine import EngineClient
 from gpuhost.facts.docker import DAEMON_JSON
 from gpuhost.facts.signatures import Signature, SignatureReport, probe_signatures
@@ -39,6 +39,7 @@ from gpuhost.facts.storage import (
 )
 from gpuhost.model import ExitCode, UsageError, to_jsonable
 from gpuhost.storage.move import DEFAULT_DATA_ROOT, DataRootPlan, plan_data_root
+from gpuhost.storage.paths import PathLoop, resolve
 
 CONFIG_SCHEMA = "gpuhost.docker-storage/v1"
 CONFIG_PATH = DOCKER_STORAGE_CONFIG
@@ -104,6 +105,12 @@ MOUNT_PATH_REMEDY = (
     "(see docs/storage.md, mount paths)."
 )
 DEVICE_REMEDY = "Name a whole disk by its absolute path, e.g. --device /dev/nvme1n1 (lsblk -d lists them)."
+FALLBACK_REMEDY = (
+    "Give the data-root Docker used before the move, such as /var/lib/docker, or leave it empty for that one "
+    "(see docs/storage.md, mount paths)."
+)
+# systemd's longest unit name
+UNIT_NAME_MAX = 255
 
 
 def _check_path_text(path: str, what: str, remedy: str) -> None:
@@ -116,6 +123,9 @@ def _check_path_text(path: str, what: str, remedy: str) -> None:
         raise UsageError(f"{path[:200]!r} is not a {what}: it must be an absolute path", remedy)
     if ".." in path.split("/"):
         raise UsageError(f"{what} {path[:200]!r} goes through '..'", remedy)
+    if path.endswith("\\"):
+        raise UsageError(f"{what} {path[:200]!r} ends in a backslash, which a systemd unit reads as a continued line",
+                         remedy)
 
 
 def check_device_path(path: str) -> None:
@@ -123,22 +133,68 @@ def check_device_path(path: str) -> None:
     _check_path_text(path, "device path", DEVICE_REMEDY)
 
 
-def check_mount_path(path: str) -> str:
-    """The mount path normalised (`//mnt//docker/` -> `/mnt/docker`), or UsageError when it is a system
-    directory, under one, or a directory that holds other mount points."""
-    _check_path_text(path, "mount path", MOUNT_PATH_REMEDY)
-    normal = "/" + os.path.normpath(path).lstrip("/")
-    if normal == "/":
-        raise UsageError("mount path / is the root filesystem: give an absolute path other than /", MOUNT_PATH_REMEDY)
-    if normal in MOUNT_PARENTS:
-        raise UsageError(f"mount path {normal} holds other directories: use a directory below it", MOUNT_PATH_REMEDY)
-    if DOCKER_DATA_DIRECTORY.fullmatch(normal):
-        return normal
+def _refusal(path: str) -> str:
+    """Why a normal absolute path is no place for a dedicated directory ("" when it is one)."""
+    if path == "/":
+        return "is the root filesystem: give an absolute path other than /"
+    if path in MOUNT_PARENTS:
+        return "holds other directories: use a directory below it"
+    if DOCKER_DATA_DIRECTORY.fullmatch(path):
+        return ""
     for system in SYSTEM_DIRECTORIES:
-        if normal == system or normal.startswith(system + "/"):
-            where = "is a system directory" if normal == system else f"is under the system directory {system}"
-            raise UsageError(f"mount path {normal} {where}", MOUNT_PATH_REMEDY)
-    return normal
+        if path == system:
+            return "is a system directory"
+        if path.startswith(system + "/"):
+            return f"is under the system directory {system}"
+    return ""
+
+
+def dedicated_directory(path: str, what: str, remedy: str = MOUNT_PATH_REMEDY) -> str:
+    """The directory `path` really names, normalised (`//mnt//docker/` -> `/mnt/docker`) and with every
+    symlink followed; UsageError when the path as typed or the place it leads to is `/`, a system
+    directory, under one, or a directory that holds other mount points, or cannot be written into a unit."""
+    _check_path_text(path, what, remedy)
+    normal = "/" + os.path.normpath(path).lstrip("/")
+    _check_path_text(normal, what, remedy)  # `/mnt/docker /` normalises to a trailing space
+    try:
+        resolved = resolve(normal)
+    except PathLoop as exc:
+        raise UsageError(f"{what} {normal} {exc}", remedy) from exc
+    through = ""
+    if resolved.links:
+        link, target = resolved.links[-1]
+        through = f" (it leads to {resolved.path!r} through the symlink {link!r} -> {target!r})"
+        _check_path_text(resolved.path, f"{what} {normal}{through}:", remedy)
+    for candidate, via in ((normal, ""), (resolved.path, through)):
+        why = _refusal(candidate)
+        if why:
+            where = candidate if not via else f"{normal}{via}: {candidate}"
+            raise UsageError(f"{what} {where} {why}", remedy)
+    return resolved.path
+
+
+def check_mount_path(path: str) -> str:
+    """The directory the mount path really names (normalised, symlinks followed), or UsageError when it
+    is a system directory, under one, a directory that holds other mount points, or a path whose mount
+    unit name systemd cannot take."""
+    where = dedicated_directory(path, "mount path")
+    if len(mount_unit_name(where)) > UNIT_NAME_MAX:
+        raise UsageError(
+            f"mount path {where[:60]!r}... is too long for systemd: its mount unit's name would have "
+            f"{len(mount_unit_name(where))} characters (at most {UNIT_NAME_MAX})", MOUNT_PATH_REMEDY)
+    return where
+
+
+def check_fallback_data_root(path: str, mount_path: str) -> str:
+    """The directory the fallback data-root really names, checked as a mount path is, and apart from the
+    mount path (the fallback policy bind-mounts it there)."""
+    where = dedicated_directory(path, "fallback data-root", FALLBACK_REMEDY)
+    for inner, outer in ((where, mount_path), (mount_path, where)):
+        if inner == outer or inner.startswith(outer.rstrip("/") + "/"):
+            raise UsageError(
+                f"fallback data-root {where} and the mount path {mount_path} overlap: the fallback is bind-mounted "
+                "on the mount path when the fast disk is missing", FALLBACK_REMEDY)
+    return where
 
 
 @dataclass
@@ -178,6 +234,8 @@ class StorageRequest:
             fallback_data_root=fallback_data_root,
         )
         request.validate()
+        if request.fallback_data_root:
+            request.fallback_data_root = check_fallback_data_root(request.fallback_data_root, request.mount_path)
         return request
 
     def validate(self) -> None:
@@ -555,10 +613,12 @@ def planned_actions(plan: StoragePlan) -> list[str]:
 def configured_fallback(config_path: str) -> str:
     """The fallback data-root an earlier run recorded in the boot configuration ("" when none)."""
     try:
-        with open(config_path, encoding="utf-8") as fh:
-            return str(json.load(fh).get("fallback_data_root") or "")
-    except (OSError, ValueError, AttributeError):
-        return ""
+        config = userfile.load_json(config_path, "--config", userfile.STORAGE_CONFIG_MAX)
+    except userfile.UserFileError as exc:
+        if exc.missing or exc.reason == "invalid":
+            return ""
+        raise  # a FIFO, a device, a directory or a huge file: named, exit 2
+    return str(config.get("fallback_data_root") or "") if isinstance(config, dict) else ""
 
 
 def plan_docker_storage(

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from gpuhost.engine import EngineError, EnginePermissionDenied, EngineUnavailable
+from gpuhost.engine import EngineBadAnswer, EngineError, EnginePermissionDenied, EngineUnavailable
 from gpuhost.facts.docker import image_sizes
 from gpuhost.facts.storage import locate
 from gpuhost.model import UsageError, to_jsonable
@@ -493,6 +493,8 @@ def probe_storage(
     if client is not None and (unpack or not path):
         try:
             data_root = str(client.get("/info").get("DockerRootDir") or "")
+        except EngineBadAnswer:
+            raise  # something answers at the Docker address, but not Docker: exit 3, not "pass --path"
         except (EngineUnavailable, EnginePermissionDenied, EngineError, OSError) as exc:
             if not path:
                 raise UsageError(

@@ -2,8 +2,9 @@
 """EC2 (moto) and IMDSv2 stand-ins on 127.0.0.1 for the ebs_tuning scenario, in the background.
 
 Usage: stand_ins.py STATE_FILE. Starts both servers, runs an instance with a 100 GiB gp3 root
-volume, writes {"ec2": URL, "imds": URL, "instance_id": ..., "volume_id": ..., "pid": ...} to
-STATE_FILE and serves until SIGTERM. The scenario's container shares the host network, so the
+volume, serves an instance profile's credentials from IMDSv2 (as EC2 does: the host needs no keys),
+writes {"ec2": URL, "imds": URL, "instance_id": ..., "volume_id": ..., "pid": ...} to STATE_FILE and
+serves until SIGTERM. The scenario's container shares the host network, so the
 agent inside it reaches them on loopback.
 """
 
@@ -28,7 +29,7 @@ def main() -> int:
     ec2 = Ec2Server()
     ec2.start()
     instance_id, volume_id = make_instance(ec2.client(), size_gib=100)
-    imds = ImdsStandIn(instance_id, "us-east-1").start()
+    imds = ImdsStandIn(instance_id, "us-east-1").grant_role().start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     tmp = state.with_suffix(".tmp")

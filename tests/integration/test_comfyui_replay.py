@@ -220,6 +220,15 @@ def test_check_reports_replays_with_the_same_verdict(replays: dict[str, str]) ->
                and f.evidence["container"] == replays["failure-custom-node-import"]]
     assert len(imports) == 1 and "custom nodes broken_node" in imports[0].message
     assert "comfyui.ready" in {f.id for f in report.findings if f.severity.value == "fail"}
+    # a ready server is asked for its queue (the recorded GET /prompt: 0 waiting); the others are not
+    assert ours[replays["startup-cpu"]].queue_remaining == 0
+    assert ours[replays["failure-missing-module"]].queue_remaining is None
+    from gpuhost.metrics.report import render_report
+
+    metrics = render_report(report)
+    assert f'gpuhost_comfyui_queue_remaining{{container="{replays["startup-cpu"]}"}} 0' in metrics
+    assert f'gpuhost_comfyui_phase{{container="{replays["startup-cpu"]}",phase="ready"}} 1' in metrics
+    assert f'gpuhost_comfyui_phase{{container="{replays["failure-missing-module"]}",phase="failed"}} 1' in metrics
 
 
 def test_check_workflow_replay_matches_comfyuis_answer(

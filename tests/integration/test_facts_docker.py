@@ -129,7 +129,7 @@ def test_invalid_daemon_json_is_reported(daemon: PrivateDockerd, tmp_path: Any) 
     broken.write_text('{"features": {"cdi": true,}}')
     facts = collect_docker(daemon.client(), daemon_json_path=str(broken))
     assert facts.status is SourceStatus.OK
-    assert "invalid JSON" in facts.daemon_json_error
+    assert "not valid JSON" in facts.daemon_json_error
     finding = next(f for f in evaluate(HostFacts(docker=facts)) if f.id == "docker.daemon-json")
     assert finding.severity is Severity.FAIL
 

@@ -47,7 +47,7 @@ def test_without_docker_daemon_json_decides(tmp_path: Path) -> None:
 def test_invalid_daemon_json_is_an_error_not_a_guess(tmp_path: Path) -> None:
     daemon_json = tmp_path / "daemon.json"
     daemon_json.write_text('{"data-root": ')
-    with pytest.raises(UsageError, match="invalid JSON"):
+    with pytest.raises(UsageError, match="not valid JSON"):
         plan_data_root("/mnt/docker", str(daemon_json))
 
 

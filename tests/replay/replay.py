@@ -2,6 +2,7 @@
 """Replay a real ComfyUI capture (../shared/fixtures/comfyui) as a container process.
 
   replay.py play CAPTURE [--listen ADDR] [--port N] [--speed F] [--freeze-after S]
+                         [--exit-after S [--exit-code N]]
   replay.py hold [--listen ADDR] [--port N]
 
 `play` writes each line of CAPTURE.timed.log to stdout at its recorded offset, binds the port and
@@ -10,7 +11,8 @@ then prints it), and ends the way the capture ended: with the recorded exit code
 that was stopped with SIGTERM, serving until SIGTERM and exiting 143 without a word (as ComfyUI
 does). `--listen`/`--port` replace the recorded address in the GUI and Errno 98 lines, as ComfyUI
 started with those flags would print them. `--freeze-after S` stops writing at offset S and
-hangs (a stalled start). `hold` serves the bodies at once and forever: the first instance that
+hangs (a stalled start). `--exit-after S` ends the run S seconds after its last line with
+`--exit-code` (a server that stopped by itself). `hold` serves the bodies at once and forever: the first instance that
 keeps the port in the port-in-use capture.
 
 Nothing here talks to anything but its own port. Standard library only (python3 of the image).
@@ -177,6 +179,9 @@ def play(args: argparse.Namespace) -> int:
         if text.startswith(GUI_PREFIX):
             serve(listen, port)
         out(rewrite(text, args.listen, args.port))
+    if args.exit_after is not None:  # a run that served, then ended by itself
+        time.sleep(args.exit_after)
+        return int(args.exit_code)
     if returncode is not None and returncode >= 0:
         delay = start + (exit_at or 0.0) / speed - time.monotonic()
         if delay > 0:
@@ -201,6 +206,9 @@ def main() -> int:
     play_parser.add_argument("capture", help="a capture name, e.g. startup-cpu (its .timed.log)")
     play_parser.add_argument("--speed", type=float, default=1.0)
     play_parser.add_argument("--freeze-after", type=float, default=None)
+    play_parser.add_argument("--exit-after", type=float, default=None,
+                             help="after the last line, serve this many seconds more, then exit with --exit-code")
+    play_parser.add_argument("--exit-code", type=int, default=0)
     hold_parser = sub.add_parser("hold")
     for sub_parser in (play_parser, hold_parser):
         sub_parser.add_argument("--listen", default=None)

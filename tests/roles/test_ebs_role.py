@@ -105,3 +105,33 @@ def test_argument_specs_refuse_an_unknown_preset(tmp_path: Path, aws_env: dict[s
     rc, output, _ = playbook(tmp_path, {"ebs_tuning_preset": "turbo"}, aws_env)
     assert rc != 0
     assert "ebs_tuning_preset" in output and "turbo" in output
+
+
+@pytest.mark.parametrize(
+    ("variables", "words"),
+    [
+        ({"ebs_tuning_region": "us-east-1\n[Service]"}, "no control characters"),
+        ({"ebs_tuning_image": "comfyui:1\tx"}, "no control characters"),
+        ({"ebs_tuning_revert_check_interval": "15min\nExecStartPost=/bin/true"}, "systemd time span"),
+        ({"ebs_tuning_revert_check_interval": "15min%h"}, "systemd time span"),
+        ({"ebs_tuning_environment_file": "/etc/gpuhost/../ebs.env"}, "without spaces, `%` or `..`"),
+        ({"ebs_tuning_environment": {"AWS_SECRET_ACCESS_KEY": "s3cr3t-value\nB=injected"}},
+         "ebs_tuning_environment maps"),
+        ({"ebs_tuning_environment": {"1BAD": "x"}}, "ebs_tuning_environment maps"),
+        ({"ebs_tuning_environment": {"A-B": "x"}}, "ebs_tuning_environment maps"),
+        ({"ebs_tuning_environment": {"A": ["list"]}}, "ebs_tuning_environment maps"),
+    ],
+    ids=lambda v: ascii(v)[:60],
+)
+def test_values_that_would_reach_a_unit_are_refused_before_any_call(
+    tmp_path: Path, aws_env: dict[str, str], ec2_server: Ec2Server, imds_stand_in: ImdsStandIn,
+    variables: dict[str, Any], words: str,
+) -> None:
+    with ec2_server.recording() as actions:
+        rc, output, counts = playbook(tmp_path, role_vars(ec2_server, imds_stand_in, ebs_tuning_revert=True,
+                                                          ebs_tuning_volume_id="vol-0123456789abcdef0", **variables),
+                                      aws_env)
+    assert rc == 2, output
+    assert words in " ".join(output.split())
+    assert counts["changed"] == 0 and actions == []
+    assert "s3cr3t-value" not in output  # an environment value is never shown

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import http.server
+import json
 import logging
 import secrets
 import threading
@@ -220,6 +221,19 @@ class ImdsStandIn:
             "/latest/meta-data/placement/availability-zone": region + "a",
             "/latest/meta-data/instance-type": instance_type,
         }
+
+    def grant_role(self, role: str = "gpuhost-host") -> ImdsStandIn:
+        """Serve an instance profile's temporary credentials, as IMDSv2 does (boto3 finds them itself)."""
+        now = dt.datetime.now(dt.timezone.utc)
+        credentials = {
+            "Code": "Success", "Type": "AWS-HMAC", "AccessKeyId": "ASIAGPUHOSTSTANDIN01",
+            "SecretAccessKey": secrets.token_hex(20), "Token": secrets.token_hex(32),
+            "LastUpdated": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "Expiration": (now + dt.timedelta(hours=6)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        self.server.metadata["/latest/meta-data/iam/security-credentials/"] = role
+        self.server.metadata[f"/latest/meta-data/iam/security-credentials/{role}"] = json.dumps(credentials)
+        return self
 
     @property
     def endpoint(self) -> str:

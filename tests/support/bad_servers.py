@@ -8,7 +8,9 @@ the client goes away, after `max_seconds`, and when the context ends.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import socket
 import tempfile
 import threading
@@ -27,6 +29,16 @@ def http_response(body: bytes, status: str = "200 OK", content_type: str = "appl
     head = (f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {declared}\r\n"
             "Connection: close\r\n\r\n")
     return head.encode() + body
+
+
+DOCKER_HEADERS = b"Api-Version: 1.41\r\nServer: Docker/20.10.24+dfsg1 (linux)\r\nOstype: linux\r\n"
+
+
+def docker_response(body: bytes, status: str = "200 OK", content_type: str = "application/json",
+                    length: Optional[int] = None) -> bytes:
+    """An answer as dockerd's API routes give it: with its Api-Version and Server headers."""
+    head, _, rest = http_response(body, status, content_type, length).partition(b"\r\n")
+    return head + b"\r\n" + DOCKER_HEADERS + rest
 
 
 @dataclass
@@ -51,6 +63,7 @@ class BadServer:
     script: Script | Callable[[str], Script]  # or a function of the request line
     unix_dir: Optional[str] = None  # a unix socket in this directory instead of 127.0.0.1
     max_seconds: float = 20.0
+    host: str = "127.0.0.1"  # another loopback address (127.0.0.2) where a client must not take it for localhost
     requests: list[str] = field(default_factory=list)
     bytes_sent: int = 0
     address: str = ""
@@ -65,10 +78,10 @@ class BadServer:
             self.url = ""
         else:
             self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            self._listener.bind(("127.0.0.1", 0))
+            self._listener.bind((self.host, 0))
             port = self._listener.getsockname()[1]
-            self.address = f"tcp://127.0.0.1:{port}"
-            self.url = f"http://127.0.0.1:{port}"
+            self.address = f"tcp://{self.host}:{port}"
+            self.url = f"http://{self.host}:{port}"
         self._listener.listen(16)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -141,7 +154,20 @@ class BadServer:
             if not chunk:
                 break
             data += chunk
-        return data.split(b"\r\n", 1)[0].decode(errors="replace")
+        head, _, body = data.partition(b"\r\n\r\n")
+        # read the request's body too: closing on unread bytes would reset the connection (RST) and
+        # hide the answer from the client
+        length = re.search(rb"\r\ncontent-length:\s*(\d{1,9})", head, re.IGNORECASE)
+        left = int(length.group(1)) - len(body) if length else 0
+        while left > 0 and time.monotonic() < deadline and not self._stop.is_set():
+            try:
+                chunk = conn.recv(min(left, 65536))
+            except socket.timeout:
+                continue
+            if not chunk:
+                break
+            left -= len(chunk)
+        return head.split(b"\r\n", 1)[0].decode(errors="replace")
 
 
 def trickled_headers(count: int = 200) -> bytes:
@@ -154,3 +180,49 @@ def trickled_body(count: int = 200) -> Script:
     body = b'{"Version": "' + b"1" * count + b'"}'
     head = http_response(b"", length=len(body))
     return Script(prefix=head, trickle=body)
+
+
+def hostile_answers(content_type: str = "application/json", interval: float = 1.0) -> dict[str, Script]:
+    """One answer of each class that breaks an HTTP client which trusts its server: not HTTP, a bad
+    status line, headers too large, too many or never ending, a body trickled, endless, declared
+    larger than any cap, cut short or badly chunked, no answer at all, the wrong content type, and
+    JSON nested 100,000 deep. Trickles send one byte every `interval` seconds."""
+    ok = f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\n".encode()
+    deep = b"[" * 100_000 + b"]" * 100_000
+    return {
+        "not-http": Script(prefix=SSH_BANNER, answer_before_request=True),
+        "bad-status-line": Script(prefix=b"HTTP/1.1 abc\r\n\r\n"),
+        "huge-header": Script(prefix=ok + b"X-Big: " + b"a" * 100 * 1024 + b"\r\n\r\n{}"),
+        "too-many-headers": Script(prefix=ok + b"".join(b"X-H%d: a\r\n" % n for n in range(1000)) + b"\r\n{}"),
+        "endless-headers": Script(prefix=ok, filler_bytes=1024**3, filler=b"X-Pad: a\r\n"),
+        "trickled-headers": Script(trickle=ok + b"X-Slow: " + b"a" * 600, interval=interval),
+        "trickled-body": Script(prefix=ok + b"Content-Length: 600\r\n\r\n", trickle=b"{" * 600, interval=interval),
+        "endless-body": Script(prefix=ok + b"Connection: close\r\n\r\n[", filler_bytes=1024**3),
+        "declared-huge": Script(prefix=ok + b"Content-Length: 1000000000000\r\n\r\n{}"),
+        "premature-close": Script(prefix=ok + b"Content-Length: 1000\r\n\r\n{\"a\": 1"),
+        "invalid-chunked": Script(prefix=ok + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"),
+        "closed-without-answer": Script(),
+        "silent": Script(trickle=b"H", interval=3600.0),
+        "wrong-content-type": Script.body(b"<html><body>It works!</body></html>", content_type="text/html"),
+        "deep-json": Script(prefix=http_response(deep, content_type=content_type)),
+    }
+
+
+def docker_with_image(repo_digest: str) -> Callable[[str], Script]:
+    """A Docker stand-in (its headers, /_ping) that has one image, pulled from `repo_digest`'s
+    registry: what `gpuhost layers` reads before it asks that registry for the manifest."""
+    inspect = {"Id": "sha256:" + "2" * 64, "Size": 5000, "Os": "linux", "Architecture": "amd64",
+               "RepoDigests": [repo_digest]}
+    history = [{"Id": "sha256:" + "2" * 64, "CreatedBy": "/bin/sh -c #(nop) ADD file:abc in /", "Size": 5000}]
+
+    def answer(line: str) -> Script:
+        if "/_ping" in line:
+            return Script(prefix=docker_response(b"OK", content_type="text/plain"))
+        body: object = {"DockerRootDir": "/var/lib/docker"}
+        if "/history" in line:
+            body = history
+        elif "/images/" in line:
+            body = inspect
+        return Script(prefix=docker_response(json.dumps(body).encode()))
+
+    return answer

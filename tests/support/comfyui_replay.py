@@ -20,8 +20,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 REPLAY_DIR = REPO / "tests" / "replay"
 OBJECT_INFO = REPO / "tests" / "fixtures" / "comfyui" / "object_info.json"
-IMAGE = "gpuhost-comfyui-replay:test"
-NAME_PREFIX = "gpuhost-comfyui-replay-"
+# On a daemon shared by several checkouts, GPUHOST_REPLAY_IMAGE and GPUHOST_REPLAY_PREFIX keep one
+# checkout's image and containers apart from another's.
+IMAGE = os.environ.get("GPUHOST_REPLAY_IMAGE", "gpuhost-comfyui-replay:test")
+NAME_PREFIX = os.environ.get("GPUHOST_REPLAY_PREFIX", "gpuhost-comfyui-replay-")
 # A bridge network of our own: published ports work on it, and it does not depend on the
 # default docker0 bridge (which other users of a shared daemon may tear down).
 NETWORK = "gpuhost-comfyui-replay"

@@ -2,9 +2,12 @@
 
 - s3_server(): moto's ThreadedMotoServer (S3) on a free loopback port, reset on start.
 - S3Proxy: a forwarding proxy in front of it that counts the body bytes it passes per path, can
-  answer the next N GETs with S3's 503 SlowDown, and can slow the bytes it passes down.
+  answer the next N GETs with S3's 503 SlowDown, can slow the bytes it passes down, can call a
+  function once a path has passed N bytes (to change the object mid-copy), can drop If-Match (a
+  store that ignores it) and can answer every request itself (403, 301, a plain 404).
 - RangeServer: a static file server taking Range requests (http, or https with a certificate),
-  with an optional redirect hop and a count of the body bytes it sent per path.
+  with an optional redirect hop, a count of the body bytes it sent per path, If-Range and 416 as
+  RFC 9110 has them (or If-Range ignored, or answered 412), a slow-down and the same per-path hook.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -77,6 +80,15 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
     def _forward(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
+        if self.server.canned is not None:
+            status, payload, extra = self.server.canned
+            self.send_response(status)
+            for key, value in {"Content-Length": str(len(payload)), **extra}.items():
+                self.send_header(key, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+            return
         if self.command == "GET" and self.server.take_slowdown():
             self.send_response(503)
             self.send_header("Content-Type", "application/xml")
@@ -85,7 +97,8 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(SLOWDOWN)
             return
         conn = http.client.HTTPConnection(self.server.upstream_host, self.server.upstream_port, timeout=60)
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "keep-alive")}
+        dropped = ("connection", "keep-alive", *(("if-match",) if self.server.strip_if_match else ()))
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
         conn.request(self.command, self.path, body=body, headers=headers)
         answer = conn.getresponse()
         self.send_response(answer.status)
@@ -122,6 +135,10 @@ class _ProxyServer(http.server.ThreadingHTTPServer):
         self.slowdowns_left = 0
         self.slowdowns_sent = 0
         self.delay_per_chunk = 0.0
+        self.strip_if_match = False
+        # (status, body, headers) answered to every request instead of forwarding it
+        self.canned: tuple[int, bytes, dict[str, str]] | None = None
+        self.hooks = ByteHooks()
         self._lock = threading.Lock()
 
     def take_slowdown(self) -> bool:
@@ -135,6 +152,30 @@ class _ProxyServer(http.server.ThreadingHTTPServer):
     def count(self, path: str, n: int) -> None:
         with self._lock:
             self.sent[path] += n
+            total = self.sent[path]
+        self.hooks.passed(path, total)
+
+
+class ByteHooks:
+    """Functions to call once a path has passed a number of body bytes (each called once, in the
+    server thread that passed them, before it sends more)."""
+
+    def __init__(self) -> None:
+        self._hooks: list[tuple[str, int, Callable[[], None]]] = []
+        self._lock = threading.Lock()
+        self.fired: list[str] = []
+
+    def add(self, path: str, after_bytes: int, action: Callable[[], None]) -> None:
+        with self._lock:
+            self._hooks.append((path, after_bytes, action))
+
+    def passed(self, path: str, total: int) -> None:
+        with self._lock:
+            due = [hook for hook in self._hooks if hook[0] == path and total >= hook[1]]
+            self._hooks = [hook for hook in self._hooks if hook not in due]
+        for hook_path, _, action in due:
+            action()
+            self.fired.append(hook_path)
 
 
 class S3Proxy:
@@ -188,12 +229,11 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
             return None
         return target
 
-    def _headers(self, target: Path, status: int, length: int, content_range: str = "") -> None:
-        stat = target.stat()
+    def _headers(self, etag: str, status: int, length: int, content_range: str = "") -> None:
         self.send_response(status)
         self.send_header("Accept-Ranges", "bytes")
         self.send_header("Content-Length", str(length))
-        self.send_header("ETag", f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"')
+        self.send_header("ETag", etag)
         if content_range:
             self.send_header("Content-Range", content_range)
         self.end_headers()
@@ -201,29 +241,55 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
     def do_HEAD(self) -> None:
         target = self._file()
         if target is not None:
-            self._headers(target, 200, target.stat().st_size)
+            self._headers(etag_of(os.stat(target)), 200, target.stat().st_size)
 
     def do_GET(self) -> None:
         target = self._file()
         if target is None:
             return
-        size = target.stat().st_size
-        start, end = 0, size - 1
-        status, content_range = 200, ""
-        wanted = self.headers.get("Range", "")
-        if wanted.startswith("bytes="):
-            first, _, last = wanted[6:].partition("-")
-            start, end = int(first), min(int(last) if last else size - 1, size - 1)
-            status, content_range = 206, f"bytes {start}-{end}/{size}"
-        self._headers(target, status, end - start + 1, content_range)
-        with open(target, "rb") as fh:
+        try:
+            fh = open(target, "rb")  # noqa: SIM115 - held across the answer: a replaced file keeps its bytes
+        except FileNotFoundError:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        with fh:
+            info = os.fstat(fh.fileno())
+            size = info.st_size
+            start, end = 0, size - 1
+            status, content_range = 200, ""
+            wanted = self.headers.get("Range", "")
+            if_range = self.headers.get("If-Range")
+            current = etag_of(info)
+            if if_range and if_range != current and self.server.changed_412:
+                self.send_response(412)  # what a server that treats If-Range as If-Match answers
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            if wanted.startswith("bytes=") and (not if_range or if_range == current or self.server.ignore_if_range):
+                first, _, last = wanted[6:].partition("-")
+                start, end = int(first), min(int(last) if last else size - 1, size - 1)
+                if start >= size:
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{size}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                status, content_range = 206, f"bytes {start}-{end}/{size}"
+            self._headers(current, status, end - start + 1, content_range)
             fh.seek(start)
             left = end - start + 1
             while left:
                 chunk = fh.read(min(left, 64 * 1024))
+                if not chunk:  # the file shrank under the answer: the client sees it cut short
+                    self.close_connection = True
+                    break
                 self.wfile.write(chunk)
                 left -= len(chunk)
                 self.server.count(self.path.split("?")[0], len(chunk))
+                if self.server.delay_per_chunk:
+                    time.sleep(self.server.delay_per_chunk)
 
 
 class _RangeServer(http.server.ThreadingHTTPServer):
@@ -233,11 +299,21 @@ class _RangeServer(http.server.ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _RangeHandler)
         self.root = root.resolve()
         self.sent: Counter[str] = Counter()
+        self.delay_per_chunk = 0.0
+        self.ignore_if_range = False
+        self.changed_412 = False
+        self.hooks = ByteHooks()
         self._lock = threading.Lock()
 
     def count(self, path: str, n: int) -> None:
         with self._lock:
             self.sent[path] += n
+            total = self.sent[path]
+        self.hooks.passed(path, total)
+
+
+def etag_of(info: os.stat_result) -> str:
+    return f'"{info.st_size:x}-{info.st_mtime_ns:x}"'
 
 
 class RangeServer:

@@ -232,7 +232,7 @@ def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path, daemon_j
     os.mkfifo(daemon_json)
     result = run_module(tmp_path, path=str(daemon_json), settings={"debug": True}, timeout=20)
     assert result.get("failed") is True
-    assert "not a regular file" in result["msg"]
+    assert "is a FIFO, not a regular file" in result["msg"]
     assert stat.S_ISFIFO(daemon_json.lstat().st_mode)
 
 

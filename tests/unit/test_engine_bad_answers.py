@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from gpuhost.cli import app
 from gpuhost.engine import EngineBadAnswer, EngineClient, EngineError
-from tests.support.bad_servers import SSH_BANNER, BadServer, Script, trickled_body, trickled_headers
+from tests.support.bad_servers import DOCKER_HEADERS, SSH_BANNER, BadServer, Script, trickled_body, trickled_headers
 
 BAD_ANSWERS = {
     "ssh-banner": Script(prefix=SSH_BANNER, answer_before_request=True),
@@ -114,7 +114,8 @@ def test_shapes_follow_the_endpoint(where: str | None) -> None:
 
 
 def test_an_error_status_with_a_huge_body_is_still_an_error(where: str | None) -> None:
-    script = Script(prefix=b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n",
+    script = Script(prefix=b"HTTP/1.1 404 Not Found\r\n" + DOCKER_HEADERS +
+                    b"Content-Type: application/json\r\nConnection: close\r\n\r\n",
                     filler_bytes=50 * 1024 * 1024, filler=b"x")
     with BadServer(script, where) as server, pytest.raises(EngineError) as caught:
         EngineClient(server.address, timeout=5.0).get("/containers/x/json")

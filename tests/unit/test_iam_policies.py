@@ -122,3 +122,16 @@ def test_aws_inventory_uses_no_option_that_needs_more_permissions() -> None:
         "route53_hostnames"
     ]
     assert allowed_actions(policy("gpuhost-inventory.json")) == {"ec2:DescribeInstances"}
+
+
+def test_prometheus_discovery_policy_only_reads() -> None:
+    # exactly what Prometheus' EC2 discovery calls: tests/integration/test_prometheus_discovery.py records it
+    document = policy("gpuhost-prometheus-ec2-sd.json")
+    assert allowed_actions(document) == {"ec2:DescribeInstances", "ec2:DescribeAvailabilityZones"}
+    assert all(statement["Resource"] == "*" and "Condition" not in statement for statement in document["Statement"])
+
+
+def test_every_policy_in_files_iam_is_tested() -> None:
+    assert sorted(p.name for p in POLICIES.glob("*.json")) == [
+        "gpuhost-inventory.json", "gpuhost-prometheus-ec2-sd.json", "gpuhost-tune-ebs.json",
+    ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import struct
 from pathlib import Path
 
@@ -117,6 +118,22 @@ def test_sync_options_are_checked_before_anything_is_contacted(tmp_path: Path, o
     arguments[option] = value
     with pytest.raises(UsageError):
         SyncOptions.parse(**arguments)  # type: ignore[arg-type]
+
+
+def test_verify_calls_a_fifo_or_a_device_where_a_model_goes_corrupt_without_reading_it(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, [{"path": "vae/fifo.safetensors", "size": 1},
+                                         {"path": "vae/zero.safetensors", "size": 1},
+                                         {"path": "vae/folder.safetensors", "size": 1}])
+    models = tmp_path / "models"
+    (models / "vae" / "folder.safetensors").mkdir(parents=True)
+    os.mkfifo(models / "vae" / "fifo.safetensors")  # size 0: "short" would hide what it is
+    (models / "vae" / "zero.safetensors").symlink_to("/dev/zero")
+    result = verify(ModelsOptions.parse(directory=str(models), manifest=manifest))
+    assert {f.name: (f.action, f.problem) for f in result.files} == {
+        "fifo.safetensors": ("corrupt", "is a FIFO, not a regular file"),
+        "zero.safetensors": ("corrupt", "is a character device, not a regular file"),
+        "folder.safetensors": ("corrupt", "is a directory, not a regular file"),
+    }
 
 
 def test_verify_names_each_bad_file_and_the_rule_fails_on_the_record(tmp_path: Path) -> None:

@@ -19,9 +19,9 @@ from gpuhost.agent import main as agent_main
 from gpuhost.cli import app
 from gpuhost.comfyui.container import check_container_ref, container_from_inspect
 from gpuhost.model import UsageError
-from tests.support.bad_servers import BadServer, Script
+from tests.support.bad_servers import BadServer, Script, docker_response
 
-NO_SUCH = Script.body(b'{"message": "No such object"}', status="404 Not Found")
+NO_SUCH = Script(prefix=docker_response(b'{"message": "No such object"}', status="404 Not Found"))
 
 
 @pytest.fixture(scope="module")

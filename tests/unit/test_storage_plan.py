@@ -384,3 +384,122 @@ def test_system_directories_are_refused_as_mount_paths(mount_path: str) -> None:
 )
 def test_dedicated_mount_points_are_accepted_and_normalised(mount_path: str, normalised: str) -> None:
     assert StorageRequest.parse(mount_path=mount_path).mount_path == normalised
+
+
+# --- paths judged where they really lead: symlinks, `..`, `%`, white space ------------------------------
+
+
+@pytest.fixture
+def links(tmp_path: Path) -> Path:
+    """A directory of symlinks to system directories and to harmless ones, relative and absolute."""
+    (tmp_path / "real" / "deeper").mkdir(parents=True)
+    for name, target in {
+        "to-root": "/", "to-etc": "/etc", "to-usr": "/usr", "to-var-lib": "/var/lib", "to-var": "/var",
+        "to-boot": "/boot", "up-to-root": "../" * (len(tmp_path.parts) - 1), "relative-to-etc":
+        "../" * (len(tmp_path.parts) - 1) + "etc", "dangling-into-etc": "/etc/gpuhost-no-such-dir",
+        "loop-a": "loop-b", "loop-b": "loop-a", "self": "self", "to-real": "real",
+        "to-real-abs": str(tmp_path / "real"),
+        "chain": "to-real/deeper", "to-docker": "/var/lib/docker", "to-newline": "/srv/a\n[Mount]",
+        "to-trailing-space": "/srv/docker ", "to-mnt": "/mnt", "into-link-then-up": "to-etc/..",
+    }.items():
+        (tmp_path / name).symlink_to(target)
+    return tmp_path
+
+
+REFUSED_THROUGH_LINKS = [
+    ("to-root", "is the root filesystem"),
+    ("to-etc", "/etc is a system directory"),
+    ("to-etc/docker", "/etc/docker is under the system directory /etc"),
+    ("to-usr/lib", "under the system directory /usr"),
+    ("to-var-lib", "/var/lib is under the system directory /var"),
+    ("to-var", "/var is a system directory"),
+    ("to-boot/efi", "under the system directory /boot"),
+    ("up-to-root", "is the root filesystem"),
+    ("relative-to-etc", "/etc is a system directory"),
+    ("dangling-into-etc", "under the system directory /etc"),
+    ("loop-a", "link loop"),
+    ("self/x", "link loop"),
+    ("to-newline", "control characters"),
+    ("to-trailing-space", "spaces or control characters"),
+    ("to-mnt", "/mnt holds other directories"),
+    ("into-link-then-up", "is the root filesystem"),
+]
+
+
+@pytest.mark.parametrize(("name", "words"), REFUSED_THROUGH_LINKS, ids=[n for n, _ in REFUSED_THROUGH_LINKS])
+@pytest.mark.parametrize("option", ["mount_path", "fallback_data_root"])
+def test_a_path_that_leads_to_a_system_directory_through_a_symlink_is_refused(
+    links: Path, option: str, name: str, words: str
+) -> None:
+    with pytest.raises(UsageError, match=re.escape(words)) as caught:
+        StorageRequest.parse(**{option: str(links / name)})  # type: ignore[arg-type]
+    assert caught.value.remedy
+    assert str(links / name.split("/")[0]) in str(caught.value)  # names the path as typed
+
+
+@pytest.mark.parametrize(
+    ("name", "leads_to"),
+    [("to-real", "real"), ("to-real-abs", "real"), ("chain", "real/deeper"), ("to-real/new-dir", "real/new-dir"),
+     ("real", "real")],
+)
+def test_a_harmless_symlink_is_planned_as_the_directory_it_leads_to(links: Path, name: str, leads_to: str) -> None:
+    assert StorageRequest.parse(mount_path=str(links / name)).mount_path == str(links / leads_to)
+    fallback = StorageRequest.parse(mount_path="/srv/docker", fallback_data_root=str(links / name))
+    assert fallback.fallback_data_root == str(links / leads_to)
+
+
+def test_docker_own_directory_through_a_symlink_is_accepted(links: Path) -> None:
+    assert StorageRequest.parse(mount_path=str(links / "to-docker")).mount_path == "/var/lib/docker"
+    assert StorageRequest.parse(fallback_data_root=str(links / "to-var-lib" / "docker")).fallback_data_root == (
+        "/var/lib/docker"
+    )
+
+
+@pytest.mark.parametrize(
+    "fallback",
+    ["/var/../etc", "/srv/../../usr", "/var/lib/docker/../../..", "relative", "/etc", "/var/lib", "/", "/mnt",
+     "/srv/old\n", "/srv/old ", " /srv/old", "/srv/old\\", "/srv/\x00old", "/srv/old\r", "/srv/old\t"],
+    ids=ascii,
+)
+def test_a_fallback_data_root_through_dot_dot_or_at_a_system_directory_is_refused(fallback: str) -> None:
+    with pytest.raises(UsageError, match="fallback data-root") as caught:
+        StorageRequest.parse(fallback_data_root=fallback)
+    assert caught.value.remedy
+
+
+@pytest.mark.parametrize("fallback", ["/mnt/docker", "/mnt/docker/", "/mnt/docker/old", "/mnt//docker/./old"])
+def test_a_fallback_data_root_that_overlaps_the_mount_path_is_refused(fallback: str) -> None:
+    with pytest.raises(UsageError, match="overlap"):
+        StorageRequest.parse(mount_path="/mnt/docker", fallback_data_root=fallback)
+    with pytest.raises(UsageError, match="overlap"):
+        StorageRequest.parse(mount_path="/mnt/docker/old/new", fallback_data_root="/mnt/docker")
+
+
+@pytest.mark.parametrize(
+    "mount_path",
+    ["/mnt/docker /", "/mnt/docker\\", "/mnt/x/\\", "/mnt/a\u2028b", "/mnt/a\x85b", "/mnt/\x7f",
+     "/mnt/" + "%" * 80],  # every % becomes \x25 in the unit name: 4 * 80 > 255
+    ids=ascii,
+)
+def test_a_mount_path_a_unit_cannot_carry_is_refused(mount_path: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        StorageRequest.parse(mount_path=mount_path)
+    assert caught.value.remedy
+
+
+@pytest.mark.parametrize(
+    ("mount_path", "unit"),
+    [("/mnt/100%", "mnt-100\\x25.mount"), ("/srv/my docker", "srv-my\\x20docker.mount"),
+     ("/srv/é", "srv-\\xc3\\xa9.mount"), ("/srv/%h%n", "srv-\\x25h\\x25n.mount"),
+     ("/data/$HOME", "data-\\x24HOME.mount")],
+)
+def test_percent_spaces_and_unicode_are_planned_and_escaped_in_the_unit_name(mount_path: str, unit: str) -> None:
+    plan = plan_storage(StorageRequest.parse(mount_path=mount_path), str(XLARGE), probe_with())
+    assert plan.request.mount_path == mount_path
+    assert plan.mount_unit == unit == mount_unit_name(mount_path)
+    if shutil.which("systemd-escape"):
+        import subprocess
+
+        expected = subprocess.run(["systemd-escape", "--path", "--suffix=mount", mount_path], capture_output=True,
+                                  text=True, check=True).stdout.strip()
+        assert unit == expected

@@ -87,3 +87,66 @@ def test_refused_requests_are_the_same_usage_error(options: list[str], capsys: p
     assert cli_code == agent_code == 2
     assert cli_json == agent_json
     assert cli_json["exit_code"] == 2 and cli_json["error"]
+
+
+@pytest.fixture
+def linked(tmp_path: Path) -> Path:
+    (tmp_path / "real").mkdir()
+    for name, target in {"to-etc": "/etc", "to-var-lib": "/var/lib", "relative-up": "../" * len(tmp_path.parts),
+                         "loop": "loop", "to-real": "real", "to-root": "/", "to-usr": "/usr"}.items():
+        (tmp_path / name).symlink_to(target)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--mount-path", "{tmp}/to-etc"],
+        ["--mount-path", "{tmp}/to-root"],
+        ["--mount-path", "{tmp}/to-usr/local/docker"],
+        ["--mount-path", "{tmp}/relative-up"],
+        ["--mount-path", "{tmp}/to-var-lib"],
+        ["--mount-path", "{tmp}/to-var-lib/docker-x/.."],
+        ["--mount-path", "{tmp}/relative-up/usr"],
+        ["--mount-path", "{tmp}/loop/docker"],
+        ["--mount-path", "/mnt/docker\n"],
+        ["--mount-path", "/mnt/docker /"],
+        ["--mount-path", "/mnt/docker\\"],
+        ["--missing-disk-policy", "fallback", "--fallback-data-root", "/var/../etc"],
+        ["--missing-disk-policy", "fallback", "--fallback-data-root", "{tmp}/to-etc"],
+        ["--missing-disk-policy", "fallback", "--fallback-data-root", "{tmp}/to-var-lib"],
+        ["--missing-disk-policy", "fallback", "--fallback-data-root", "{tmp}/loop"],
+        ["--missing-disk-policy", "fallback", "--fallback-data-root", "/srv/old "],
+        ["--missing-disk-policy", "fallback", "--fallback-data-root", "/mnt/docker/old"],
+    ],
+    ids=lambda o: ascii(" ".join(o))[:60],
+)
+def test_paths_through_dot_dot_and_symlinks_are_the_same_usage_error(
+    options: list[str], linked: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [o.replace("{tmp}", str(linked)) for o in options]
+    (cli_code, cli_json), (agent_code, agent_json) = both([*args, *NO_DOCKER], capsys)
+    assert cli_code == agent_code == 2
+    assert cli_json == agent_json
+    assert cli_json["exit_code"] == 2 and cli_json["error"] and cli_json["remedy"]
+
+
+@pytest.mark.parametrize(
+    ("options", "mount_path", "fallback"),
+    [
+        (["--mount-path", "{tmp}/to-real"], "{tmp}/real", None),
+        (["--mount-path", "{tmp}/to-var-lib/docker"], "/var/lib/docker", None),
+        (["--mount-path", "/mnt/100% docker", "--missing-disk-policy", "fallback", "--fallback-data-root",
+          "{tmp}/to-real"], "/mnt/100% docker", "{tmp}/real"),
+    ],
+)
+def test_both_front_ends_plan_where_a_path_really_leads(
+    options: list[str], mount_path: str, fallback: str | None, linked: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [o.replace("{tmp}", str(linked)) for o in options]
+    absent = ["--daemon-json", str(linked / "absent.json"), "--config", str(linked / "absent")]
+    (cli_code, cli_json), (agent_code, agent_json) = both([*args, *absent, *NO_DOCKER], capsys)
+    assert (cli_code, cli_json) == (agent_code, agent_json)
+    assert cli_json["mount_path"] == cli_json["config"]["mount_path"] == mount_path.replace("{tmp}", str(linked))
+    if fallback is not None:
+        assert cli_json["config"]["fallback_data_root"] == fallback.replace("{tmp}", str(linked))

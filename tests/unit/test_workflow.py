@@ -90,8 +90,13 @@ def mutate(body: dict[str, Any], node: str, **inputs: Any) -> dict[str, Any]:
         ("3", {"scheduler": "sharp"}, "value_not_in_list", "scheduler: 'sharp' not in ['simple'"),
         ("5", {"width": None}, "required_input_missing", "width"),
         ("3", {"positive": ["6", 0, 1]}, "bad_linked_input", "positive"),
-        ("3", {"model": ["99", 0]}, "linked_node_missing", "model: node '99'"),
-        ("3", {"model": ["4", 7]}, "linked_output_missing", "model: CheckpointLoaderSimple has 3 outputs, not slot 7"),
+        # what ComfyUI raises, recorded on the node that raised, with the input of the node below it
+        ("3", {"model": ["99", 0]}, "exception_during_inner_validation", "'99'"),
+        ("3", {"model": [99, 0]}, "exception_during_inner_validation", "99"),
+        ("3", {"model": ["4", 7]}, "exception_during_inner_validation", "tuple index out of range"),
+        ("3", {"model": ["4", "0"]}, "exception_during_inner_validation",
+         "tuple indices must be integers or slices, not str"),
+        ("3", {"model": [["4"], 0]}, "exception_during_inner_validation", "unhashable type: 'list'"),
         ("3", {"model": ["4", 1]}, "return_type_mismatch", "model, received_type(CLIP) mismatch input_type(MODEL)"),
     ],
 )
@@ -123,14 +128,38 @@ def test_errors_in_two_nodes_are_both_reported(object_info: dict[str, Any], requ
     ]
 
 
-def test_unknown_node_type_is_missing_node_type(object_info: dict[str, Any], request_body: dict[str, Any]) -> None:
+def test_unknown_node_type_is_invalid_prompt(object_info: dict[str, Any], request_body: dict[str, Any]) -> None:
     graph = copy.deepcopy(request_body["prompt"])
     graph["10"] = {"class_type": "FlashVSRNode", "inputs": {}}
     report = validate(graph, object_info)
-    assert report.comfyui_response["error"]["type"] == "missing_node_type"
-    assert report.comfyui_response["error"]["details"] == "Node ID '#10'"
+    assert report.comfyui_response == {"error": {
+        "type": "invalid_prompt", "message": "Cannot execute because node FlashVSRNode does not exist.",
+        "details": "Node ID '#10'", "extra_info": {}}, "node_errors": {}}
     [finding] = workflow_findings(report)
     assert "FlashVSRNode" in finding.message and "custom node" in finding.remedy
+    assert finding.evidence["node_id"] == "10"
+
+
+@pytest.mark.parametrize(("node", "message"), [
+    ({"inputs": {}}, "Cannot execute because a node is missing the class_type property."),
+    ({"class_type": None, "inputs": {}}, "Cannot execute because node None does not exist."),
+    ({"class_type": 5, "inputs": {}}, "Cannot execute because node 5 does not exist."),
+])
+def test_a_node_without_a_known_class_type(object_info: dict[str, Any], request_body: dict[str, Any],
+                                           node: dict[str, Any], message: str) -> None:
+    graph = {"10": node, **copy.deepcopy(request_body["prompt"])}
+    error = validate(prompt_graph(graph), object_info).comfyui_response["error"]
+    assert (error["type"], error["message"], error["details"]) == ("invalid_prompt", message, "Node ID '#10'")
+
+
+def test_a_node_without_inputs_raises_where_comfyui_does(object_info: dict[str, Any],
+                                                         request_body: dict[str, Any]) -> None:
+    graph = copy.deepcopy(request_body["prompt"])
+    del graph["5"]["inputs"]
+    report = validate(graph, with_models(object_info, "v1-5-pruned-emaonly.safetensors"))
+    [problem] = report.problems
+    assert (problem.node_id, problem.type, problem.details) == ("5", "exception_during_inner_validation", "'inputs'")
+    assert problem.extra_info["exception_type"] == "KeyError" and problem.input_name == "latent_image"
 
 
 def test_no_output_node(object_info: dict[str, Any], request_body: dict[str, Any]) -> None:
@@ -165,7 +194,7 @@ def test_bad_workflow_files_are_usage_errors(tmp_path: Path, content: str, messa
 
 
 def test_missing_workflow_file(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="not found"):
+    with pytest.raises(UsageError, match="does not exist"):
         load_workflow(str(tmp_path / "nope.json"))
 
 
@@ -175,12 +204,15 @@ def test_missing_workflow_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ('{"1": {"class_type": ["SaveImage"], "inputs": {}}}', "class_type must be a string"),
-        ('{"1": {"class_type": 5, "inputs": {}}}', "class_type must be a string"),
+        ('{"1": {"class_type": ["SaveImage"], "inputs": {}}}', "class_type must be a node's name"),
+        ('{"1": {"class_type": {"name": "SaveImage"}, "inputs": {}}}', "ComfyUI answers HTTP 500"),
+        ('{"prompt": {"1": {"class_type": "SaveImage"}}, "partial_execution_targets": "1"}',
+         "partial_execution_targets must be a list"),
         ('{"3": {"class_type": "KSampler", "inputs": {"seed": Infinity}}}', "Infinity is not a JSON number"),
         ('{"3": {"class_type": "KSampler", "inputs": {"seed": NaN}}}', "NaN is not a JSON number"),
         ('{"3": {"class_type": "KSampler", "inputs": {"cfg": 1e400}}}', "does not fit a number"),
-        ("[" * 100_000 + "]" * 100_000, "is not valid JSON"),
+        ("[" * 100_000 + "]" * 100_000, "nests deeper than 100 levels"),
+        ("[" * 500 + "]" * 500, "nests deeper than 100 levels"),
     ],
 )
 def test_hostile_workflow_files_are_usage_errors(tmp_path: Path, content: str, message: str) -> None:
@@ -190,13 +222,24 @@ def test_hostile_workflow_files_are_usage_errors(tmp_path: Path, content: str, m
         load_workflow(str(path))
 
 
-def test_a_non_finite_value_given_as_text_is_invalid_input(
+def test_non_finite_values_given_as_text_are_what_python_makes_of_them(
     object_info: dict[str, Any], request_body: dict[str, Any]
 ) -> None:
     info = with_models(object_info, "v1-5-pruned-emaonly.safetensors")
-    report = validate(mutate(request_body, "3", cfg="1e400", seed="inf"), info)
-    assert sorted(p.type for p in report.problems) == ["invalid_input_type", "invalid_input_type"]
-    json.dumps(report.to_dict(), allow_nan=False)  # the report stays strict JSON
+    # int("inf") fails; float("1e400") is infinity, above cfg's max; float("nan") passes min and max
+    report = validate(mutate(request_body, "3", cfg="1e400", seed="inf", denoise="nan"), info)
+    assert sorted((p.input_name, p.type) for p in report.problems) == [
+        ("cfg", "value_bigger_than_max"), ("seed", "invalid_input_type")]
+    [cfg] = [p for p in report.problems if p.input_name == "cfg"]
+    assert cfg.message == "Value inf bigger than max of 100.0" and cfg.received == "inf"
+    [nan] = report.warnings
+    assert (nan.type, nan.input_name) == ("nan", "denoise") and "computes with NaN" in nan.message
+    text = json.dumps(report.to_dict(), allow_nan=False)  # the report stays strict JSON
+    assert '"received_value": "inf"' in text
+    report = validate(mutate(request_body, "3", denoise="nan"), info)
+    assert report.valid and report.comfyui_status == 200 and [w.type for w in report.warnings] == ["nan"]
+    [finding] = [f for f in workflow_findings(report) if f.severity is Severity.WARN]
+    assert "denoise" in finding.message and finding.remedy
 
 
 def chain(length: int) -> dict[str, Any]:
@@ -211,7 +254,8 @@ def chain(length: int) -> dict[str, Any]:
     return graph
 
 
-def test_a_chain_of_many_linked_nodes_has_no_recursion_limit(object_info: dict[str, Any]) -> None:
+def test_a_chain_deeper_than_comfyuis_recursion_is_refused_where_comfyui_refuses_it(
+        object_info: dict[str, Any]) -> None:
     info = copy.deepcopy(object_info)
     info["LatentUpscaleBy"] = {
         "input": {"required": {"samples": ["LATENT"], "upscale_method": [["nearest-exact", "bilinear"]],
@@ -219,23 +263,36 @@ def test_a_chain_of_many_linked_nodes_has_no_recursion_limit(object_info: dict[s
         "output": ["LATENT"], "output_node": False,
     }
     info["LatentSink"] = {"input": {"required": {"samples": ["LATENT"]}}, "output": [], "output_node": True}
+    # 0.3.64 validates by recursion: sink (depth 1) -> 4999 -> ... runs out of Python's recursion limit
+    # (measured: the call at depth 986 fails, the frame at depth 980 records it on the node at depth 981)
     graph = chain(5000)
     graph["sink"] = {"class_type": "LatentSink", "inputs": {"samples": ["4999", 0]}}
     report = validate(graph, info)
-    assert report.valid and report.nodes == 5001
-    graph["0"]["inputs"]["width"] = 0  # the far end of the chain is wrong: the output depends on it
-    report = validate(graph, info)
+    assert report.nodes == 5001 and report.comfyui_status == 400
+    [problem] = report.problems
+    assert (problem.node_id, problem.type) == ("4020", "exception_during_inner_validation")
+    assert problem.details == "maximum recursion depth exceeded while calling a Python object"
+    assert "deeper than ComfyUI 0.3.64's validation can follow" in problem.sentence()
+    short = chain(900)  # within the limit: validated to its far end, which is wrong
+    short["sink"] = {"class_type": "LatentSink", "inputs": {"samples": ["899", 0]}}
+    short["0"]["inputs"]["width"] = 0
+    report = validate(short, info)
     [problem] = report.problems
     assert (problem.node_id, problem.type) == ("0", "value_smaller_than_min")
     assert report.comfyui_response["node_errors"]["0"]["dependent_outputs"] == ["sink"]
 
 
-def test_a_cycle_is_walked_once(object_info: dict[str, Any]) -> None:
+def test_a_cycle_is_refused_and_named(object_info: dict[str, Any]) -> None:
     info = copy.deepcopy(object_info)
     info["Loop"] = {"input": {"required": {"x": ["LATENT"]}}, "output": ["LATENT"], "output_node": True}
     graph = {"a": {"class_type": "Loop", "inputs": {"x": ["b", 0]}},
              "b": {"class_type": "Loop", "inputs": {"x": ["a", 0]}}}
-    assert validate(graph, info).valid
+    report = validate(graph, info)
+    # ComfyUI recurses to its limit, and the frames that unwind record no error of their own
+    assert report.comfyui_status == 400 and report.comfyui_response["node_errors"] == {}
+    assert report.comfyui_response["error"]["details"] == ""
+    [cycle] = [p for p in report.problems if p.type == "link_cycle"]
+    assert cycle.details.startswith("a -> b -> a:")
 
 
 def object_info_with(**changes: Any) -> bytes:

@@ -6,14 +6,15 @@ Size and header only: a check stays well under a second; `gpuhost models verify`
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Optional
 
+from gpuhost import userfile
 from gpuhost.comfyui.models.catalog import ModelFile
 from gpuhost.comfyui.models.local import check_local
 from gpuhost.comfyui.models.sync import DEFAULT_RECORD
+from gpuhost.redact import redact_url
 
 
 @dataclass
@@ -32,20 +33,22 @@ class ModelsFacts:
     directory: str = ""
     files: list[ModelFileFacts] = field(default_factory=list)
     error: str = ""
+    # the filesystem of the models directory (its nearest existing parent): free and total bytes
+    free_bytes: Optional[int] = None
+    total_bytes: Optional[int] = None
 
 
 def collect_models(root: str = "/", record: str = DEFAULT_RECORD) -> ModelsFacts:
     path = os.path.join(root, record.lstrip("/"))
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
-        return ModelsFacts()
-    except (OSError, ValueError) as exc:
-        return ModelsFacts(record=record, error=f"{record}: {getattr(exc, 'strerror', None) or exc}")
+        data = userfile.load_json(path, "", userfile.RECORD_MAX)
+    except userfile.UserFileError as exc:
+        if exc.missing:
+            return ModelsFacts()
+        return ModelsFacts(record=record, error=str(exc).replace(path, record, 1))
     facts = ModelsFacts(record=record)
     try:
-        facts.source = str(data.get("source", ""))
+        facts.source = redact_url(str(data.get("source", "")))
         facts.directory = str(data["directory"])
         entries = list(data["files"])
         models = [
@@ -57,10 +60,23 @@ def collect_models(root: str = "/", record: str = DEFAULT_RECORD) -> ModelsFacts
         facts.error = f"{record}: not a models record ({type(exc).__name__}: {exc})"
         return facts
     directory = os.path.join(root, facts.directory.lstrip("/"))
+    facts.free_bytes, facts.total_bytes = _space(directory, root)
     for model in models:
         state = check_local(model, model.local_path(directory), hash_files=False)
         facts.files.append(ModelFileFacts(model.folder, model.name, model.size, state.status, state.problem))
     return facts
+
+
+def _space(directory: str, root: str) -> tuple[Optional[int], Optional[int]]:
+    """Free (for unprivileged users, as `df` shows it) and total bytes where the directory is or will be."""
+    probe = directory
+    while not os.path.exists(probe) and len(probe) > len(root.rstrip("/")) + 1:
+        probe = os.path.dirname(probe)
+    try:
+        stats = os.statvfs(probe)
+    except OSError:
+        return None, None
+    return stats.f_bavail * stats.f_frsize, stats.f_blocks * stats.f_frsize
 
 
 def _optional(value: object) -> Optional[str]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from gpuhost.comfyui.models.catalog import ModelFile
-from gpuhost.model import ExitCode, UsageError
+from gpuhost.model import ExitCode, UsageError, for_humans
+from gpuhost.redact import redact_url, redact_urls
 
 SCHEMA = "gpuhost.models/v1"
 
@@ -26,19 +28,28 @@ def check_directory(path: str, what: str = "--to") -> str:
     return path
 
 
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 @dataclass
 class FileResult:
     folder: str
     name: str
     path: str
     size: int
-    # sync: fetched | resumed | skipped | failed; --dry-run: would-fetch | would-resume | present | failed;
-    # verify: ok | missing | short | long | corrupt | unlisted
+    # sync: fetched | resumed | skipped | failed | interrupted; --dry-run: would-fetch | would-resume | present |
+    # failed; verify: ok | missing | short | long | corrupt | unlisted
     action: str
     bytes_fetched: int = 0
     bytes_resumed: int = 0
     seconds: float = 0.0
     problem: str = ""
+    # failed because the source could not be read (access refused mid-copy): the run's exit code is 3
+    unreadable: bool = False
 
     @property
     def relpath(self) -> str:
@@ -46,9 +57,13 @@ class FileResult:
 
     @classmethod
     def of(cls, model: ModelFile, path: str, action: str, *, problem: str = "", fetched: int = 0, resumed: int = 0,
-           seconds: float = 0.0) -> FileResult:
+           seconds: float = 0.0, unreadable: bool = False) -> FileResult:
         return cls(folder=model.folder, name=model.name, path=path, size=model.size, action=action,
-                   bytes_fetched=fetched, bytes_resumed=resumed, seconds=round(seconds, 3), problem=problem)
+                   bytes_fetched=fetched, bytes_resumed=resumed, seconds=round(seconds, 3), problem=problem,
+                   unreadable=unreadable)
+
+    def __post_init__(self) -> None:
+        self.problem = redact_urls(self.problem)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -83,14 +98,24 @@ class ModelsResult:
     seconds: float = 0.0
     prediction: Optional[Prediction] = None
     url: str = ""
+    # the signal (SIGINT 2, SIGTERM 15) that stopped a sync: its exit code is 128 + the signal's number
+    interrupted_by: int = 0
+
+    def __post_init__(self) -> None:
+        self.source, self.url = redact_url(self.source), redact_url(self.url)
 
     @property
     def failed(self) -> list[FileResult]:
         return [f for f in self.files if f.action not in GOOD]
 
     @property
-    def exit_code(self) -> ExitCode:
-        return ExitCode.FAILING if self.failed else ExitCode.OK
+    def exit_code(self) -> int:
+        if self.interrupted_by:
+            return 128 + self.interrupted_by
+        failed = self.failed
+        if any(f.unreadable for f in failed):
+            return int(ExitCode.SOURCE_UNREADABLE)
+        return int(ExitCode.FAILING if failed else ExitCode.OK)
 
     @property
     def changed(self) -> bool:
@@ -102,7 +127,17 @@ class ModelsResult:
 
     @property
     def message(self) -> str:
+        """One sentence for people (file names and problems in it escaped: gpuhost.model.for_humans)."""
+        return for_humans(self._message())
+
+    def _message(self) -> str:
         failed = self.failed
+        if self.interrupted_by:
+            stopped = [f for f in failed if f.action == "interrupted"]
+            done = [f for f in self.files if f.action in GOOD]
+            return (f"stopped by {signal_name(self.interrupted_by)}: {len(done)} of {len(self.files)} model files "
+                    f"present and whole, {len(stopped)} not finished; their parts are kept (NAME.part) and the next "
+                    "sync resumes them")
         if failed:
             names = ", ".join(f"{f.relpath} ({f.action}: {f.problem})" for f in failed[:5])
             more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""

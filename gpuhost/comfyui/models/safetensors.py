@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import struct
 from typing import Any, BinaryIO
 
@@ -64,6 +65,8 @@ def check_safetensors(fh: BinaryIO, size: int) -> str:
         header = json.loads(raw)
     except ValueError as exc:
         return f"the header is not JSON: {exc}"
+    except RecursionError:
+        return "the header is not JSON a loader reads: nested too deeply"
     if not isinstance(header, dict):
         return "the header is not a JSON object"
     return check_header(header, 8 + length, size)
@@ -97,16 +100,21 @@ def check_header(header: dict[str, Any], data_start: int, size: int) -> str:
     return ""
 
 
-def check_model_file(path: str, name: str = "") -> str:
+def check_model_file(path: str, name: str = "", fd: int = -1) -> str:
     """"" when the file looks whole by its own format (by the extension of `name`, default `path`),
     else the problem. Formats without a checkable header still fail when they are an HTML page, an
-    LFS pointer or an error answer."""
+    LFS pointer or an error answer. With `fd`, the open file is read (not `path`: sync checks the
+    very file it wrote)."""
     kind = (name or path).lower()
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as fh:
+        opened = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC) if fd < 0 else os.dup(fd)
+        with os.fdopen(opened, "rb") as fh:
+            info = os.fstat(fh.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                return "not a regular file"
+            fh.seek(0)
             if kind.endswith(SAFETENSORS_SUFFIXES):
-                return check_safetensors(fh, size)
+                return check_safetensors(fh, info.st_size)
             head = fh.read(64)
     except OSError as exc:
         return f"cannot read it: {exc.strerror}"

@@ -13,6 +13,7 @@ from gpuhost.comfyui.models.https import check_http_url, get_json
 from gpuhost.comfyui.models.local import check_local
 from gpuhost.comfyui.models.report import FileResult, ModelsResult, check_directory
 from gpuhost.model import UsageError
+from gpuhost.redact import redact_url
 from gpuhost.units import parse_duration
 
 
@@ -45,7 +46,7 @@ def run(options: ModelsOptions) -> ModelsResult:
         for folder in options.catalog.folders():
             names = get_json(f"{options.url}/models/{quote(folder)}", timeout_s=options.timeout_s)
             if not isinstance(names, list):
-                raise UsageError(f"{options.url}/models/{folder} is not a list: is that a ComfyUI server?")
+                raise UsageError(f"{redact_url(options.url)}/models/{folder} is not a list: is that a ComfyUI server?")
             listed[folder] = {str(n).replace("\\", "/") for n in names}
     for model in options.catalog.files:
         path = model.local_path(options.directory)
@@ -53,7 +54,8 @@ def run(options: ModelsOptions) -> ModelsResult:
         if state.ok and options.url and model.name not in listed.get(model.folder, set()):
             result.files.append(FileResult.of(
                 model, path, "unlisted",
-                problem=f"ComfyUI at {options.url} does not list it in {model.folder} (extra_model_paths.yaml?)"))
+                problem=f"ComfyUI at {redact_url(options.url)} does not list it in {model.folder} "
+                        "(extra_model_paths.yaml?)"))
             continue
         result.files.append(FileResult.of(model, path, state.status, problem=state.problem))
     result.seconds = time.monotonic() - started
