@@ -38,6 +38,30 @@ ensure_dockerd() {
     die "dockerd did not answer within 60 s"
 }
 
+# The script's usage: its header comment, from the second line to the first line that is not a comment.
+usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
+
+# Bad usage: the reason and where the usage is, exit 2, before anything has changed.
+usage_error() {
+    printf 'error: %s\n(%s --help shows the usage)\n' "$*" "$0" >&2
+    exit 2
+}
+
+# Refuse one argument the script does not know: an option, or an operand it takes none of.
+refuse_argument() {
+    case $1 in
+        -?*) usage_error "unknown option: $1" ;;
+        *) usage_error "unexpected argument: $1" ;;
+    esac
+}
+
+# For the scripts that take no arguments: -h/--help prints the usage, anything else is refused.
+no_arguments() {
+    [ $# -gt 0 ] || return 0
+    case $1 in -h | --help) usage; exit 0 ;; esac
+    refuse_argument "$1"
+}
+
 # pip options that reach PyPI alone, whatever this machine's pip configuration says (find-links,
 # extra indexes, constraints files, PIP_* variables): --isolated, the index named, pip's own cache
 # off. GPUHOST_PYPI_INDEX_URL names a mirror; the CA bundle is the system's (a TLS-inspecting proxy).

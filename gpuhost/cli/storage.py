@@ -130,6 +130,11 @@ def print_plan(result: StoragePlan) -> None:
         elif data_root.switch:
             how = "copying its content first" if data_root.copy_data else "without copying"
             console.print(shown(f"data-root would move: {data_root.current} -> {data_root.target} ({how})"))
+            if data_root.keep_storage_driver:
+                console.print(shown(
+                    f"storage-driver {data_root.keep_storage_driver} is kept in daemon.json: the copied images and "
+                    "containers are stored with it"
+                ))
 
 
 @storage_app.command(epilog=docs_epilog("storage", EXIT_CODES))

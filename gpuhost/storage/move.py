@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from gpuhost.engine import EngineClient
 
 DEFAULT_DATA_ROOT = "/var/lib/docker"
+# The storage drivers Docker picks by itself on an XFS data-root (classic store, containerd store).
+AUTOMATIC_DRIVERS = ("overlay2", "overlayfs")
 
 
 @dataclass
@@ -34,6 +36,10 @@ class DataRootPlan:
     copy_data: bool = False  # the old directory is copied first
     blocked: str = ""  # why the switch cannot happen now ("" when it can)
     images: int | None = None
+    storage_driver: str = ""  # the driver the old data-root's content is stored with ("" unknown)
+    # set in daemon.json with data-root: the copied images and containers are only readable by the
+    # driver that wrote them, and Docker would pick overlay2 on the new disk by itself
+    keep_storage_driver: str = ""
 
 
 def _has_entries(path: str) -> bool:
@@ -42,6 +48,16 @@ def _has_entries(path: str) -> bool:
             return any(True for _ in entries)
     except OSError:
         return False
+
+
+def _driver_on_disk(data_root: str) -> str:
+    """The storage driver whose image metadata a data-root holds (`image/<driver>`), when exactly one."""
+    try:
+        with os.scandir(os.path.join(data_root, "image")) as entries:
+            drivers = [entry.name for entry in entries if entry.is_dir(follow_symlinks=False)]
+    except OSError:
+        return ""
+    return drivers[0] if len(drivers) == 1 else ""
 
 
 def plan_data_root(
@@ -73,6 +89,7 @@ def plan_data_root(
             plan.source = "engine"
             plan.live_restore = bool(info.get("LiveRestoreEnabled"))
             plan.images = int(info.get("Images") or 0)
+            plan.storage_driver = str(info.get("Driver") or "")
             if plan.live_restore and int(info.get("ContainersRunning") or 0):
                 listed = client.get("/containers/json") or []
                 plan.running_containers = sorted(
@@ -81,6 +98,11 @@ def plan_data_root(
     plan.switch = plan.current != target
     plan.old_has_data = plan.switch and _has_entries(plan.current)
     plan.copy_data = plan.switch and move and plan.old_has_data
+    if plan.copy_data and not plan.storage_driver:
+        plan.storage_driver = _driver_on_disk(plan.current)
+    configured_driver = str((config or {}).get("storage-driver") or "")
+    if plan.copy_data and not configured_driver and plan.storage_driver not in ("", *AUTOMATIC_DRIVERS):
+        plan.keep_storage_driver = plan.storage_driver
     if plan.switch and plan.running_containers:
         plan.blocked = (
             f"Docker runs with live-restore, so stopping it leaves {len(plan.running_containers)} container(s) "

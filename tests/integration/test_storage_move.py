@@ -58,6 +58,9 @@ def test_the_engine_knows_best_and_live_restore_blocks_the_move(tmp_path: Path) 
         assert plan.source == "engine" and plan.docker_running and plan.live_restore
         assert plan.current == str(daemon.base / "data")
         assert plan.copy_data and not plan.blocked  # nothing runs: stopping Docker leaves nothing behind
+        driver = str(client.get("/info")["Driver"])
+        assert plan.storage_driver == driver
+        assert plan.keep_storage_driver == ("" if driver in ("overlay2", "overlayfs") else driver)
 
         image = import_busybox(client, repo="gpuhost-storage-busybox")
         start_container(client, image, "gpuhost-storage-live")
@@ -66,6 +69,27 @@ def test_the_engine_knows_best_and_live_restore_blocks_the_move(tmp_path: Path) 
         assert "live-restore" in blocked.blocked and "gpuhost-storage-live" in blocked.blocked
         assert blocked.images == 1
         client.request("DELETE", "/containers/gpuhost-storage-live", params={"force": True})
+
+
+def test_the_storage_driver_of_the_copied_data_is_kept(tmp_path: Path) -> None:
+    """Images copied from a vfs (or btrfs, zfs...) data-root are readable only by that driver; Docker
+    would pick overlay2 on the new disk, so the plan keeps the driver unless daemon.json names one."""
+    with PrivateDockerd("vfs", {"storage-driver": "vfs"}) as daemon:
+        client = daemon.client()
+        import_busybox(client, repo="gpuhost-storage-busybox")
+        pinned = plan_data_root("/mnt/docker", str(daemon.config_path), client)
+        assert (pinned.storage_driver, pinned.copy_data, pinned.keep_storage_driver) == ("vfs", True, "")
+        # the driver chosen elsewhere (dockerd's command line, or by Docker itself): daemon.json lacks it
+        plain = tmp_path / "daemon.json"
+        plain.write_text("{}")
+        running = plan_data_root("/mnt/docker", str(plain), client)
+        assert (running.source, running.keep_storage_driver) == ("engine", "vfs")
+        # Docker out of reach (stopped, or not answering): the data-root it wrote says which driver
+        plain.write_text(json.dumps({"data-root": str(daemon.base / "data")}))
+        nowhere = EngineClient("unix:///nonexistent/docker.sock")
+        stopped = plan_data_root("/mnt/docker", str(plain), nowhere)
+        assert (stopped.source, stopped.storage_driver, stopped.keep_storage_driver) == ("daemon.json", "vfs", "vfs")
+        assert plan_data_root("/mnt/docker", str(plain), nowhere, move=False).keep_storage_driver == ""  # no copy
 
 
 def test_write_probe_measures_and_cleans_up(tmp_path: Path) -> None:

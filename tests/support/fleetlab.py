@@ -48,15 +48,18 @@ def _docker() -> Any:
 
 
 def ensure_image(release: str = "bookworm") -> str:
-    """Build the sshd image for a Debian release unless the one there was built from this Dockerfile."""
+    """Build the sshd image for a Debian release unless the one there was built from this Dockerfile
+    on the current base image (a rebuilt base image, e.g. with a fixed root mode, rebuilds it)."""
     import docker
 
     client = _docker()
     tag = f"{IMAGE}:{release}"
+    base = client.images.get(f"local/debian-systemd:{release}").id
     outdated = None
     try:
         image = client.images.get(tag)
-        if image.labels.get("gpuhost-fleet.dockerfile") == DOCKERFILE_SHA:
+        labels = image.labels
+        if labels.get("gpuhost-fleet.dockerfile") == DOCKERFILE_SHA and labels.get("gpuhost-fleet.base") == base:
             return tag
         outdated = image.id
     except docker.errors.ImageNotFound:
@@ -67,7 +70,7 @@ def ensure_image(release: str = "bookworm") -> str:
         rm=True,
         forcerm=True,
         network_mode="host",  # apt reaches deb.debian.org directly; no bridge needed
-        labels={"gpuhost-fleet.dockerfile": DOCKERFILE_SHA},
+        labels={"gpuhost-fleet.dockerfile": DOCKERFILE_SHA, "gpuhost-fleet.base": base},
     )
     if outdated:
         with contextlib.suppress(docker.errors.APIError):  # still used by a container of another run
