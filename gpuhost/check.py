@@ -8,14 +8,18 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from gpuhost.comfyui.instances import discover_gpus, instance_list
-from gpuhost.engine import DockerAddressError, docker_address
-from gpuhost.facts.docker import DAEMON_JSON
+from gpuhost.engine import DOCKER_HOST_OPTION, docker_address
+from gpuhost.facts.docker import DAEMON_JSON, DAEMON_JSON_OPTION
 from gpuhost.facts.source import SourceStatus
 from gpuhost.hostfacts import SCHEMA_VERSION, CollectOptions, HostFacts, collect_host_facts
 from gpuhost.model import ExitCode, Finding, Severity, UsageError, exit_code_for, to_jsonable, worst
+from gpuhost.options import AGENT, CLI, Command, Option, json_flag
 from gpuhost.rules import RuleOptions, RunAs, evaluate
 
 REPORT_SCHEMA = f"gpuhost.check/v{SCHEMA_VERSION}"
+DEFAULT_MIN_FREE_GB = 20.0
+MAX_FREE_GB = 1e9  # a GiB figure past any disk: larger is a typo
+FACT_AREAS = ("gpu", "docker", "toolkit", "cdi", "boot")
 
 
 @dataclass
@@ -34,7 +38,7 @@ class CheckOptions:
         dev_root: str = "/dev",
         docker_host: Optional[str] = None,
         daemon_json: str = DAEMON_JSON,
-        min_free_gb: float = 20.0,
+        min_free_gb: float = DEFAULT_MIN_FREE_GB,
         run_as: Optional[str] = None,
         strict: bool = False,
         fleet: bool = False,
@@ -48,16 +52,54 @@ class CheckOptions:
             identity = RunAs.parse(run_as) if run_as else None
         except ValueError as exc:
             raise UsageError(str(exc), "Example: --run-as 1000:1000,44") from exc
-        try:
-            if docker_host is not None or not fleet:
-                docker_address(docker_host)
-        except DockerAddressError as exc:
-            raise UsageError(str(exc), exc.remedy) from exc
+        if docker_host is not None or not fleet:
+            docker_address(docker_host)  # a DockerAddressError is a UsageError
         return cls(
             collect=CollectOptions(root=root, dev_root=dev_root, docker_host=docker_host, daemon_json=daemon_json),
             rules=RuleOptions(min_free_gib=min_free_gb, run_as=identity),
             strict=strict,
         )
+
+
+# --- the options, declared once (gpuhost.options): this host's check, and the agent's `facts` ---------------
+
+COLLECT_OPTIONS = (
+    Option("--root", "Read /proc, /sys and /etc under this directory (a captured tree).", kind="path", default="/"),
+    Option("--dev-root", "Where the /dev/nvidia* nodes are.", kind="path", default="/dev"),
+    DOCKER_HOST_OPTION,
+    DAEMON_JSON_OPTION,
+)
+RULE_OPTIONS = (
+    Option("--strict", "Exit 1 on warnings too.", kind="flag", default=False),
+    Option("--min-free-gb", "Fail when Docker's data-root has less free space than this (GiB).", kind="number",
+           default=DEFAULT_MIN_FREE_GB, minimum=0, maximum=MAX_FREE_GB, example="--min-free-gb 200"),
+    Option("--run-as", "Also check that a container running as this identity can open /dev/nvidia*.",
+           metavar="UID[:GID[,GID...]]", example="--run-as 1000:1000,44"),
+)
+OUTPUT_OPTIONS = (
+    json_flag("the report (schema gpuhost.check/v1)"),
+    Option("--format", "table (default), json (as --json) or prometheus: this host's metrics in Prometheus' text "
+           "format (docs/monitoring.md).", default="table", choices=("table", "json", "prometheus"), fronts=(CLI,)),
+    Option("--format", "json: the report (default); prometheus: the text exposition format (docs/monitoring.md).",
+           default="json", choices=("json", "prometheus"), fronts=(AGENT,)),
+    Option("--textfile-directory", "With --format prometheus: write gpuhost.prom and gpuhost-run.prom atomically "
+           "into node_exporter's textfile directory DIR and print a JSON summary; exit 0 when the check ran.",
+           kind="place", metavar="DIR", fronts=(AGENT,)),
+)
+FACTS = Command(
+    cli="",
+    agent="facts",
+    summary="collect this host's facts as JSON",
+    options=(
+        *COLLECT_OPTIONS,
+        Option("--area", "Collect only these areas (repeatable); the output is then {area: facts}.",
+               choices=FACT_AREAS, repeat=True),
+        Option("--proc-driver-version", "Read the loaded driver's version from FILE instead of "
+               "/proc/driver/nvidia/version (--area gpu).", kind="path", metavar="FILE"),
+        json_flag("the facts"),
+    ),
+    parsers=(CheckOptions.parse,),
+)
 
 
 @dataclass

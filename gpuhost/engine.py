@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO, Optional
 from urllib.parse import quote, urlencode, urlparse
 
+from gpuhost.model import ExitCode, GpuhostError, UsageError
+from gpuhost.options import Option
 from gpuhost.redact import redact_url
 from gpuhost.userfile import strict_loads
 
@@ -32,8 +34,15 @@ MAX_ANSWER_BYTES = 64 * 1024 * 1024
 MAX_ERROR_BYTES = 64 * 1024
 
 
-class EngineError(Exception):
-    """The Engine API answered with an error status."""
+DOCKER_REMEDY = "Start Docker, or run as root / a member of the docker group."
+
+
+class EngineError(GpuhostError):
+    """The Engine API answered with an error status (exit code 3 where nothing turned it into another
+    error: a 404 for a named container or image is bad input, and its caller says so)."""
+
+    exit_code = ExitCode.SOURCE_UNREADABLE
+    remedy = DOCKER_REMEDY
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"Docker Engine API {status}: {message}")
@@ -46,17 +55,23 @@ class EngineBadAnswer(EngineError):
     (no complete answer before the deadline), too large, or not the JSON the endpoint returns."""
 
     def __init__(self, host: str, message: str) -> None:
-        Exception.__init__(self, f"{host}: {message}")
+        GpuhostError.__init__(self, f"{host}: {message}")
         self.status = 0
         self.message = message
 
 
-class EngineUnavailable(Exception):
-    """Nothing answers at the daemon address (not installed or not running)."""
+class EngineUnavailable(GpuhostError):
+    """Nothing answers at the daemon address (not installed or not running): exit code 3."""
+
+    exit_code = ExitCode.SOURCE_UNREADABLE
+    remedy = DOCKER_REMEDY
 
 
-class EnginePermissionDenied(Exception):
-    """The socket exists but this user may not open it."""
+class EnginePermissionDenied(GpuhostError):
+    """The socket exists but this user may not open it: exit code 3."""
+
+    exit_code = ExitCode.SOURCE_UNREADABLE
+    remedy = DOCKER_REMEDY
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -81,15 +96,19 @@ def quote_ref(ref: str) -> str:
     return quote(ref, safe="")
 
 
-class DockerAddressError(ValueError):
-    """A Docker address (--docker-host or DOCKER_HOST) that is not one: bad usage, exit 2."""
-
-    def __init__(self, message: str, remedy: str) -> None:
-        super().__init__(message)
-        self.remedy = remedy
+class DockerAddressError(UsageError, ValueError):
+    """A Docker address (--docker-host or DOCKER_HOST) that is not one: bad usage, exit 2 (still a
+    ValueError for the callers that catch what an address may raise)."""
 
 
 ADDRESS_EXAMPLE = "unix:///var/run/docker.sock or tcp://127.0.0.1:2375"
+# every command that talks to Docker takes it; docker_address() checks it, and DOCKER_HOST alike
+DOCKER_HOST_OPTION = Option(
+    "--docker-host",
+    "Docker daemon address. Default: $DOCKER_HOST or unix:///var/run/docker.sock.",
+    metavar="HOST",
+    example="--docker-host unix:///run/docker.sock",
+)
 
 
 def docker_address(option: Optional[str] = None) -> str:

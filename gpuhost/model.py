@@ -138,24 +138,75 @@ def _convert(tp: Any, value: Any) -> Any:
     return value
 
 
-class SourceError(Exception):
+class GpuhostError(Exception):
+    """An error gpuhost reports as one message, a remedy and an exit code, never a traceback. Each kind
+    of error is a subclass that says its exit code; `failure_of` turns any exception into what both
+    front ends print."""
+
+    exit_code: ExitCode = ExitCode.FAILING
+    remedy: str = ""
+
+    def __init__(self, message: str, remedy: str | None = None, exit_code: ExitCode | None = None) -> None:
+        super().__init__(redact_urls(message))
+        if remedy is not None:
+            self.remedy = remedy
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class SourceError(GpuhostError):
     """A required source exists but could not be read (exit code 3)."""
+
+    exit_code = ExitCode.SOURCE_UNREADABLE
 
     def __init__(self, source: str, detail: str, remedy: str = "") -> None:
         # the source is often a URL, the detail an error that repeats it: never with its credentials
         source, detail = redact_url(source), redact_urls(detail)
-        super().__init__(f"{source}: {detail}")
+        super().__init__(f"{source}: {detail}", remedy)
         self.source = source
         self.detail = detail
-        self.remedy = remedy
 
 
-class UsageError(Exception):
+class UsageError(GpuhostError):
     """Bad usage or bad input (exit code 2). The message says what to change."""
 
+    exit_code = ExitCode.USAGE
+
     def __init__(self, message: str, remedy: str = "") -> None:
-        super().__init__(redact_urls(message))
-        self.remedy = remedy
+        super().__init__(message, remedy)
+
+
+UNEXPECTED_REMEDY = (
+    "gpuhost did not expect this: nothing after it ran. Run the command again; if it repeats, report this line."
+)
+OS_ERROR_REMEDY = "Check that the path or address exists and that this user may read it."
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What a command that stopped prints: one message, a remedy and its exit code (the JSON error of
+    every command, on either front end)."""
+
+    exit_code: int
+    message: str
+    remedy: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": self.message, "remedy": self.remedy, "exit_code": self.exit_code}
+
+
+def failure_of(exc: BaseException) -> Failure:
+    """The one way from an error to an exit code: a GpuhostError says its own (2 usage, 3 a source, AWS's
+    as gpuhost.ebs.aws decided, 1 otherwise); an OSError nothing caught is a source that could not be read
+    (3); anything else is unexpected (1), said in one line. Messages and remedies come out without URL
+    credentials or terminal controls."""
+    if isinstance(exc, GpuhostError):
+        return Failure(int(exc.exit_code), for_humans(str(exc)), for_humans(exc.remedy))
+    if isinstance(exc, OSError):
+        code, message, remedy = ExitCode.SOURCE_UNREADABLE, f"{type(exc).__name__}: {exc}", OS_ERROR_REMEDY
+    else:
+        code, message, remedy = ExitCode.FAILING, f"unexpected {type(exc).__name__}: {exc}", UNEXPECTED_REMEDY
+    return Failure(int(code), " ".join(for_humans(message).split()), remedy)
 
 
 def optional_int(value: str | None) -> int | None:

@@ -19,6 +19,7 @@ import zipfile
 from pathlib import Path
 
 from gpuhost.model import UsageError
+from gpuhost.options import Command, Option, json_flag
 
 # Top-level modules the agent imports besides the standard library. Only their .py files
 # travel: compiled accelerators (PyYAML's libyaml binding) cannot load from a zip, and the
@@ -34,6 +35,7 @@ from gpuhost.agent import main
 
 sys.exit(main())
 """
+DEFAULT_OUTPUT = "gpuhost-agent.pyz"
 SHEBANG = b"#!/usr/bin/env python3\n"
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -141,3 +143,17 @@ def build_zipapp(output: str | Path) -> tuple[Path, str]:
             f"cannot write {path}: {exc.strerror or exc}", "Check that its directory is writable."
         ) from None
     return path, digest
+
+
+ZIPAPP = Command(
+    cli="zipapp",
+    agent="",
+    summary="build the agent that roles and fleet checks run on managed hosts",
+    options=(
+        Option("--output", "Where to write the agent: a regular file (replaced when its content differs) or a new "
+               "name in an existing directory. Devices, FIFOs and directories are refused; no directory is created.",
+               kind="path", default=DEFAULT_OUTPUT, short="-o"),
+        json_flag("path and sha256"),
+    ),
+    parsers=(build_zipapp,),
+)

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from gpuhost import userfile
-from gpuhost.agent.common import Handlers, add_collect_arguments, add_json_flag, print_json
-from gpuhost.check import CheckOptions, run_check
-from gpuhost.engine import EngineClient, EngineError, EnginePermissionDenied, EngineUnavailable
+from gpuhost.agent.common import Handlers, add_command, print_json
+from gpuhost.check import FACTS, CheckOptions, run_check
+from gpuhost.engine import EngineClient
 from gpuhost.facts.boot import collect_boot
 from gpuhost.facts.cdi import collect_cdi
 from gpuhost.facts.docker import collect_docker
 from gpuhost.facts.gpu import collect_gpu, parse_proc_driver_version
 from gpuhost.facts.kernel import collect_kernel
 from gpuhost.facts.toolkit import collect_toolkit
+from gpuhost.fleet.options import CHECK
 from gpuhost.hostfacts import collect_host_facts
 from gpuhost.metrics.report import render_report
 from gpuhost.metrics.textfile import (
@@ -25,24 +26,17 @@ from gpuhost.metrics.textfile import (
     write_atomically,
     write_run,
 )
-from gpuhost.model import ExitCode, SourceError, UsageError, for_humans, to_jsonable
-
-FACT_AREAS = ("gpu", "docker", "toolkit", "cdi", "boot")
-
-
-def _check_options(args: argparse.Namespace, **rules: Any) -> CheckOptions:
-    return CheckOptions.parse(
-        root=args.root, dev_root=args.dev_root, docker_host=args.docker_host, daemon_json=args.daemon_json, **rules
-    )
+from gpuhost.model import ExitCode, GpuhostError, UsageError, failure_of, for_humans, to_jsonable
+from gpuhost.options import Values
 
 
-def _collect_area(area: str, args: argparse.Namespace) -> Any:
+def _collect_area(area: str, values: Values) -> Any:
     """One collector alone: what a role needs without the cost of the whole host."""
     if area == "gpu":
-        gpu = collect_gpu(args.root)
-        if args.proc_driver_version:
+        gpu = collect_gpu(values.root)
+        if values.proc_driver_version:
             try:
-                text = userfile.read_text(args.proc_driver_version, "--proc-driver-version", userfile.PROC_MAX,
+                text = userfile.read_text(values.proc_driver_version, "--proc-driver-version", userfile.PROC_MAX,
                                           errors="replace")
             except userfile.UserFileError as exc:
                 if not exc.missing:  # a FIFO, a device, a directory, a huge file: exit 2, named
@@ -52,69 +46,52 @@ def _collect_area(area: str, args: argparse.Namespace) -> Any:
                 gpu.proc_driver = parse_proc_driver_version(text)
         return gpu
     if area == "docker":
-        return collect_docker(EngineClient(args.docker_host, timeout=5.0), args.daemon_json, args.root)
+        return collect_docker(EngineClient(values.docker_host, timeout=5.0), values.daemon_json, values.root)
     if area == "toolkit":
-        return collect_toolkit(args.root)
+        return collect_toolkit(values.root)
     if area == "boot":
-        return collect_boot(args.root, collect_kernel(args.root).release)
-    return collect_cdi(args.root)
+        return collect_boot(values.root, collect_kernel(values.root).release)
+    return collect_cdi(values.root)
 
 
-def cmd_facts(args: argparse.Namespace) -> int:
-    options = _check_options(args)
-    if args.area:
-        print_json({area: to_jsonable(_collect_area(area, args)) for area in args.area})
+def cmd_facts(values: Values) -> int:
+    options = CheckOptions.parse(**values.for_call(CheckOptions.parse))
+    if values.area:
+        print_json({area: to_jsonable(_collect_area(area, values)) for area in values.area})
     else:
         print_json(to_jsonable(collect_host_facts(options.collect)))
     return int(ExitCode.OK)
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    if args.json and args.format != "json":
-        raise UsageError(f"--json and --format {args.format} ask for two outputs: give one")
-    if args.textfile_directory is not None:
-        if args.format != "prometheus":
+def cmd_check(values: Values) -> int:
+    if values.json and values.format != "json":
+        raise UsageError(f"--json and --format {values.format} ask for two outputs: give one")
+    if values.textfile_directory is not None:
+        if values.format != "prometheus":
             raise UsageError("--textfile-directory writes Prometheus metrics: add --format prometheus")
-        return write_textfile(args)
-    options = _check_options(args, min_free_gb=args.min_free_gb, run_as=args.run_as, strict=args.strict)
+        return write_textfile(values)
+    options = CheckOptions.parse(**values.for_call(CheckOptions.parse))
     report = run_check(options.collect, options.rules, strict=options.strict)
-    if args.format == "prometheus":
+    if values.format == "prometheus":
         sys.stdout.write(render_report(report))
     else:
         print_json(report.to_dict())
     return int(report.exit_code)
 
 
-def _failure_code(exc: Exception) -> ExitCode:
-    if isinstance(exc, (UsageError, ValueError)):
-        return ExitCode.USAGE
-    if isinstance(exc, (SourceError, EngineUnavailable, EnginePermissionDenied, EngineError)):
-        return ExitCode.SOURCE_UNREADABLE
-    return ExitCode.FAILING
-
-
-def write_textfile(args: argparse.Namespace) -> int:
+def write_textfile(values: Values) -> int:
     """The metrics timer's run: the check into gpuhost.prom, the run's outcome into gpuhost-run.prom.
 
     Exit 0 when the check ran, whatever it found (the findings are the metrics); a check that fails to run
     keeps the previous gpuhost.prom, exports its failure and exits 1, 2 or 3 as the check would."""
-    directory = check_directory_option(args.textfile_directory)
+    directory = check_directory_option(values.textfile_directory)
     require_writable_directory(directory)
     try:
-        options = _check_options(args, min_free_gb=args.min_free_gb, run_as=args.run_as, strict=args.strict)
+        options = CheckOptions.parse(**values.for_call(CheckOptions.parse))
         report = run_check(options.collect, options.rules, strict=options.strict)
         text = render_report(report)
     except Exception as exc:  # whatever stopped the check, the textfile says it failed
-        code = _failure_code(exc)
-        write_run(directory, success=False, exit_code=int(code))
-        remedy = getattr(exc, "remedy", "") or "The previous check's metrics stay in place; see the message."
-        print_json({
-            "error": for_humans(f"gpuhost check did not run: {type(exc).__name__}: {exc}"),
-            "remedy": for_humans(remedy),
-            "exit_code": int(code),
-            "kept": CHECK_FILE,
-        })
-        return int(code)
+        return _did_not_run(directory, exc)
     path = write_atomically(directory, CHECK_FILE, text)
     write_run(directory, success=True, exit_code=int(report.exit_code))
     print_json({
@@ -127,42 +104,29 @@ def write_textfile(args: argparse.Namespace) -> int:
     return int(ExitCode.OK)
 
 
-def add_commands(sub: Any, handlers: Handlers) -> None:
-    facts = sub.add_parser("facts", help="collect this host's facts as JSON")
-    add_collect_arguments(facts)
-    facts.add_argument(
-        "--area",
-        action="append",
-        choices=FACT_AREAS,
-        help="collect only these areas (repeatable); the output is then {area: facts}",
-    )
-    facts.add_argument(
-        "--proc-driver-version",
-        default=None,
-        metavar="FILE",
-        help="read the loaded driver's version from FILE instead of /proc/driver/nvidia/version (--area gpu)",
-    )
-    handlers["facts"] = cmd_facts
+def check_refused(typed: Mapping[str, Any], exc: GpuhostError) -> int:
+    """An option value the table refused is, for the metrics timer (--format prometheus
+    --textfile-directory), a check that did not run: gpuhost-run.prom says so, gpuhost.prom stays."""
+    if typed.get("textfile_directory") is None or typed.get("format") != "prometheus" or typed.get("json"):
+        raise exc
+    directory = check_directory_option(typed["textfile_directory"])
+    require_writable_directory(directory)
+    return _did_not_run(directory, exc)
 
-    check = sub.add_parser(
-        "check", help="facts + rules: the gpuhost.check/v1 report (JSON), or Prometheus metrics (--format prometheus)"
-    )
-    add_collect_arguments(check)
-    check.add_argument("--strict", action="store_true")
-    check.add_argument("--min-free-gb", type=float, default=20.0)
-    check.add_argument("--run-as", default=None)
-    add_json_flag(check)
-    check.add_argument(
-        "--format",
-        choices=("json", "prometheus"),
-        default="json",
-        help="json: the report (default); prometheus: the text exposition format (docs/monitoring.md)",
-    )
-    check.add_argument(
-        "--textfile-directory",
-        default=None,
-        metavar="DIR",
-        help="with --format prometheus: write gpuhost.prom and gpuhost-run.prom atomically into node_exporter's "
-        "textfile directory DIR and print a JSON summary; exit 0 when the check ran",
-    )
-    handlers["check"] = cmd_check
+
+def _did_not_run(directory: str, exc: Exception) -> int:
+    failure = failure_of(exc)
+    write_run(directory, success=False, exit_code=failure.exit_code)
+    kept = "The previous check's metrics stay in place; see the message."
+    print_json({
+        "error": for_humans(f"gpuhost check did not run: {type(exc).__name__}: {exc}"),
+        "remedy": failure.remedy if isinstance(exc, GpuhostError) and failure.remedy else kept,
+        "exit_code": failure.exit_code,
+        "kept": CHECK_FILE,
+    })
+    return failure.exit_code
+
+
+def add_commands(sub: Any, handlers: Handlers) -> None:
+    add_command(sub, FACTS, cmd_facts, handlers)
+    add_command(sub, CHECK, cmd_check, handlers, refused=check_refused)

@@ -10,49 +10,31 @@ written), 2 bad usage.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Any
 
 from gpuhost import userfile
-from gpuhost.agent.common import Handlers, add_docker_host, print_json
+from gpuhost.agent.common import Handlers, add_command, print_json
 from gpuhost.engine import EngineClient
-from gpuhost.facts.docker import DAEMON_JSON
 from gpuhost.model import ExitCode, UsageError, for_humans, to_jsonable
-from gpuhost.storage.ensure import StorageError, ensure_storage, load_config
-from gpuhost.storage.plan import (
-    CONFIG_PATH,
-    DEFAULT_LABEL,
-    DEFAULT_MOUNT_PATH,
-    MISSING_DISK_POLICIES,
-    StorageRequest,
-    plan_docker_storage,
-)
-from gpuhost.storage.probe import DEFAULT_UNPACK_PROBE_BYTES, probe_storage
-from gpuhost.units import MIB
+from gpuhost.options import Values
+from gpuhost.storage.ensure import STORAGE_ENSURE, StorageError, ensure_storage, load_config
+from gpuhost.storage.plan import STORAGE_PLAN, StorageRequest, plan_docker_storage
+from gpuhost.storage.probe import STORAGE_PROBE, measure_storage, probe_storage
 
 
-def cmd_storage_plan(args: argparse.Namespace) -> int:
-    request = StorageRequest.parse(
-        devices=args.device,
-        force=args.force,
-        mount_path=args.mount_path,
-        label=args.label,
-        array_name=args.array_name,
-        missing_disk_policy=args.missing_disk_policy,
-        device_timeout=args.device_timeout,
-        fallback_data_root=args.fallback_data_root,
-    )
+def cmd_storage_plan(values: Values) -> int:
+    request = StorageRequest.parse(**values.for_call(StorageRequest.parse))
     plan = plan_docker_storage(
-        request, args.daemon_json, EngineClient(args.docker_host, timeout=30.0), move=not args.no_move,
-        config_path=args.config,
+        request, values.daemon_json, EngineClient(values.docker_host, timeout=30.0), move=not values.no_move,
+        config_path=values.config,
     )
     print_json(plan.to_dict())
     return int(plan.exit_code)
 
 
-def cmd_storage_ensure(args: argparse.Namespace) -> int:
-    if args.config == "-":
+def cmd_storage_ensure(values: Values) -> int:
+    if values.config == "-":
         data = sys.stdin.buffer.read(userfile.STORAGE_CONFIG_MAX + 1)
         if len(data) > userfile.STORAGE_CONFIG_MAX:
             raise UsageError(f"standard input has more than the {userfile.STORAGE_CONFIG_MAX} bytes a configuration "
@@ -60,86 +42,38 @@ def cmd_storage_ensure(args: argparse.Namespace) -> int:
         config = load_config(userfile.decode_text(data, "standard input", ""), "standard input")
     else:
         try:
-            text = userfile.read_text(args.config, "--config", userfile.STORAGE_CONFIG_MAX)
+            text = userfile.read_text(values.config, "--config", userfile.STORAGE_CONFIG_MAX)
         except userfile.UserFileError as exc:
             raise UsageError(str(exc), "Run the docker_storage role to write it.") from exc
-        config = load_config(text, args.config)
+        config = load_config(text, values.config)
 
     def log(message: str) -> None:
         sys.stderr.write(f"gpuhost-agent storage-ensure: {for_humans(message)}\n")
         sys.stderr.flush()
 
     try:
-        result = ensure_storage(config, force=list(args.force or []), check=args.check, boot=args.boot, log=log)
+        result = ensure_storage(config, force=list(values.force or []), check=values.check, boot=values.boot, log=log)
     except StorageError as exc:
-        log(f"error: {exc}")
-        print_json(
-            {"error": for_humans(str(exc)), "remedy": for_humans(exc.remedy), "exit_code": int(ExitCode.FAILING)}
-        )
-        return int(ExitCode.FAILING)
+        log(f"error: {exc}")  # the journal's line; the JSON error (exit 1) is every command's
+        raise
     if result.message:
         log(result.message)
     print_json(to_jsonable(result))
     return int(ExitCode.OK)
 
 
-def cmd_storage_probe(args: argparse.Namespace) -> int:
+def cmd_storage_probe(values: Values) -> int:
     def progress(message: str) -> None:
         sys.stderr.write(f"gpuhost-agent storage-probe: {for_humans(message)}\n")
         sys.stderr.flush()
 
-    report = probe_storage(
-        path=args.path,
-        size_mib=args.size_mib,
-        unpack=args.unpack,
-        image_bytes=args.image_bytes,
-        client=EngineClient(args.docker_host, timeout=30.0),
-        record=args.record,
-        unpack_mib=args.unpack_mib,
-        progress=progress,
-    )
+    client = EngineClient(values.docker_host, timeout=30.0)
+    report = measure_storage(**values.for_call(probe_storage, client=client, progress=progress))
     print_json(to_jsonable(report))
     return int(ExitCode.OK)
 
 
 def add_commands(sub: Any, handlers: Handlers) -> None:
-    plan = sub.add_parser(
-        "storage-plan",
-        help="which disks Docker's data-root may take, why others are refused, and the data-root move (reads only)",
-    )
-    plan.add_argument("--device", action="append", help="a disk to use (repeat); none: every instance-store disk")
-    plan.add_argument("--force", action="append", help="a named disk whose content may be destroyed (repeat)")
-    plan.add_argument("--mount-path", default=DEFAULT_MOUNT_PATH)
-    plan.add_argument("--label", default=DEFAULT_LABEL, help="XFS label (at most 12 characters)")
-    plan.add_argument("--array-name", default="")
-    plan.add_argument("--missing-disk-policy", default="fail", help=" or ".join(MISSING_DISK_POLICIES))
-    plan.add_argument("--device-timeout", type=int, default=90)
-    plan.add_argument("--fallback-data-root", default="")
-    plan.add_argument("--no-move", action="store_true", help="switch data-root without copying the old one")
-    plan.add_argument("--daemon-json", default=DAEMON_JSON)
-    add_docker_host(plan)
-    plan.add_argument("--config", default=CONFIG_PATH, help="an earlier run's boot configuration (read only)")
-    handlers["storage-plan"] = cmd_storage_plan
-
-    ensure = sub.add_parser(
-        "storage-ensure", help="create (or find) the data-root array and filesystem; what the boot unit runs"
-    )
-    ensure.add_argument("--config", default=CONFIG_PATH, help="the role's configuration, - for stdin")
-    ensure.add_argument("--force", action="append", help="a disk whose content may be destroyed (role runs only)")
-    ensure.add_argument("--check", action="store_true", help="say what would be done, do nothing")
-    ensure.add_argument("--boot", action="store_true", help="apply the missing-disk policy (wait, fail, fallback)")
-    handlers["storage-ensure"] = cmd_storage_ensure
-
-    probe = sub.add_parser("storage-probe", help="measure write throughput where data-root lives; predict unpack time")
-    probe.add_argument("--path", default="", help="a directory on the filesystem to measure (default: data-root)")
-    probe.add_argument("--size-mib", type=int, default=512)
-    probe.add_argument(
-        "--unpack", action="store_true", help="also time `docker load` of an image per layer compression, 3 rounds"
-    )
-    probe.add_argument(
-        "--unpack-mib", type=int, default=DEFAULT_UNPACK_PROBE_BYTES // MIB, help="the --unpack image's size in MiB"
-    )
-    probe.add_argument("--image-bytes", type=int, default=0, help="predict for this size (default: largest image)")
-    probe.add_argument("--record", default="", help="also write the result to this JSON file")
-    add_docker_host(probe)
-    handlers["storage-probe"] = cmd_storage_probe
+    add_command(sub, STORAGE_PLAN, cmd_storage_plan, handlers)
+    add_command(sub, STORAGE_ENSURE, cmd_storage_ensure, handlers)
+    add_command(sub, STORAGE_PROBE, cmd_storage_probe, handlers)

@@ -16,8 +16,8 @@ import typer
 from typer.core import TyperGroup
 
 from gpuhost import __version__
-from gpuhost.cli.common import EXIT_CODES_HELP, usage_error_as_json
-from gpuhost.model import for_humans
+from gpuhost.cli.common import EXIT_CODES_HELP, print_failure, usage_error_as_json, wants_json
+from gpuhost.model import failure_of, for_humans
 
 # command name -> the module whose register(app) defines it, in the order help lists them
 COMMANDS = {
@@ -60,7 +60,7 @@ class CommandsOnDemand(TyperGroup):
         try:
             code = super().main(argv, prog_name, complete_var, False, windows_expand_args, **kwargs)
         except ClickException as exc:
-            if "--json" in argv:
+            if wants_json(argv):
                 usage_error_as_json(exc)
             exc.message = for_humans(exc.message)
             exc.show()
@@ -68,6 +68,10 @@ class CommandsOnDemand(TyperGroup):
         except typer.Abort:
             typer.echo("Aborted!", err=True)
             sys.exit(1)
+        except Exception as exc:  # what no command turned into its own error: one line, never a traceback
+            failure = failure_of(exc)
+            print_failure(failure, wants_json(argv))
+            sys.exit(failure.exit_code)
         sys.exit(code if isinstance(code, int) else 0)
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:

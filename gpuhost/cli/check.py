@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
 from gpuhost.check import CheckOptions, add_findings, run_check
-from gpuhost.cli.common import EXIT_CODES_HELP, docker_host_option, docs_epilog, emit_json, errors_to_exit, shown
+from gpuhost.cli.common import EXIT_CODES_HELP, docs_epilog, emit_json, errors_to_exit, shown
+from gpuhost.cli.table import typer_command
 from gpuhost.comfyui.facts import ready_comfyui_url
 from gpuhost.comfyui.workflow import check_workflow, load_workflow, workflow_findings
+from gpuhost.fleet.options import CHECK
 from gpuhost.metrics.report import render_report
 from gpuhost.model import Finding, Severity, UsageError
+from gpuhost.options import Values
 from gpuhost.redact import redact_all
 
 if TYPE_CHECKING:
@@ -22,79 +25,13 @@ if TYPE_CHECKING:
 
     from gpuhost.check import CheckReport
     from gpuhost.comfyui.workflow import WorkflowReport
-    from gpuhost.fleet import FleetReport
+    from gpuhost.fleet.report import FleetReport
 
 STYLE = {Severity.OK: "green", Severity.WARN: "yellow", Severity.FAIL: "bold red"}
 AREA_ORDER = ("gpu", "bpf", "docker", "toolkit", "cdi", "devices", "storage", "ebs", "comfyui")
 
 
-
-def check(
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (schema gpuhost.check/v1)."),
-    output_format: str = typer.Option(
-        "table",
-        "--format",
-        metavar="table|json|prometheus",
-        help="table (default), json (as --json) or prometheus: this host's metrics in Prometheus' text format "
-        "(docs/monitoring.md).",
-    ),
-    strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
-    min_free_gb: float = typer.Option(
-        20.0, "--min-free-gb", help="Fail when Docker's data-root has less free space than this (GiB)."
-    ),
-    run_as: Optional[str] = typer.Option(
-        None,
-        "--run-as",
-        metavar="UID[:GID[,GID...]]",
-        help="Also check that a container running as this identity can open /dev/nvidia*.",
-    ),
-    root: str = typer.Option("/", "--root", help="Read /proc, /sys and /etc under this directory (a captured tree)."),
-    dev_root: str = typer.Option("/dev", "--dev-root", help="Where the /dev/nvidia* nodes are."),
-    docker_host: Optional[str] = docker_host_option(),
-    daemon_json: str = typer.Option("/etc/docker/daemon.json", "--daemon-json", help="Docker's daemon.json."),
-    hosts: Optional[list[str]] = typer.Option(
-        None,
-        "--host",
-        "-H",
-        metavar="[USER@]HOST[:PORT]",
-        help="Check this host over SSH instead of this machine (repeat for a fleet).",
-    ),
-    inventory: Optional[str] = typer.Option(
-        None, "--inventory", "-i", help="Check every host of this Ansible inventory (file, directory, aws_ec2)."
-    ),
-    limit: Optional[str] = typer.Option(
-        None, "--limit", "-l", metavar="PATTERN", help="Only the inventory hosts matching this Ansible pattern."
-    ),
-    forks: int = typer.Option(5, "--forks", "-f", help="Hosts checked at the same time."),
-    connect_timeout: float = typer.Option(
-        10.0, "--connect-timeout", help="Seconds to wait for a host's SSH connection."
-    ),
-    timeout: float = typer.Option(60.0, "--timeout", help="Seconds one host may take in all."),
-    ssh_config: Optional[str] = typer.Option(
-        None, "--ssh-config", "-F", help="Read this ssh config instead of ~/.ssh/config and /etc/ssh/ssh_config."
-    ),
-    accept_new_host_keys: bool = typer.Option(
-        False,
-        "--accept-new-host-keys",
-        help="Trust and record the key of a host not yet in known_hosts (a changed key is always refused).",
-    ),
-    become: bool = typer.Option(
-        False, "--become", "-b", help="With --host/--inventory: run the agent as root with `sudo -n`."
-    ),
-    workflow: Optional[str] = typer.Option(
-        None,
-        "--workflow",
-        metavar="FILE",
-        help="Also validate this API-format workflow against the ComfyUI server's /object_info (nothing is "
-        "queued): unknown nodes, model files the server lacks, bad values, missing inputs, broken links.",
-    ),
-    comfyui_url: Optional[str] = typer.Option(
-        None,
-        "--comfyui-url",
-        metavar="URL",
-        help="With --workflow: the ComfyUI server (default: the ready ComfyUI container check finds).",
-    ),
-) -> None:
+def check(values: Values) -> None:
     """Check this host: GPU and driver, the BPF device-filter exposure, Docker and the nvidia runtime,
     CDI specs, device permissions and Docker's data-root. With --host or --inventory, check those hosts
     over SSH instead (nothing installed there: the agent is copied for the run and removed; --root,
@@ -117,59 +54,46 @@ def check(
 
       gpuhost check --format prometheus
     """
-    with errors_to_exit(as_json or output_format == "json"):
-        if output_format not in ("table", "json", "prometheus"):
-            raise UsageError(f"--format {output_format!r}: choose table, json or prometheus")
-        if as_json and output_format not in ("table", "json"):
+    output_format = values.format
+    as_json = values.json or output_format == "json"
+    hosts, inventory = values.host, values.inventory
+    with errors_to_exit(as_json):
+        if values.json and output_format not in ("table", "json"):
             raise UsageError(f"--json and --format {output_format} ask for two outputs: give one")
-        as_json = as_json or output_format == "json"
         if output_format == "prometheus" and (hosts or inventory):
             raise UsageError(
                 "--format prometheus describes this host: on a fleet, each host's node_exporter serves its own "
                 "(roles/gpuhost_metrics)"
             )
-        options = CheckOptions.parse(
-            root=root,
-            dev_root=dev_root,
-            docker_host=docker_host,
-            daemon_json=daemon_json,
-            min_free_gb=min_free_gb,
-            run_as=run_as,
-            strict=strict,
-            fleet=bool(hosts or inventory),
-        )
-        if (hosts or inventory) and (workflow or comfyui_url):
+        options = CheckOptions.parse(**values.for_call(CheckOptions.parse, fleet=bool(hosts or inventory)))
+        if (hosts or inventory) and (values.workflow or values.comfyui_url):
             raise UsageError("--workflow checks against this host's ComfyUI: not with --host/--inventory")
-        if comfyui_url and not workflow:
+        if values.comfyui_url and not values.workflow:
             raise UsageError("--comfyui-url goes with --workflow FILE")
-        if limit and not inventory:
+        if values.limit and not inventory:
             raise UsageError("--limit selects hosts of an inventory: pass --inventory too")
         if hosts or inventory:
             # paramiko and Ansible load only for fleet checks: a plain `gpuhost check` stays fast
-            from gpuhost.fleet import FleetOptions, parse_host_spec, run_fleet
             from gpuhost.fleet.inventory import load_inventory
+            from gpuhost.fleet.runner import FleetOptions, run_fleet
+            from gpuhost.fleet.targets import parse_host_spec
 
-            fleet_options = FleetOptions.parse(
-                forks=forks,
-                connect_timeout=connect_timeout,
-                timeout=timeout,
-                accept_new_host_keys=accept_new_host_keys,
-                become=become,
-                ssh_config=ssh_config,
-                check=options,
-            )
+            fleet_options = FleetOptions.parse(**values.for_call(FleetOptions.parse, check=options))
             targets = [parse_host_spec(spec) for spec in hosts or []]
             if inventory:
-                targets += load_inventory(inventory, limit)
+                targets += load_inventory(inventory, values.limit)
             fleet_report = run_fleet(targets, fleet_options)
         else:
             fleet_report = None
             workflow_report = None
+            workflow = values.workflow
             if workflow:
                 load_workflow(workflow)  # bad input fails before anything is collected
             report = run_check(options.collect, options.rules, strict=options.strict)
             if workflow:
-                workflow_report = check_workflow(workflow, comfyui_url or ready_comfyui_url(report.facts.comfyui))
+                workflow_report = check_workflow(
+                    workflow, values.comfyui_url or ready_comfyui_url(report.facts.comfyui)
+                )
                 add_findings(report, workflow_findings(workflow_report), options.strict)
     if fleet_report is not None:
         if as_json:
@@ -192,7 +116,7 @@ def check(
 
 
 def register(app: typer.Typer) -> None:
-    app.command(epilog=docs_epilog("check", EXIT_CODES_HELP))(check)
+    app.command("check", epilog=docs_epilog("check", EXIT_CODES_HELP))(typer_command(CHECK, check))
 
 
 # --- rendering ---------------------------------------------------------------------------------

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from gpuhost.cli.common import docker_host_option, docs_epilog, emit_json, engine_client, errors_to_exit, shown
+from gpuhost.cli.common import docs_epilog, emit_json, errors_to_exit, shown
 from gpuhost.cli.help import ReferenceCommand
-from gpuhost.comfyui.layers import LayersOptions, image_layers
+from gpuhost.cli.table import typer_command
+from gpuhost.comfyui.layers import LAYERS, LayersOptions, image_layers
 from gpuhost.comfyui.readiness import Phase
-from gpuhost.comfyui.wait import WaitOptions, many_to_dict
+from gpuhost.comfyui.wait import WAIT_READY, WaitOptions, many_to_dict
 from gpuhost.comfyui.wait import wait_ready as run_wait
 from gpuhost.comfyui.wait import wait_ready_many as run_wait_many
+from gpuhost.engine import EngineClient
 from gpuhost.model import Severity
+from gpuhost.options import Values
 from gpuhost.printable import printable
 from gpuhost.redact import redact_urls
 from gpuhost.units import format_duration, human_bytes
@@ -31,36 +34,7 @@ WAIT_READY_EXIT_CODES = (
 )
 
 
-def wait_ready(
-    containers: list[str] = typer.Argument(
-        ..., metavar="CONTAINER...",
-        help="The ComfyUI container's name or id; several (a host's instances) are judged at once.",
-    ),
-    timeout: str = typer.Option(
-        "10m",
-        "--timeout",
-        metavar="DURATION",
-        help="(string) Give up (exit 1) when ComfyUI is not ready after this long. Example: --timeout 15m",
-    ),
-    stall_timeout: str = typer.Option(
-        "3m",
-        "--stall-timeout",
-        metavar="DURATION",
-        help="(string) Before the GUI line: stalled (exit 1) when no new log line comes for this long; the last "
-        "line seen is reported. Example: --stall-timeout 90s",
-    ),
-    url: Optional[str] = typer.Option(
-        None,
-        "--url",
-        metavar="URL",
-        help="(string) Probe this URL instead of /system_stats through the container's published port (or "
-        "its --listen/--port on the host network). Example: --url http://127.0.0.1:8188/system_stats",
-    ),
-    docker_host: Optional[str] = docker_host_option(),
-    as_json: bool = typer.Option(
-        False, "--json", help="(boolean) Print the result as JSON (schema gpuhost.wait-ready/v1). Example: --json"
-    ),
-) -> None:
+def wait_ready(values: Values) -> None:
     """Wait until ComfyUI in CONTAINER really serves, or say why it will not.
 
     Reads the container's log so far, then follows it through the Docker Engine API, with its state
@@ -102,11 +76,12 @@ def wait_ready(
     With several containers, one object (schema gpuhost.wait-ready.instances/v1): ready, total,
     containers (one object as above each), exit_code (0 when all are ready).
     """
+    as_json, containers, docker_host = values.json, values.containers, values.docker_host
     with errors_to_exit(as_json):
-        options = WaitOptions.parse(timeout, stall_timeout, url)
-        client = engine_client(docker_host, timeout=10.0)
+        options = WaitOptions.parse(**values.for_call(WaitOptions.parse))
+        client = EngineClient(docker_host, timeout=10.0)
         if len(containers) > 1:
-            results = run_wait_many(lambda: engine_client(docker_host, timeout=10.0), containers, options)
+            results = run_wait_many(lambda: EngineClient(docker_host, timeout=10.0), containers, options)
         elif as_json:
             results = [run_wait(client, containers[0], options)]
         else:
@@ -126,42 +101,7 @@ LAYERS_EXIT_CODES = (
 )
 
 
-def layers(
-    image: str = typer.Argument(..., metavar="IMAGE", help="An image on this Docker host (name:tag, name@digest, id)."),
-    manifest: Optional[str] = typer.Option(
-        None,
-        "--manifest",
-        metavar="PATH",
-        help="(path) Expected model sizes: a models.manifest.yaml/.json, or the build context directory that "
-        "holds one (the format is in docs/layers.md). Example: --manifest docker/comfyui/",
-    ),
-    min_model_bytes: Optional[str] = typer.Option(
-        None,
-        "--min-model-bytes",
-        metavar="SIZE",
-        help="(string) A model layer smaller than this is a failed download. Default: the manifest's "
-        "min_model_bytes, else 1MiB. Example: --min-model-bytes 100MB",
-    ),
-    write_mibs: Optional[float] = typer.Option(
-        None,
-        "--write-mibs",
-        metavar="MiB/s",
-        help="(number) The data-root device's sustained write throughput for the unpack prediction. Default: "
-        "gpuhost.unpack's figure for the device class under Docker's data-root. Example: --write-mibs 1000",
-    ),
-    download_mibs: Optional[float] = typer.Option(
-        None,
-        "--download-mibs",
-        metavar="MiB/s",
-        help="(number) How fast this host downloads from the image's registry, for the pull prediction's "
-        "download part. Default: left out (a registry on this network or a pull-through cache). "
-        "Example: --download-mibs 250",
-    ),
-    docker_host: Optional[str] = docker_host_option(),
-    as_json: bool = typer.Option(
-        False, "--json", help="(boolean) Print the report as JSON (schema gpuhost.comfyui.layers/v1). Example: --json"
-    ),
-) -> None:
+def layers(values: Values) -> None:
     """Show an image's layers and flag the model downloads that produced nothing or too little.
 
     A layer whose command downloads or copies a model (wget, curl, aria2c, hf download,
@@ -190,11 +130,12 @@ def layers(
                       decompress_source, predicted (download_s, decompress_s, write_s, total_s)
       findings, exit_code
     """
+    as_json = values.json
     with errors_to_exit(as_json):
-        options = LayersOptions.parse(manifest, min_model_bytes, write_mibs, download_mibs)
+        options = LayersOptions.parse(**values.for_call(LayersOptions.parse))
         report = image_layers(
-            engine_client(docker_host, timeout=30.0),
-            image,
+            EngineClient(values.docker_host, timeout=30.0),
+            values.image,
             options.min_model_bytes,
             options.manifest,
             options.write_mib_s,
@@ -208,8 +149,12 @@ def layers(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("wait-ready", epilog=docs_epilog("wait-ready", WAIT_READY_EXIT_CODES), cls=ReferenceCommand)(wait_ready)
-    app.command("layers", epilog=docs_epilog("layers", LAYERS_EXIT_CODES), cls=ReferenceCommand)(layers)
+    app.command("wait-ready", epilog=docs_epilog("wait-ready", WAIT_READY_EXIT_CODES), cls=ReferenceCommand)(
+        typer_command(WAIT_READY, wait_ready, reference=True)
+    )
+    app.command("layers", epilog=docs_epilog("layers", LAYERS_EXIT_CODES), cls=ReferenceCommand)(
+        typer_command(LAYERS, layers, reference=True)
+    )
 
 
 # --- rendering ---------------------------------------------------------------------------------

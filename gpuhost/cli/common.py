@@ -1,19 +1,17 @@
-"""What every command shares: JSON out, one way to stop with an error, one error -> exit-code chain,
-and the options defined once."""
+"""What every command shares: JSON out, and one way to stop with an error: gpuhost.model.failure_of
+turns it into a message, a remedy and an exit code, as it does for the agent."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, NoReturn, Optional
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
-from gpuhost.ebs.aws import AwsError
-from gpuhost.engine import DockerAddressError, EngineClient, EngineError, EnginePermissionDenied, EngineUnavailable
-from gpuhost.model import ExitCode, SourceError, UsageError, for_humans
+from gpuhost.model import ExitCode, Failure, failure_of, for_humans
 from gpuhost.redact import redact_all
 
 if TYPE_CHECKING:
@@ -23,7 +21,6 @@ EXIT_CODES_HELP = (
     "Exit codes: 0 no failing finding; 1 at least one failing finding (--strict: warnings too); "
     "2 bad usage or input; 3 a required source could not be read."
 )
-DOCKER_REMEDY = "Start Docker, or run as root / a member of the docker group."
 
 
 def docs_epilog(page: str, exit_codes: str) -> str:
@@ -45,16 +42,28 @@ def shown(text: str, style: str = "") -> Text:
     return Text(for_humans(text), style=style)
 
 
+def print_failure(failure: Failure, as_json: bool) -> None:
+    """The JSON error (the agent's, to the byte), or two lines on stderr."""
+    if as_json:
+        emit_json(failure.to_dict())
+    else:
+        typer.echo(f"gpuhost: error: {failure.message}", err=True)
+        if failure.remedy:
+            typer.echo(f"gpuhost: hint: {failure.remedy}", err=True)
+
+
 def fail(code: ExitCode, message: str, remedy: str = "", as_json: bool = False) -> NoReturn:
     """Stop with one actionable message (and the same as JSON when asked)."""
-    message, remedy = for_humans(message), for_humans(remedy)
-    if as_json:
-        emit_json({"error": message, "remedy": remedy, "exit_code": int(code)})
-    else:
-        typer.echo(f"gpuhost: error: {message}", err=True)
-        if remedy:
-            typer.echo(f"gpuhost: hint: {remedy}", err=True)
+    print_failure(Failure(int(code), for_humans(message), for_humans(remedy)), as_json)
     raise typer.Exit(int(code))
+
+
+def wants_json(argv: Sequence[str]) -> bool:
+    """Whether a command line asks for JSON: --json, or check's --format json."""
+    args = list(argv)
+    return "--json" in args or "--format=json" in args or any(
+        a == "--format" and b == "json" for a, b in zip(args, args[1:])
+    )
 
 
 def usage_error_as_json(exc: Exception) -> NoReturn:
@@ -65,43 +74,19 @@ def usage_error_as_json(exc: Exception) -> NoReturn:
     format_message = getattr(exc, "format_message", None)
     message = format_message() if callable(format_message) else str(exc)
     code = getattr(exc, "exit_code", ExitCode.USAGE)
-    emit_json(
-        {
-            "error": for_humans(f"{command}: {message}"),
-            "remedy": f"Run {command} --help for the options.",
-            "exit_code": code if code in (1, 2) else int(ExitCode.USAGE),
-        }
-    )
-    sys.exit(code if code in (1, 2) else int(ExitCode.USAGE))
+    code = code if code in (1, 2) else int(ExitCode.USAGE)
+    print_failure(Failure(code, for_humans(f"{command}: {message}"), f"Run {command} --help for the options."), True)
+    sys.exit(code)
 
 
 @contextlib.contextmanager
 def errors_to_exit(as_json: bool) -> Iterator[None]:
-    """The one place an error from a feature becomes a message, a remedy and an exit code."""
+    """Any error a command's work raises becomes its message, remedy and exit code (failure_of)."""
     try:
         yield
-    except UsageError as exc:
-        fail(ExitCode.USAGE, str(exc), exc.remedy, as_json)
-    except AwsError as exc:
-        fail(exc.exit_code, str(exc), exc.remedy, as_json)
-    except SourceError as exc:
-        fail(ExitCode.SOURCE_UNREADABLE, str(exc), exc.remedy, as_json)
-    except (EngineUnavailable, EnginePermissionDenied, EngineError) as exc:
-        fail(ExitCode.SOURCE_UNREADABLE, str(exc), DOCKER_REMEDY, as_json)
-
-
-def engine_client(docker_host: Optional[str], timeout: float) -> EngineClient:
-    try:
-        return EngineClient(docker_host, timeout=timeout)
-    except DockerAddressError as exc:
-        raise UsageError(str(exc), exc.remedy) from exc
-
-
-def docker_host_option() -> Any:
-    return typer.Option(
-        None,
-        "--docker-host",
-        metavar="HOST",
-        help="(string) Docker daemon address. Default: $DOCKER_HOST or unix:///var/run/docker.sock. "
-        "Example: --docker-host unix:///run/docker.sock",
-    )
+    except (typer.Exit, typer.Abort):
+        raise
+    except Exception as exc:
+        failure = failure_of(exc)
+        print_failure(failure, as_json)
+        raise typer.Exit(failure.exit_code) from None

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from gpuhost.cli.common import docs_epilog, emit_json, errors_to_exit, shown
 from gpuhost.cli.help import ReferenceCommand
-from gpuhost.ebs.tune import TuneOptions, run
+from gpuhost.cli.table import typer_command
+from gpuhost.ebs.tune import TUNE_EBS, TuneOptions, run
+from gpuhost.options import Values
 from gpuhost.printable import printable
 from gpuhost.units import format_duration
 
@@ -30,147 +32,7 @@ TUNE_EBS_EXIT_CODES = (
 )
 
 
-def tune_ebs(
-    volume_id: Optional[str] = typer.Option(
-        None,
-        "--volume-id",
-        metavar="VOLUME_ID",
-        help="(string) The EBS volume to tune. Default: this instance's volume chosen by --target. "
-        "Example: --volume-id vol-0123456789abcdef0",
-    ),
-    target: str = typer.Option(
-        "root",
-        "--target",
-        metavar="root|data-root",
-        help="(string) Without --volume-id, which volume of this instance: `root` (the root device, from IMDSv2 "
-        "and describe-instances) or `data-root` (the volume under Docker's data-root, by its NVMe serial). "
-        "Example: --target data-root",
-    ),
-    instance_id: Optional[str] = typer.Option(
-        None,
-        "--instance-id",
-        metavar="INSTANCE_ID",
-        help="(string) Find the root volume of this instance instead of the one the command runs on; with "
-        "--volume-id, the volume must be attached to it (exit 2 otherwise). "
-        "Example: --instance-id i-0123456789abcdef0 --region us-east-1",
-    ),
-    data_root: Optional[str] = typer.Option(
-        None,
-        "--data-root",
-        metavar="PATH",
-        help="(path) With --target data-root: the directory to look under instead of asking Docker. "
-        "Example: --data-root /var/lib/docker",
-    ),
-    region: Optional[str] = typer.Option(
-        None,
-        "--region",
-        metavar="REGION",
-        help="(string) The AWS region. Default: AWS_REGION, then AWS_DEFAULT_REGION, the profile's region, then the "
-        "instance's own. "
-        "Example: --region us-east-1",
-    ),
-    profile: Optional[str] = typer.Option(
-        None,
-        "--profile",
-        metavar="PROFILE",
-        help="(string) A named profile from ~/.aws/config; the usual boto3 credential chain otherwise. "
-        "Example: --profile gpu-admin",
-    ),
-    endpoint_url: Optional[str] = typer.Option(
-        None,
-        "--endpoint-url",
-        metavar="URL",
-        help="(string) Send EC2 API calls to this URL (a VPC endpoint, a test server). Each request gets 20 s in "
-        "all, each call 60 s with its retries, each answer at most 16 MiB. "
-        "Example: --endpoint-url https://vpce-0abc-1234.ec2.us-east-1.vpce.amazonaws.com",
-    ),
-    throughput: Optional[int] = typer.Option(
-        None,
-        "--throughput",
-        metavar="MiB/s",
-        help="(integer) Target gp3 throughput, 125-2000 MiB/s, at most 0.25 MiB/s per provisioned IOPS. "
-        "Example: --throughput 1000",
-    ),
-    iops: Optional[int] = typer.Option(
-        None,
-        "--iops",
-        metavar="IOPS",
-        help="(integer) Target gp3 IOPS, 3000-80000, at most 500 per GiB of volume size. Example: --iops 9000",
-    ),
-    preset: Optional[str] = typer.Option(
-        None,
-        "--preset",
-        metavar="baseline|pull|max",
-        help="(string) Named target: `baseline` 3000 IOPS / 125 MiB/s (gp3's free level), `pull` 9000 IOPS / "
-        "1000 MiB/s (for a big image pull), `max` the most this volume's size allows. Example: --preset pull",
-    ),
-    for_image_size: Optional[str] = typer.Option(
-        None,
-        "--for-image-size",
-        metavar="SIZE",
-        help="(string) Image size for the unpack-time prediction (GB = 10^9, GiB = 2^30); with --within, "
-        "choose the cheapest target that unpacks it in time. Example: --for-image-size 140GB",
-    ),
-    within: Optional[str] = typer.Option(
-        None,
-        "--within",
-        metavar="DURATION",
-        help="(string) With --for-image-size: the unpack time to meet (s, m, h). Values already higher are kept. "
-        "Example: --for-image-size 140GB --within 5m",
-    ),
-    to_gp3: bool = typer.Option(
-        False,
-        "--to-gp3",
-        help="(boolean) Allow converting a gp2, io1, io2, st1 or sc1 volume to gp3 (live; it is one "
-        "modification). Example: --to-gp3 --preset baseline",
-    ),
-    dry_run: bool = typer.Option(
-        False,
-        "--dry-run",
-        help="(boolean) Print the plan (current -> target, cost, unpack time, modification limit) and change "
-        "nothing. Example: --preset pull --dry-run",
-    ),
-    wait: bool = typer.Option(
-        False,
-        "--wait",
-        help="(boolean) After requesting the change, follow it with a progress bar until AWS reports "
-        "`optimizing` (the new performance is being applied). Example: --preset pull --wait",
-    ),
-    wait_until: Optional[str] = typer.Option(
-        None,
-        "--wait-until",
-        metavar="optimizing|completed",
-        help="(string) Implies --wait; `completed` waits for the whole modification (also what AWS needs before "
-        "the next one). Example: --wait-until completed",
-    ),
-    timeout: str = typer.Option(
-        "30m",
-        "--timeout",
-        metavar="DURATION",
-        help="(string) How long --wait follows the modification before giving up (exit 1; the modification goes "
-        "on). Example: --wait --timeout 10m",
-    ),
-    poll_interval: float = typer.Option(
-        15.0,
-        "--poll-interval",
-        metavar="SECONDS",
-        help="(number) Seconds between two describe-volumes-modifications calls while waiting. "
-        "Example: --wait --poll-interval 5",
-    ),
-    when_image_present: Optional[str] = typer.Option(
-        None,
-        "--when-image-present",
-        metavar="IMAGE",
-        help="(string) Act only once Docker on this host has this image (a reference in Docker's grammar, else "
-        "exit 2); until then change nothing and exit 1 (used by the scheduled revert). "
-        "Example: --preset baseline --when-image-present comfyui:0.3.64",
-    ),
-    as_json: bool = typer.Option(
-        False,
-        "--json",
-        help="(boolean) Print the result as JSON (schema gpuhost.tune-ebs/v1). Example: --preset pull --json",
-    ),
-) -> None:
+def tune_ebs(values: Values) -> None:
     """Raise (or lower) an EBS gp3 volume's IOPS and throughput live, priced and predicted, within AWS's limits.
 
     Without --volume-id it tunes the instance's own root volume (or, with --target data-root, the volume
@@ -222,28 +84,9 @@ def tune_ebs(
       wait            with --wait: state reached, waited_s, timed_out, failed
       exit_code       as below; errors print {"error", "remedy", "exit_code"} instead
     """
+    as_json = values.json
     with errors_to_exit(as_json):
-        options = TuneOptions.parse(
-            volume_id=volume_id,
-            target=target,
-            instance_id=instance_id,
-            data_root=data_root,
-            region=region,
-            profile=profile,
-            endpoint_url=endpoint_url,
-            throughput=throughput,
-            iops=iops,
-            preset=preset,
-            for_image_size=for_image_size,
-            within=within,
-            to_gp3=to_gp3,
-            dry_run=dry_run,
-            wait=wait,
-            wait_until=wait_until,
-            timeout=timeout,
-            poll_interval=poll_interval,
-            when_image_present=when_image_present,
-        )
+        options = TuneOptions.parse(**values.for_call(TuneOptions.parse))
         if options.wait and not as_json:
             with WaitProgress() as progress:
                 result = run(options, on_progress=progress.update)
@@ -257,7 +100,9 @@ def tune_ebs(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("tune-ebs", epilog=docs_epilog("tune-ebs", TUNE_EBS_EXIT_CODES), cls=ReferenceCommand)(tune_ebs)
+    app.command("tune-ebs", epilog=docs_epilog("tune-ebs", TUNE_EBS_EXIT_CODES), cls=ReferenceCommand)(
+        typer_command(TUNE_EBS, tune_ebs, reference=True)
+    )
 
 
 # --- rendering ---------------------------------------------------------------------------------

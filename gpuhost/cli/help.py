@@ -68,13 +68,15 @@ class ReferenceCommand(TyperCommand):
             formatter.write(" " * INDENT + shown + "\n")
 
         section("OPTIONS")
-        for n, param in enumerate(options):
-            if param.opts[0] == "--help":
+        positionals = [p for p in self.get_params(ctx) if p.param_type_name == "argument"]
+        for n, param in enumerate([*positionals, *options]):
+            name = param.make_metavar(ctx) if param.param_type_name == "argument" else param.opts[0]
+            if name == "--help":
                 continue
             kind, description, example = _split_option_help(getattr(param, "help", None) or "")
             if n:
                 formatter.write("\n")
-            label = f"{param.opts[0]} ({kind})" if kind else param.opts[0]
+            label = f"{name} ({kind})" if kind else name
             formatter.write(" " * INDENT + label + "\n")
             default = param.default
             if not getattr(param, "is_flag", False) and default not in (None, "", False):

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from gpuhost.cli.common import docs_epilog, emit_json, errors_to_exit, shown
 from gpuhost.cli.help import ReferenceCommand
+from gpuhost.cli.table import typer_command
 from gpuhost.comfyui.models import sync as models_sync
 from gpuhost.comfyui.models import verify as models_verify
+from gpuhost.options import Values
 from gpuhost.printable import printable
 from gpuhost.units import format_duration, human_bytes
 
@@ -36,79 +38,8 @@ models_app = typer.Typer(
     rich_markup_mode=None,
 )
 
-JSON_HELP = "(boolean) Print the result as JSON (schema gpuhost.models/v1). Example: --json"
-MANIFEST_HELP = (
-    "(path) The models manifest (the one `gpuhost layers` reads): each entry's path or name, size, ComfyUI "
-    "folder and optional sha256. Example: --manifest models.manifest.yaml"
-)
 
-
-def sync(
-    source: str = typer.Argument(
-        ..., metavar="SOURCE", help="s3://BUCKET/PREFIX, or an https:// base URL; files are SOURCE/FOLDER/NAME "
-        "unless the manifest gives an entry's `source`."
-    ),
-    manifest: str = typer.Option(..., "--manifest", metavar="FILE", help=MANIFEST_HELP),
-    to: Optional[str] = typer.Option(
-        None, "--to", metavar="DIR",
-        help="(path) Where the folders go. Default: models/ at the top of the disk holding Docker's data-root "
-        "(/var/lib/gpuhost/models when that is the root disk). Example: --to /mnt/docker/models",
-    ),
-    concurrency: int = typer.Option(
-        16, "--concurrency", metavar="N", help="(integer) Ranged GETs in flight, 1-256. Example: --concurrency 32"
-    ),
-    part_size: str = typer.Option(
-        "16MiB", "--part-size", metavar="SIZE",
-        help="(string) The size of each ranged GET (and of what a resume may lose), 1MiB-5GiB. "
-        "Example: --part-size 8MiB",
-    ),
-    region: Optional[str] = typer.Option(
-        None, "--region", metavar="REGION", help="(string) The bucket's AWS region. Default: AWS_REGION or the "
-        "profile's. Example: --region us-east-1",
-    ),
-    profile: Optional[str] = typer.Option(
-        None, "--profile", metavar="PROFILE",
-        help="(string) A named profile from ~/.aws/config. Example: --profile models",
-    ),
-    endpoint_url: Optional[str] = typer.Option(
-        None, "--endpoint-url", metavar="URL",
-        help="(string) Send S3 calls to this URL (a VPC endpoint, a test server). Example: --endpoint-url "
-        "https://bucket.vpce-0abc.s3.us-east-1.vpce.amazonaws.com",
-    ),
-    ca_bundle: Optional[str] = typer.Option(
-        None, "--ca-bundle", metavar="FILE",
-        help="(path) For an https:// source: trust the CA certificates in this PEM file. Example: --ca-bundle ca.pem",
-    ),
-    timeout: str = typer.Option(
-        "60s", "--timeout", metavar="DURATION",
-        help="(string) The total deadline of one request (a ranged GET of one part). Example: --timeout 2m",
-    ),
-    attempts: int = typer.Option(
-        5, "--attempts", metavar="N",
-        help="(integer) Tries per request on throttling (SlowDown, 503), 5xx and broken connections. "
-        "Example: --attempts 8",
-    ),
-    network_gbps: float = typer.Option(
-        models_sync.DEFAULT_NETWORK_GBPS, "--network-gbps", metavar="GBPS",
-        help="(number) --dry-run: the instance's network bandwidth for the predicted time. Example: --network-gbps 25",
-    ),
-    record: Optional[str] = typer.Option(
-        None, "--record", metavar="FILE",
-        help="(path) After the sync, record the directory and files here for `gpuhost check` (comfyui.models). "
-        "Example: --record /etc/gpuhost/models.json",
-    ),
-    lock_wait: str = typer.Option(
-        models_sync.DEFAULT_LOCK_WAIT, "--lock-wait", metavar="DURATION",
-        help="(string) How long to wait while another sync (the boot unit, a play) holds DIR, 0 to 24h; past it, "
-        "exit 3. Example: --lock-wait 5m",
-    ),
-    dry_run: bool = typer.Option(
-        False, "--dry-run",
-        help="(boolean) Say what would be fetched or resumed, how many bytes and how long; fetch nothing. "
-        "Example: --dry-run",
-    ),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
-) -> None:
+def sync(values: Values) -> None:
     """Copy a manifest's model files from S3 or https into ComfyUI's model folders, resumably, and verify each.
 
     Each file is fetched as parallel ranged GETs into NAME.part; NAME.part.json beside it records the source's
@@ -141,13 +72,10 @@ def sync(
       ignored      manifest globs (entries for `gpuhost layers`, not files to fetch)
     Errors print {"error", "remedy", "exit_code"} instead.
     """
+    as_json = values.json
     with errors_to_exit(as_json), models_sync.Stopper() as stopper:
-        options = models_sync.SyncOptions.parse(
-            source=source, manifest=manifest, to=to, concurrency=concurrency, part_size=part_size, region=region,
-            profile=profile, endpoint_url=endpoint_url, ca_bundle=ca_bundle, timeout=timeout, attempts=attempts,
-            dry_run=dry_run, network_gbps=network_gbps, record=record, lock_wait=lock_wait,
-        )
-        if not as_json and not dry_run and sys.stderr.isatty():
+        options = models_sync.SyncOptions.parse(**values.for_call(models_sync.SyncOptions.parse))
+        if not as_json and not values.dry_run and sys.stderr.isatty():
             with SyncBar() as bar:
                 result = models_sync.run(options, on_progress=bar.update, stopper=stopper)
         else:
@@ -164,22 +92,7 @@ def sync(
     raise typer.Exit(result.exit_code)
 
 
-def verify(
-    directory: str = typer.Argument(..., metavar="DIR", help="The directory holding the model folders."),
-    manifest: str = typer.Option(..., "--manifest", metavar="FILE", help=MANIFEST_HELP),
-    url: Optional[str] = typer.Option(
-        None, "--url", metavar="URL",
-        help="(string) Also ask this ComfyUI (GET /models/FOLDER) whether it lists each file. "
-        "Example: --url http://127.0.0.1:8188",
-    ),
-    no_hash: bool = typer.Option(
-        False, "--no-hash", help="(boolean) Skip the sha256 (size and header only: seconds instead of minutes)."
-    ),
-    timeout: str = typer.Option(
-        "10s", "--timeout", metavar="DURATION", help="(string) --url: the deadline per request. Example: --timeout 30s"
-    ),
-    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
-) -> None:
+def verify(values: Values) -> None:
     """Check that a manifest's model files are in DIR, of their size, whole by their header and their sha256.
 
     No network, unless --url asks the running ComfyUI which files it sees.
@@ -195,9 +108,10 @@ def verify(
     With --json, the object of `gpuhost models sync`, command `verify`; each file's action is ok, missing, short,
     long, corrupt or unlisted (present but not listed by ComfyUI).
     """
+    as_json = values.json
     with errors_to_exit(as_json):
-        options = models_verify.ModelsOptions.parse(directory=directory, manifest=manifest, hash_files=not no_hash,
-                                                    url=url, timeout=timeout)
+        parse = models_verify.ModelsOptions.parse
+        options = parse(**values.for_call(parse, hash_files=not values.no_hash))
         result = models_verify.run(options)
     if as_json:
         emit_json(result.to_dict())
@@ -207,8 +121,12 @@ def verify(
 
 
 def register(app: typer.Typer) -> None:
-    models_app.command("sync", epilog=docs_epilog("models", SYNC_EXIT_CODES), cls=ReferenceCommand)(sync)
-    models_app.command("verify", epilog=docs_epilog("models", VERIFY_EXIT_CODES), cls=ReferenceCommand)(verify)
+    models_app.command("sync", epilog=docs_epilog("models", SYNC_EXIT_CODES), cls=ReferenceCommand)(
+        typer_command(models_sync.MODELS_SYNC, sync, reference=True)
+    )
+    models_app.command("verify", epilog=docs_epilog("models", VERIFY_EXIT_CODES), cls=ReferenceCommand)(
+        typer_command(models_verify.MODELS_VERIFY, verify, reference=True)
+    )
     app.add_typer(models_app, name="models")
 
 

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
-from gpuhost.cli.common import docker_host_option, docs_epilog, emit_json, engine_client, errors_to_exit, shown
-from gpuhost.model import SourceError, UsageError, for_humans, to_jsonable
+from gpuhost.cli.common import docs_epilog, emit_json, errors_to_exit, shown
+from gpuhost.cli.table import typer_command
+from gpuhost.engine import EngineClient
+from gpuhost.model import for_humans, to_jsonable
+from gpuhost.options import Values
 from gpuhost.printable import printable
-from gpuhost.storage.plan import (
-    CONFIG_PATH,
-    DEFAULT_LABEL,
-    DEFAULT_MOUNT_PATH,
-    StoragePlan,
-    StorageRequest,
-    plan_docker_storage,
-)
-from gpuhost.storage.probe import DEFAULT_UNPACK_PROBE_BYTES, probe_storage
-from gpuhost.units import MIB, format_duration, parse_size
+from gpuhost.storage.plan import STORAGE_PLAN, StoragePlan, StorageRequest, plan_docker_storage
+from gpuhost.storage.probe import STORAGE_PROBE, measure_storage, probe_storage
+from gpuhost.units import format_duration, parse_size
 
 EXIT_CODES = (
     "Exit codes: 0 done (plan: every disk accepted); 1 a disk is refused or the data-root move is blocked; "
@@ -32,34 +26,7 @@ storage_app = typer.Typer(
 )
 
 
-@storage_app.command(epilog=docs_epilog("storage", EXIT_CODES))
-def plan(
-    device: Optional[list[str]] = typer.Option(
-        None, "--device", "-d", help="A disk to use (repeat). None: every instance-store NVMe disk."
-    ),
-    force: Optional[list[str]] = typer.Option(
-        None, "--force", help="A named disk whose content may be destroyed (repeat)."
-    ),
-    mount_path: str = typer.Option(DEFAULT_MOUNT_PATH, "--mount-path", help="Where the role mounts the disk."),
-    label: str = typer.Option(DEFAULT_LABEL, "--label", help="XFS label the role writes (12 characters at most)."),
-    array_name: str = typer.Option(
-        "", "--array-name", help="The md RAID0 array's name when several disks are used (default: the label)."
-    ),
-    missing_disk_policy: str = typer.Option(
-        "fail", "--missing-disk-policy", metavar="wait|fail|fallback", help="What the boot unit does without its disks."
-    ),
-    device_timeout: int = typer.Option(90, "--device-timeout", help="Seconds the boot unit waits for the disks."),
-    fallback_data_root: str = typer.Option(
-        "",
-        "--fallback-data-root",
-        help="Data-root for the fallback policy (default: Docker's data-root before the move).",
-    ),
-    no_move: bool = typer.Option(False, "--no-move", help="Switch data-root without copying the old one."),
-    daemon_json: str = typer.Option("/etc/docker/daemon.json", "--daemon-json", help="Docker's daemon.json."),
-    docker_host: Optional[str] = docker_host_option(),
-    config: str = typer.Option(CONFIG_PATH, "--config", help="An earlier run's boot configuration (read only)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON (what the role reads)."),
-) -> None:
+def plan(values: Values) -> None:
     """Show which disks Docker's data-root may take and why every other disk is refused, and how
     data-root would move. Reads only: blkid -p, wipefs --no-act and gpuhost's own byte checks look for
     filesystems, partition tables, RAID/LVM/swap/crypto signatures; /sys and /proc tell the root disk,
@@ -73,19 +40,12 @@ def plan(
 
       gpuhost storage plan --device /dev/nvme1n1 --force /dev/nvme1n1 --json
     """
+    as_json = values.json
     with errors_to_exit(as_json):
-        request = StorageRequest.parse(
-            devices=device,
-            force=force,
-            mount_path=mount_path,
-            label=label,
-            array_name=array_name,
-            missing_disk_policy=missing_disk_policy,
-            device_timeout=device_timeout,
-            fallback_data_root=fallback_data_root,
-        )
+        request = StorageRequest.parse(**values.for_call(StorageRequest.parse))
         result = plan_docker_storage(
-            request, daemon_json, engine_client(docker_host, 30.0), move=not no_move, config_path=config
+            request, values.daemon_json, EngineClient(values.docker_host, timeout=30.0), move=not values.no_move,
+            config_path=values.config,
         )
     if as_json:
         emit_json(result.to_dict())
@@ -137,27 +97,7 @@ def print_plan(result: StoragePlan) -> None:
                 ))
 
 
-@storage_app.command(epilog=docs_epilog("storage", EXIT_CODES))
-def probe(
-    path: str = typer.Option("", "--path", help="A directory on the filesystem to measure (default: data-root)."),
-    size_mib: int = typer.Option(512, "--size-mib", help="How much to write (deleted again)."),
-    unpack: bool = typer.Option(
-        False,
-        "--unpack",
-        help="Also time `docker load` of an image, uncompressed, gzip and zstd, 3 rounds each, until the data "
-        "is on the device: Docker's own processing rate per layer compression (a few minutes).",
-    ),
-    unpack_mib: int = typer.Option(
-        DEFAULT_UNPACK_PROBE_BYTES // MIB,
-        "--unpack-mib",
-        help="The --unpack image's size in MiB; smaller than 1024 measures a rate a large image will not reach.",
-    ),
-    image_size: str = typer.Option(
-        "", "--image-size", help="Predict for this size (e.g. 140GB, 60GiB); default: the largest local image."
-    ),
-    docker_host: Optional[str] = docker_host_option(),
-    as_json: bool = typer.Option(False, "--json", help="Print the measurement as JSON."),
-) -> None:
+def probe(values: Values) -> None:
     """Measure the write throughput of the filesystem under Docker's data-root (O_DIRECT, then fdatasync)
     and predict how long an image takes to unpack there.
 
@@ -167,22 +107,15 @@ def probe(
 
       gpuhost storage probe --path /mnt/docker --unpack --image-size 140GB --json
     """
+    as_json = values.json
     with errors_to_exit(as_json):
-        size = parse_size(image_size, "--image-size") if image_size else 0
-        try:
-            report = probe_storage(
-                path=path,
-                size_mib=size_mib,
-                unpack=unpack,
-                image_bytes=size,
-                client=engine_client(docker_host, 30.0),
-                unpack_mib=unpack_mib,
-                progress=None if as_json else lambda message: typer.echo(for_humans(message), err=True),
-            )
-        except OSError as exc:
-            raise SourceError(path or "data-root", str(exc), "Run as root, on a writable filesystem.") from exc
-        except ValueError as exc:  # too little room for the probe
-            raise UsageError(str(exc), "Give a smaller --size-mib or a --path with more free space.") from exc
+        size = parse_size(values.image_size, "--image-size") if values.image_size else 0
+        report = measure_storage(**values.for_call(
+            probe_storage,
+            image_bytes=size,
+            client=EngineClient(values.docker_host, timeout=30.0),
+            progress=None if as_json else lambda message: typer.echo(for_humans(message), err=True),
+        ))
     if as_json:
         emit_json(to_jsonable(report))
         return
@@ -203,6 +136,10 @@ def probe(
         f"(the {report.device_class or 'other'} default of {report.default_write_mib_s:.0f} MiB/s would say "
         f"{format_duration(report.predicted_with_default_s)})"
     ))
+
+
+storage_app.command("plan", epilog=docs_epilog("storage", EXIT_CODES))(typer_command(STORAGE_PLAN, plan))
+storage_app.command("probe", epilog=docs_epilog("storage", EXIT_CODES))(typer_command(STORAGE_PROBE, probe))
 
 
 def register(app: typer.Typer) -> None:

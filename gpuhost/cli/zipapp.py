@@ -5,20 +5,13 @@ from __future__ import annotations
 import typer
 
 from gpuhost.cli.common import EXIT_CODES_HELP, docs_epilog, emit_json, errors_to_exit
+from gpuhost.cli.table import typer_command
 from gpuhost.model import UsageError
-from gpuhost.ship import build_zipapp
+from gpuhost.options import Values
+from gpuhost.ship import ZIPAPP, build_zipapp
 
 
-def zipapp(
-    output: str = typer.Option(
-        "gpuhost-agent.pyz",
-        "--output",
-        "-o",
-        help="Where to write the agent: a regular file (replaced when its content differs) or a new name in an "
-        "existing directory. Devices, FIFOs and directories are refused; no directory is created.",
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print path and sha256 as JSON."),
-) -> None:
+def zipapp(values: Values) -> None:
     """Build the gpuhost agent: one file that runs `check`, `facts` and the host-side commands on a
     managed host with its own python3 (>= 3.9), nothing installed. Reproducible: the same sources give
     the same bytes.
@@ -29,9 +22,10 @@ def zipapp(
 
       scp /tmp/gpuhost-agent.pyz host: && ssh host python3 gpuhost-agent.pyz check
     """
+    as_json = values.json
     with errors_to_exit(as_json):
         try:
-            path, digest = build_zipapp(output)
+            path, digest = build_zipapp(values.output)
         except RuntimeError as exc:  # a module the agent carries is not importable here
             raise UsageError(str(exc), "Install gpuhost with its dependencies.") from exc
     if as_json:
@@ -41,4 +35,4 @@ def zipapp(
 
 
 def register(app: typer.Typer) -> None:
-    app.command(epilog=docs_epilog("zipapp", EXIT_CODES_HELP))(zipapp)
+    app.command("zipapp", epilog=docs_epilog("zipapp", EXIT_CODES_HELP))(typer_command(ZIPAPP, zipapp))

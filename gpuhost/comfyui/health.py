@@ -20,8 +20,16 @@ from typing import Any, Callable, Optional
 from gpuhost.comfyui.container import check_container_ref
 from gpuhost.comfyui.readiness import Phase
 from gpuhost.comfyui.snapshot import snapshot_verdict
-from gpuhost.engine import EngineClient, EngineError, EnginePermissionDenied, EngineUnavailable, quote_ref
+from gpuhost.engine import (
+    DOCKER_HOST_OPTION,
+    EngineClient,
+    EngineError,
+    EnginePermissionDenied,
+    EngineUnavailable,
+    quote_ref,
+)
 from gpuhost.model import UsageError
+from gpuhost.options import Command, Option, json_flag
 from gpuhost.units import parse_duration
 
 HEALTH_SCHEMA = "gpuhost.door-health/v1"
@@ -31,6 +39,7 @@ MAX_INSTANCES = 64
 # one instance's verdict may take the log's deadline (5 s) and a probe; a round never waits longer
 ROUND_DEADLINE_S = 20.0
 PROBE_TIMEOUT_S = 2.0
+DEFAULT_EVERY = "10s"
 
 
 @dataclass(frozen=True)
@@ -55,7 +64,9 @@ class HealthOptions:
     once: bool = False
 
     @classmethod
-    def parse(cls, directory: str, instances: list[str], every: str = "10s", once: bool = False) -> HealthOptions:
+    def parse(
+        cls, directory: str, instances: list[str], every: str = DEFAULT_EVERY, once: bool = False
+    ) -> HealthOptions:
         if not instances:
             raise UsageError("no --instance given", "Example: --instance 0:comfyui-0 --instance 1:comfyui-1")
         if len(instances) > MAX_INSTANCES:
@@ -70,6 +81,25 @@ class HealthOptions:
         if not 1 <= interval <= 3600:
             raise UsageError(f"--every {every!r} is outside 1 s to 1 h", "Example: --every 10s")
         return cls(directory, refs, interval, once)
+
+
+DOOR_HEALTH = Command(
+    cli="",
+    agent="door-health",
+    summary="judge the front door's ComfyUI instances and write its health JSON",
+    options=(
+        Option("--write", "Where health.json and the ready marker go.", kind="place", metavar="DIR", required=True,
+               dest="directory"),
+        Option("--instance", "An instance behind the door (repeat for each).", metavar="NUMBER:CONTAINER",
+               repeat=True, dest="instances", example="--instance 0:comfyui-0"),
+        Option("--every", "How often the instances are judged.", default=DEFAULT_EVERY, metavar="DURATION",
+               example="--every 10s"),
+        Option("--once", "Judge and write once, then exit (0: some instance ready).", kind="flag", default=False),
+        DOCKER_HOST_OPTION,
+        json_flag("the health document"),
+    ),
+    parsers=(HealthOptions.parse,),
+)
 
 
 @dataclass

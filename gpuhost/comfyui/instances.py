@@ -22,6 +22,7 @@ from gpuhost.facts.devices import DeviceFacts
 from gpuhost.facts.docker import ContainerGpuAccess
 from gpuhost.facts.gpu import GpuFacts
 from gpuhost.facts.source import SourceStatus
+from gpuhost.options import Command, Option, json_flag
 
 # the labels roles/comfyui puts on each container of a multi-instance deployment (one instance keeps
 # the container it always had: `gpuhost.comfyui` alone)
@@ -195,3 +196,15 @@ def instance_list(containers: list[ContainerGpuAccess], comfyui: ComfyUIFacts,
             "reason": verdict.reason if verdict is not None else "",
         })
     return listed
+
+
+GPUS = Command(
+    cli="",
+    agent="gpus",
+    summary="list this host's GPUs (NVML, else the CDI spec, else /dev/nvidia[0-9]+)",
+    options=(
+        Option("--root", "Read /etc/cdi, /var/run/cdi (and /dev) under this directory.", kind="path", default="/"),
+        Option("--dev-root", "Where the device nodes are (default: ROOT/dev).", kind="path"),
+        json_flag("the GPUs"),
+    ),
+)

@@ -22,9 +22,10 @@ from typing import Any, Optional
 from gpuhost.comfyui import registry
 from gpuhost.comfyui.manifest import Manifest, ManifestEntry, load_manifest, parse_bytes
 from gpuhost.comfyui.registry import LayerDescriptor, Platform, RegistryError, fetch_layer_descriptors
-from gpuhost.engine import EngineError, quote_ref
+from gpuhost.engine import DOCKER_HOST_OPTION, EngineError, quote_ref
 from gpuhost.facts.storage import STORAGE_PROBE_RECORD, locate, read_recorded_probe
 from gpuhost.model import ExitCode, Finding, Severity, UsageError
+from gpuhost.options import Command, Option, json_flag
 from gpuhost.refs import check_image_reference
 from gpuhost.units import MAX_BYTES, format_duration, human_bytes, positive_number
 from gpuhost.unpack import (
@@ -38,6 +39,7 @@ from gpuhost.unpack import (
 
 LAYERS_SCHEMA = "gpuhost.comfyui.layers/v1"
 DEFAULT_MIN_MODEL_BYTES = 1024 * 1024
+MAX_MIB_S = 1e6  # a device or network rate past any there is
 
 MODEL_EXTENSIONS = ("safetensors", "ckpt", "pt", "pth", "bin", "gguf", "onnx", "sft", "pkl")
 MODEL_FILE_RE = re.compile(r"\.(?:" + "|".join(MODEL_EXTENSIONS) + r")\b", re.IGNORECASE)
@@ -346,11 +348,39 @@ class LayersOptions:
         return cls(
             min_model_bytes=parse_bytes(min_model_bytes, "--min-model-bytes") if min_model_bytes is not None else None,
             manifest=load_manifest(manifest) if manifest else None,
-            write_mib_s=positive_number(write_mibs, "--write-mibs", maximum=1e6) if write_mibs is not None else None,
+            write_mib_s=(
+                positive_number(write_mibs, "--write-mibs", maximum=MAX_MIB_S) if write_mibs is not None else None
+            ),
             download_mib_s=(
-                positive_number(download_mibs, "--download-mibs", maximum=1e6) if download_mibs is not None else None
+                positive_number(download_mibs, "--download-mibs", maximum=MAX_MIB_S) if download_mibs is not None
+                else None
             ),
         )
+
+
+LAYERS = Command(
+    cli="layers",
+    agent="",
+    summary="show an image's layers and flag the model downloads that produced nothing or too little",
+    options=(
+        Option("IMAGE", "An image on this Docker host (name:tag, name@digest, id).", kind="name", required=True),
+        Option("--manifest", "Expected model sizes: a models.manifest.yaml/.json, or the build context directory "
+               "that holds one (the format is in docs/layers.md).", kind="path",
+               example="--manifest docker/comfyui/"),
+        Option("--min-model-bytes", "A model layer smaller than this is a failed download. Default: the manifest's "
+               "min_model_bytes, else 1MiB.", metavar="SIZE", example="--min-model-bytes 100MB"),
+        Option("--write-mibs", "The data-root device's sustained write throughput for the unpack prediction. "
+               "Default: gpuhost.unpack's figure for the device class under Docker's data-root.", kind="number",
+               metavar="MiB/s", minimum=0, maximum=MAX_MIB_S, example="--write-mibs 1000"),
+        Option("--download-mibs", "How fast this host downloads from the image's registry, for the pull "
+               "prediction's download part. Default: left out (a registry on this network or a pull-through "
+               "cache).", kind="number", metavar="MiB/s", minimum=0, maximum=MAX_MIB_S,
+               example="--download-mibs 250"),
+        DOCKER_HOST_OPTION,
+        json_flag("the report (schema gpuhost.comfyui.layers/v1)"),
+    ),
+    parsers=(LayersOptions.parse,),
+)
 
 
 def image_layers(

@@ -39,6 +39,7 @@ from gpuhost.comfyui.readiness import (
 )
 from gpuhost.comfyui.scrub import scrubber_for
 from gpuhost.engine import (
+    DOCKER_HOST_OPTION,
     EngineBadAnswer,
     EngineClient,
     EngineError,
@@ -49,9 +50,12 @@ from gpuhost.engine import (
     quote_ref,
 )
 from gpuhost.model import SourceError, UsageError, to_jsonable
+from gpuhost.options import Command, Option, json_flag
 from gpuhost.units import parse_duration
 
 WAIT_SCHEMA = "gpuhost.wait-ready/v1"
+DEFAULT_TIMEOUT = "10m"
+DEFAULT_STALL_TIMEOUT_TEXT = "3m"
 WAIT_MANY_SCHEMA = "gpuhost.wait-ready.instances/v1"
 MAX_CONTAINERS = 64
 _EOF = object()
@@ -69,7 +73,9 @@ class WaitOptions:
     inspect_interval: float = 1.0
 
     @classmethod
-    def parse(cls, timeout: str = "10m", stall_timeout: str = "3m", url: Optional[str] = None) -> WaitOptions:
+    def parse(
+        cls, timeout: str = DEFAULT_TIMEOUT, stall_timeout: str = DEFAULT_STALL_TIMEOUT_TEXT, url: Optional[str] = None
+    ) -> WaitOptions:
         """The options as typed (CLI or agent): durations like 90, 30s, 10m, 1h."""
         return cls(
             timeout=parse_duration(timeout, "--timeout"),
@@ -419,3 +425,25 @@ def many_to_dict(results: list[WaitResult]) -> dict[str, Any]:
         "containers": [result.to_dict() for result in results],
         "exit_code": 0 if ready == len(results) else 1,
     }
+
+
+WAIT_READY = Command(
+    cli="wait-ready",
+    agent="wait-ready",
+    summary="wait until ComfyUI in a container really serves (see gpuhost wait-ready)",
+    options=(
+        Option("CONTAINER", "The ComfyUI container's name or id; several (a host's instances) are judged at once.",
+               kind="name", repeat=True, required=True, dest="containers"),
+        Option("--timeout", "Give up (exit 1) when ComfyUI is not ready after this long.", default=DEFAULT_TIMEOUT,
+               metavar="DURATION", example="--timeout 15m"),
+        Option("--stall-timeout", "Before the GUI line: stalled (exit 1) when no new log line comes for this long; "
+               "the last line seen is reported.", default=DEFAULT_STALL_TIMEOUT_TEXT, metavar="DURATION",
+               example="--stall-timeout 90s"),
+        Option("--url", "Probe this URL instead of /system_stats through the container's published port (or its "
+               "--listen/--port on the host network).", metavar="URL",
+               example="--url http://127.0.0.1:8188/system_stats"),
+        DOCKER_HOST_OPTION,
+        json_flag("the result (schema gpuhost.wait-ready/v1)"),
+    ),
+    parsers=(WaitOptions.parse,),
+)

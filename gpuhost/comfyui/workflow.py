@@ -27,6 +27,7 @@ from gpuhost.comfyui.validation import (
     validate_prompt,
 )
 from gpuhost.model import Finding, Severity, SourceError, UsageError
+from gpuhost.options import CLI, Option
 from gpuhost.redact import redact_url
 
 MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx", ".sft", ".pkl")
@@ -129,6 +130,16 @@ class WorkflowRequest:
 
 
 # --- loading -----------------------------------------------------------------------------
+
+
+# `gpuhost check --workflow FILE [--comfyui-url URL]` (gpuhost.fleet.options.CHECK lists them)
+WORKFLOW_OPTIONS = (
+    Option("--workflow", "Also validate this API-format workflow against the ComfyUI server's /object_info "
+           "(nothing is queued): unknown nodes, model files the server lacks, bad values, missing inputs, broken "
+           "links.", kind="path", metavar="FILE", fronts=(CLI,)),
+    Option("--comfyui-url", "With --workflow: the ComfyUI server (default: the ready ComfyUI container check "
+           "finds).", metavar="URL", fronts=(CLI,)),
+)
 
 
 def load_workflow(path: str) -> dict[str, Any]:

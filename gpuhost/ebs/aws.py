@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpuhost.ebs.volume import Modification, Performance, Volume, modification_from_api, volume_from_api
-from gpuhost.model import ExitCode, UsageError
+from gpuhost.model import ExitCode, GpuhostError, UsageError
 from gpuhost.redact import redact_urls
 
 IAM_ACTIONS = "ec2:DescribeVolumes, ec2:DescribeVolumesModifications, ec2:ModifyVolume, ec2:DescribeInstances"
@@ -22,13 +22,12 @@ MAX_ANSWER_BYTES = 16 * 1024 * 1024
 ENDPOINT_REMEDY = "Check --endpoint-url (or AWS_ENDPOINT_URL_EC2): it must be an EC2 API endpoint."
 
 
-class AwsError(Exception):
-    """An AWS failure as gpuhost reports it: one line, a remedy, an exit code."""
+class AwsError(GpuhostError):
+    """An AWS failure as gpuhost reports it: one line, a remedy, an exit code (3 when AWS could not be
+    reached or refused access, 2 for what AWS says is bad input, 1 for what cannot be done now)."""
 
     def __init__(self, message: str, remedy: str, exit_code: ExitCode, aws_code: str = "") -> None:
-        super().__init__(redact_urls(message))
-        self.remedy = remedy
-        self.exit_code = exit_code
+        super().__init__(message, remedy, exit_code)
         self.aws_code = aws_code
 
 

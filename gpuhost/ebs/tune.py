@@ -35,7 +35,6 @@ from gpuhost.ebs.target import (
 from gpuhost.ebs.volume import Modification, Volume, latest
 from gpuhost.ebs.wait import WAIT_UNTIL, Progress, WaitOutcome, wait_for_modification
 from gpuhost.engine import (
-    DockerAddressError,
     EngineBadAnswer,
     EngineClient,
     EngineError,
@@ -45,10 +44,14 @@ from gpuhost.engine import (
     quote_ref,
 )
 from gpuhost.model import ExitCode, SourceError, UsageError, for_humans
+from gpuhost.options import Command, Option, json_flag
 from gpuhost.refs import check_image_reference
 from gpuhost.units import parse_duration, parse_size, positive_number
 
 SCHEMA = "gpuhost.tune-ebs/v1"
+DEFAULT_TIMEOUT = "30m"
+DEFAULT_POLL_INTERVAL = 15.0
+MAX_POLL_INTERVAL = 3600.0
 
 
 @dataclass
@@ -88,8 +91,8 @@ class TuneOptions:
         dry_run: bool = False,
         wait: bool = False,
         wait_until: str | None = None,
-        timeout: str = "30m",
-        poll_interval: float = 15.0,
+        timeout: str = DEFAULT_TIMEOUT,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
         when_image_present: str | None = None,
     ) -> TuneOptions:
         """The options as typed (CLI or agent), read and validated before any AWS call."""
@@ -111,11 +114,68 @@ class TuneOptions:
             wait=wait or wait_until is not None,
             wait_until=wait_until or "optimizing",
             timeout_s=parse_duration(timeout, "--timeout"),
-            poll_s=positive_number(poll_interval, "--poll-interval", maximum=3600),
+            poll_s=positive_number(poll_interval, "--poll-interval", maximum=MAX_POLL_INTERVAL),
             when_image_present=when_image_present,
         )
         validate(options)
         return options
+
+
+TUNE_EBS = Command(
+    cli="tune-ebs",
+    agent="tune-ebs",
+    summary="tune an EBS gp3 volume (needs boto3 on the host; see gpuhost tune-ebs)",
+    options=(
+        Option("--volume-id", "The EBS volume to tune. Default: this instance's volume chosen by --target.",
+               metavar="VOLUME_ID", example="--volume-id vol-0123456789abcdef0"),
+        Option("--target", "Without --volume-id, which volume of this instance: `root` (the root device, from IMDSv2 "
+               "and describe-instances) or `data-root` (the volume under Docker's data-root, by its NVMe serial).",
+               default="root", choices=TARGETS, example="--target data-root"),
+        Option("--instance-id", "Find the root volume of this instance instead of the one the command runs on; with "
+               "--volume-id, the volume must be attached to it (exit 2 otherwise).", metavar="INSTANCE_ID",
+               example="--instance-id i-0123456789abcdef0 --region us-east-1"),
+        Option("--data-root", "With --target data-root: the directory to look under instead of asking Docker.",
+               kind="path", example="--data-root /var/lib/docker"),
+        Option("--region", "The AWS region. Default: AWS_REGION, then AWS_DEFAULT_REGION, the profile's region, then "
+               "the instance's own.", metavar="REGION", example="--region us-east-1"),
+        Option("--profile", "A named profile from ~/.aws/config; the usual boto3 credential chain otherwise.",
+               metavar="PROFILE", example="--profile gpu-admin"),
+        Option("--endpoint-url", "Send EC2 API calls to this URL (a VPC endpoint, a test server). Each request gets "
+               "20 s in all, each call 60 s with its retries, each answer at most 16 MiB.", metavar="URL",
+               example="--endpoint-url https://vpce-0abc-1234.ec2.us-east-1.vpce.amazonaws.com"),
+        Option("--throughput", "Target gp3 throughput, 125-2000 MiB/s, at most 0.25 MiB/s per provisioned IOPS.",
+               kind="int", metavar="MiB/s", minimum=0, maximum=100_000, example="--throughput 1000"),
+        Option("--iops", "Target gp3 IOPS, 3000-80000, at most 500 per GiB of volume size.", kind="int",
+               metavar="IOPS", minimum=0, maximum=1_000_000, example="--iops 9000"),
+        Option("--preset", "Named target: `baseline` 3000 IOPS / 125 MiB/s (gp3's free level), `pull` 9000 IOPS / "
+               "1000 MiB/s (for a big image pull), `max` the most this volume's size allows.",
+               metavar="baseline|pull|max", example="--preset pull"),
+        Option("--for-image-size", "Image size for the unpack-time prediction (GB = 10^9, GiB = 2^30); with --within, "
+               "choose the cheapest target that unpacks it in time.", metavar="SIZE",
+               example="--for-image-size 140GB"),
+        Option("--within", "With --for-image-size: the unpack time to meet (s, m, h). Values already higher are "
+               "kept.", metavar="DURATION", example="--for-image-size 140GB --within 5m"),
+        Option("--to-gp3", "Allow converting a gp2, io1, io2, st1 or sc1 volume to gp3 (live; it is one "
+               "modification).", kind="flag", default=False, example="--to-gp3 --preset baseline"),
+        Option("--dry-run", "Print the plan (current -> target, cost, unpack time, modification limit) and change "
+               "nothing.", kind="flag", default=False, example="--preset pull --dry-run"),
+        Option("--wait", "After requesting the change, follow it with a progress bar until AWS reports `optimizing` "
+               "(the new performance is being applied).", kind="flag", default=False,
+               example="--preset pull --wait"),
+        Option("--wait-until", "Implies --wait; `completed` waits for the whole modification (also what AWS needs "
+               "before the next one).", choices=WAIT_UNTIL, example="--wait-until completed"),
+        Option("--timeout", "How long --wait follows the modification before giving up (exit 1; the modification goes "
+               "on).", default=DEFAULT_TIMEOUT, metavar="DURATION", example="--wait --timeout 10m"),
+        Option("--poll-interval", "Seconds between two describe-volumes-modifications calls while waiting.",
+               kind="number", default=DEFAULT_POLL_INTERVAL, metavar="SECONDS", minimum=0,
+               maximum=MAX_POLL_INTERVAL, example="--wait --poll-interval 5"),
+        Option("--when-image-present", "Act only once Docker on this host has this image (a reference in Docker's "
+               "grammar, else exit 2); until then change nothing and exit 1 (used by the scheduled revert).",
+               metavar="IMAGE", example="--preset baseline --when-image-present comfyui:0.3.64"),
+        json_flag("the result (schema gpuhost.tune-ebs/v1)"),
+    ),
+    parsers=(TuneOptions.parse,),
+)
 
 
 @dataclass
@@ -178,10 +238,7 @@ def validate(options: TuneOptions) -> None:
     if options.when_image_present is not None or (
         options.target == "data-root" and options.volume_id is None and options.data_root is None
     ):
-        try:
-            docker_address(options.docker_host)  # Docker will be asked: its address must be one
-        except DockerAddressError as exc:
-            raise UsageError(str(exc), exc.remedy) from exc
+        docker_address(options.docker_host)  # Docker will be asked: its address must be one (else a UsageError)
     aws.check_environment()
 
 

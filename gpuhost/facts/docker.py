@@ -16,9 +16,11 @@ from gpuhost import userfile
 from gpuhost.engine import EngineClient, EngineError, EnginePermissionDenied, EngineUnavailable
 from gpuhost.facts.source import SourceStatus
 from gpuhost.facts.storage import PathLocation, locate
+from gpuhost.options import Option
 from gpuhost.redact import redact_all
 
 DAEMON_JSON = "/etc/docker/daemon.json"
+DAEMON_JSON_OPTION = Option("--daemon-json", "Docker's daemon.json.", kind="path", default=DAEMON_JSON)
 # the labels the rules read: roles/comfyui marks its containers with `gpuhost.comfyui`, and each
 # instance of a multi-instance deployment with its number and the GPU it was given
 CONTAINER_LABELS = ("gpuhost.comfyui", "gpuhost.comfyui.instance", "gpuhost.comfyui.gpu", "gpuhost.comfyui.gpu-uuid")

@@ -8,6 +8,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpuhost.check import CheckOptions, report_for, run_check
+from gpuhost.fleet.options import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_FORKS,
+    DEFAULT_TIMEOUT,
+    MAX_CONNECT_TIMEOUT,
+    MAX_FORKS,
+    MAX_TIMEOUT,
+)
 from gpuhost.fleet.remote import Agent, collect_remote_facts, facts_arguments
 from gpuhost.fleet.report import FleetReport, HostResult, host_failure
 from gpuhost.fleet.ssh import ConnectFailure, Connector, load_ssh_config, ssh_config_name
@@ -15,11 +23,6 @@ from gpuhost.fleet.targets import Target
 from gpuhost.hostfacts import HostFacts
 from gpuhost.model import UsageError, from_jsonable
 from gpuhost.units import positive_number
-
-DEFAULT_FORKS = 5  # Ansible's default
-DEFAULT_CONNECT_TIMEOUT = 10.0
-DEFAULT_TIMEOUT = 60.0
-MAX_FORKS = 1000
 
 
 @dataclass
@@ -52,8 +55,8 @@ class FleetOptions:
             )
         return cls(
             forks=forks,
-            connect_timeout=positive_number(connect_timeout, "--connect-timeout", maximum=3600),
-            timeout=positive_number(timeout, "--timeout", maximum=86400),
+            connect_timeout=positive_number(connect_timeout, "--connect-timeout", maximum=MAX_CONNECT_TIMEOUT),
+            timeout=positive_number(timeout, "--timeout", maximum=MAX_TIMEOUT),
             accept_new_host_keys=accept_new_host_keys,
             become=become,
             ssh_config=ssh_config,

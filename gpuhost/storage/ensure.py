@@ -29,8 +29,10 @@ from typing import Any, Callable
 from gpuhost import userfile
 from gpuhost.facts.signatures import SignatureReport, probe_signatures
 from gpuhost.facts.storage import collect_block_devices, read_mounts
-from gpuhost.model import UsageError
+from gpuhost.model import ExitCode, GpuhostError, UsageError
+from gpuhost.options import Command, Option, json_flag
 from gpuhost.storage.plan import (
+    CONFIG_PATH,
     CONFIG_SCHEMA,
     MISSING_DISK_POLICIES,
     StoragePlan,
@@ -43,12 +45,13 @@ from gpuhost.storage.plan import (
 Runner = Callable[[list[str]], str]
 
 
-class StorageError(Exception):
+class StorageError(GpuhostError):
     """The disk could not be prepared (exit code 1): the message says why and what to do."""
 
+    exit_code = ExitCode.FAILING
+
     def __init__(self, message: str, remedy: str = "") -> None:
-        super().__init__(message)
-        self.remedy = remedy
+        super().__init__(message, remedy)
 
 
 @dataclass
@@ -301,3 +304,18 @@ def _ensure_raid0(
     elif not all(our_filesystem(s, request.label) for s in report.signatures):
         kinds = ", ".join(s.type for s in report.signatures)
         raise StorageError(f"{array} holds {kinds}, not the XFS filesystem labelled {request.label!r}; left alone")
+
+
+STORAGE_ENSURE = Command(
+    cli="",
+    agent="storage-ensure",
+    summary="create (or find) the data-root array and filesystem; what the boot unit runs",
+    options=(
+        Option("--config", "The role's configuration, - for stdin.", kind="path", default=CONFIG_PATH),
+        Option("--force", "A disk whose content may be destroyed (role runs only).", repeat=True),
+        Option("--check", "Say what would be done, do nothing.", kind="flag", default=False),
+        Option("--boot", "Apply the missing-disk policy (wait, fail, fallback).", kind="flag", default=False),
+        json_flag("the result"),
+    ),
+    parsers=(ensure_storage,),
+)

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from gpuhost import userfile
-from gpuhost.engine import EngineClient
-from gpuhost.facts.docker import DAEMON_JSON
+from gpuhost.engine import DOCKER_HOST_OPTION, EngineClient
+from gpuhost.facts.docker import DAEMON_JSON, DAEMON_JSON_OPTION
 from gpuhost.facts.signatures import Signature, SignatureReport, probe_signatures
 from gpuhost.facts.storage import (
     DOCKER_STORAGE_CONFIG,
@@ -38,6 +38,7 @@ from gpuhost.facts.storage import (
     whole_disk,
 )
 from gpuhost.model import ExitCode, UsageError, to_jsonable
+from gpuhost.options import Command, Option, json_flag
 from gpuhost.storage.move import DEFAULT_DATA_ROOT, DataRootPlan, plan_data_root
 from gpuhost.storage.paths import PathLoop, resolve
 
@@ -47,6 +48,8 @@ SERVICE_UNIT = DOCKER_STORAGE_SERVICE
 DEFAULT_MOUNT_PATH = "/mnt/docker"
 DEFAULT_LABEL = "gh-docker"
 MISSING_DISK_POLICIES = ("wait", "fail", "fallback")
+DEFAULT_DEVICE_TIMEOUT = 90
+MAX_DEVICE_TIMEOUT = 86400  # the boot unit waits at most a day for its disks
 XFS_LABEL_MAX = 12
 
 SignatureProbe = Callable[[str], SignatureReport]
@@ -231,7 +234,7 @@ class StorageRequest:
     label: str = DEFAULT_LABEL
     array_name: str = DEFAULT_LABEL
     missing_disk_policy: str = "fail"
-    device_timeout_s: int = 90
+    device_timeout_s: int = DEFAULT_DEVICE_TIMEOUT
     fallback_data_root: str = "/var/lib/docker"
 
     @classmethod
@@ -244,7 +247,7 @@ class StorageRequest:
         label: str = DEFAULT_LABEL,
         array_name: str = "",
         missing_disk_policy: str = "fail",
-        device_timeout: int = 90,
+        device_timeout: int = DEFAULT_DEVICE_TIMEOUT,
         fallback_data_root: str = "",
     ) -> StorageRequest:
         """The request as typed (CLI, agent or the role): the array is named after the label unless named.
@@ -290,6 +293,34 @@ class StorageRequest:
             )
         if len(set(self.devices)) != len(self.devices):
             raise UsageError("a device is listed twice")
+
+
+STORAGE_PLAN = Command(
+    cli="storage plan",
+    agent="storage-plan",
+    summary="which disks Docker's data-root may take, why others are refused, and the data-root move (reads only)",
+    options=(
+        Option("--device", "A disk to use (repeat). None: every instance-store NVMe disk.", short="-d", repeat=True,
+               dest="devices"),
+        Option("--force", "A named disk whose content may be destroyed (repeat).", repeat=True),
+        Option("--mount-path", "Where the role mounts the disk.", kind="place", default=DEFAULT_MOUNT_PATH),
+        Option("--label", "XFS label the role writes (12 characters at most).", default=DEFAULT_LABEL),
+        Option("--array-name", "The md RAID0 array's name when several disks are used (default: the label).",
+               default=""),
+        Option("--missing-disk-policy", "What the boot unit does without its disks.", default="fail",
+               choices=MISSING_DISK_POLICIES),
+        Option("--device-timeout", "Seconds the boot unit waits for the disks.", kind="int",
+               default=DEFAULT_DEVICE_TIMEOUT, minimum=0, maximum=MAX_DEVICE_TIMEOUT),
+        Option("--fallback-data-root", "Data-root for the fallback policy (default: Docker's data-root before the "
+               "move).", kind="place", default=""),
+        Option("--no-move", "Switch data-root without copying the old one.", kind="flag", default=False),
+        DAEMON_JSON_OPTION,
+        DOCKER_HOST_OPTION,
+        Option("--config", "An earlier run's boot configuration (read only).", kind="path", default=CONFIG_PATH),
+        json_flag("the plan (what the role reads)"),
+    ),
+    parsers=(StorageRequest.parse,),
+)
 
 
 @dataclass

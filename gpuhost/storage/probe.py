@@ -19,12 +19,19 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from gpuhost.engine import EngineBadAnswer, EngineError, EnginePermissionDenied, EngineUnavailable
+from gpuhost.engine import (
+    DOCKER_HOST_OPTION,
+    EngineBadAnswer,
+    EngineError,
+    EnginePermissionDenied,
+    EngineUnavailable,
+)
 from gpuhost.facts.docker import image_sizes
 from gpuhost.facts.storage import locate
-from gpuhost.model import UsageError, to_jsonable
+from gpuhost.model import SourceError, UsageError, to_jsonable
+from gpuhost.options import AGENT, CLI, Command, Option, json_flag
 from gpuhost.units import MIB, format_duration
 from gpuhost.unpack import (
     COMPRESSIONS,
@@ -468,11 +475,14 @@ def largest_image(client: EngineClient) -> tuple[str, int] | None:
 
 # 1 TiB: far above any useful probe; larger numbers overflow the free-space arithmetic
 MAX_PROBE_MIB = 1024 * 1024
+MIN_PROBE_MIB = 16
+DEFAULT_PROBE_MIB = DEFAULT_PROBE_BYTES // MIB
+MAX_IMAGE_BYTES = 1 << 60  # 1 EiB
 
 
 def probe_storage(
     path: str = "",
-    size_mib: int = 512,
+    size_mib: int = DEFAULT_PROBE_MIB,
     unpack: bool = False,
     image_bytes: int = 0,
     client: EngineClient | None = None,
@@ -481,7 +491,7 @@ def probe_storage(
     progress: Callable[[str], None] | None = None,
 ) -> StorageProbeReport:
     """Measure where `path` (default: Docker's data-root) lives and predict an image's unpack time."""
-    if not 16 <= size_mib <= MAX_PROBE_MIB:
+    if not MIN_PROBE_MIB <= size_mib <= MAX_PROBE_MIB:
         raise UsageError(f"--size-mib must be from 16 to {MAX_PROBE_MIB} (1 TiB), got {str(size_mib)[:40]}",
                          "Example: --size-mib 512")
     if not MIN_UNPACK_PROBE_MIB <= unpack_mib <= MAX_UNPACK_PROBE_MIB:
@@ -552,3 +562,44 @@ def probe_storage(
             json.dump(to_jsonable(report), fh, indent=2)
         os.replace(tmp, record)
     return report
+
+
+def measure_storage(**options: Any) -> StorageProbeReport:
+    """probe_storage as both front ends run it: a directory that cannot be written is a SourceError (exit 3),
+    one without room for the probe a UsageError (exit 2)."""
+    try:
+        return probe_storage(**options)
+    except OSError as exc:
+        where = options.get("path") or "data-root"
+        raise SourceError(where, str(exc), "Run as root, on a writable filesystem.") from exc
+    except ValueError as exc:  # too little room for the probe
+        if isinstance(exc, UsageError):
+            raise
+        raise UsageError(str(exc), "Give a smaller --size-mib or a --path with more free space.") from exc
+
+
+STORAGE_PROBE = Command(
+    cli="storage probe",
+    agent="storage-probe",
+    summary="measure write throughput where data-root lives; predict unpack time",
+    options=(
+        Option("--path", "A directory on the filesystem to measure (default: data-root).", kind="place", default=""),
+        Option("--size-mib", "How much to write (deleted again).", kind="int", default=DEFAULT_PROBE_MIB,
+               minimum=MIN_PROBE_MIB, maximum=MAX_PROBE_MIB, example="--size-mib 512"),
+        Option("--unpack", "Also time `docker load` of an image, uncompressed, gzip and zstd, 3 rounds each, until "
+               "the data is on the device: Docker's own processing rate per layer compression (a few minutes).",
+               kind="flag", default=False),
+        Option("--unpack-mib", "The --unpack image's size in MiB; smaller than 1024 measures a rate a large image "
+               "will not reach.", kind="int", default=DEFAULT_UNPACK_PROBE_BYTES // MIB,
+               minimum=MIN_UNPACK_PROBE_MIB, maximum=MAX_UNPACK_PROBE_MIB, example="--unpack-mib 1024"),
+        Option("--image-size", "Predict for this size (e.g. 140GB, 60GiB); default: the largest local image.",
+               default="", metavar="SIZE", fronts=(CLI,)),
+        Option("--image-bytes", "Predict for this size in bytes (default: the largest local image).", kind="int",
+               default=0, minimum=0, maximum=MAX_IMAGE_BYTES, fronts=(AGENT,)),
+        Option("--record", "Also write the result to this JSON file.", kind="place", default="", metavar="FILE",
+               fronts=(AGENT,)),
+        DOCKER_HOST_OPTION,
+        json_flag("the measurement"),
+    ),
+    parsers=(probe_storage,),
+)

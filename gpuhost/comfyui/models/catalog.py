@@ -9,6 +9,7 @@ from typing import Optional
 from gpuhost.comfyui.manifest import load_manifest
 from gpuhost.comfyui.models.folders import canonical_folder, check_file_name, split_model_path
 from gpuhost.model import UsageError
+from gpuhost.options import Option
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,18 @@ class Catalog:
 
     def folders(self) -> list[str]:
         return sorted({f.folder for f in self.files})
+
+
+# `models sync` and `models verify` read the manifest alike
+MANIFEST_OPTION = Option(
+    "--manifest",
+    "The models manifest (the one `gpuhost layers` reads): each entry's path or name, size, ComfyUI folder and "
+    "optional sha256.",
+    kind="path",
+    metavar="FILE",
+    required=True,
+    example="--manifest models.manifest.yaml",
+)
 
 
 def load_catalog(path: str) -> Catalog:

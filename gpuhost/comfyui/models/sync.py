@@ -27,7 +27,7 @@ from types import FrameType
 from typing import Any, Callable, Optional
 
 from gpuhost import userfile
-from gpuhost.comfyui.models.catalog import Catalog, ModelFile, load_catalog
+from gpuhost.comfyui.models.catalog import MANIFEST_OPTION, Catalog, ModelFile, load_catalog
 from gpuhost.comfyui.models.https import HttpSource, check_http_url
 from gpuhost.comfyui.models.local import (
     check_local,
@@ -60,6 +60,7 @@ from gpuhost.comfyui.models.tree import (
 )
 from gpuhost.facts.storage import locate
 from gpuhost.model import SourceError, UsageError
+from gpuhost.options import Command, Option, json_flag
 from gpuhost.redact import redact_url
 from gpuhost.units import MIB, parse_duration, parse_size
 from gpuhost.unpack import default_write_mibs
@@ -69,6 +70,13 @@ DEFAULT_PART_SIZE = 16 * MIB
 MIN_PART_SIZE = 1 * MIB
 MAX_PART_SIZE = 5 * 1024 * MIB
 DEFAULT_NETWORK_GBPS = 10.0
+MAX_NETWORK_GBPS = 3200.0
+DEFAULT_PART_SIZE_TEXT = "16MiB"
+DEFAULT_CONCURRENCY = 16
+MAX_CONCURRENCY = 256
+DEFAULT_ATTEMPTS = 5
+MAX_ATTEMPTS = 20
+DEFAULT_TIMEOUT = "60s"
 RECORD_SCHEMA = "gpuhost.models.record/v1"
 DEFAULT_RECORD = "/etc/gpuhost/models.json"
 # how long a sync waits for another one on the same DIR (the boot unit and a play) to finish
@@ -104,14 +112,14 @@ class SyncOptions:
         source: str,
         manifest: str,
         to: Optional[str] = None,
-        concurrency: int = 16,
-        part_size: str = "16MiB",
+        concurrency: int = DEFAULT_CONCURRENCY,
+        part_size: str = DEFAULT_PART_SIZE_TEXT,
         region: Optional[str] = None,
         profile: Optional[str] = None,
         endpoint_url: Optional[str] = None,
         ca_bundle: Optional[str] = None,
-        timeout: str = "60s",
-        attempts: int = 5,
+        timeout: str = DEFAULT_TIMEOUT,
+        attempts: int = DEFAULT_ATTEMPTS,
         dry_run: bool = False,
         network_gbps: float = DEFAULT_NETWORK_GBPS,
         record: Optional[str] = None,
@@ -130,16 +138,17 @@ class SyncOptions:
             check_http_url(endpoint_url, "--endpoint-url")
         if ca_bundle is not None:
             check_ca_bundle(ca_bundle)
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= 256:
-            raise UsageError(f"--concurrency must be 1 to 256, got {concurrency!r}", "Example: --concurrency 32")
-        if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 20:
-            raise UsageError(f"--attempts must be 1 to 20, got {attempts!r}", "Example: --attempts 5")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= MAX_CONCURRENCY:
+            raise UsageError(f"--concurrency must be 1 to {MAX_CONCURRENCY}, got {concurrency!r}",
+                             "Example: --concurrency 32")
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= MAX_ATTEMPTS:
+            raise UsageError(f"--attempts must be 1 to {MAX_ATTEMPTS}, got {attempts!r}", "Example: --attempts 5")
         part = parse_size(part_size, "--part-size")
         if not MIN_PART_SIZE <= part <= MAX_PART_SIZE:
             raise UsageError(f"--part-size must be 1MiB to 5GiB, got {part_size!r}", "Example: --part-size 16MiB")
         if not isinstance(network_gbps, (int, float)) or isinstance(network_gbps, bool) or \
-                not (0 < network_gbps <= 3200):  # NaN fails this too
-            raise UsageError(f"--network-gbps must be above 0 and at most 3200, got {network_gbps!r}",
+                not (0 < network_gbps <= MAX_NETWORK_GBPS):  # NaN fails this too
+            raise UsageError(f"--network-gbps must be above 0 and at most {MAX_NETWORK_GBPS:g}, got {network_gbps!r}",
                              "Example: --network-gbps 25")
         timeout_s = parse_duration(timeout, "--timeout")
         lock_wait_s = parse_lock_wait(lock_wait)
@@ -162,6 +171,48 @@ class SyncOptions:
             return S3Source(self.source, region=self.region, profile=self.profile, endpoint_url=self.endpoint_url,
                             connections=self.concurrency + 4, timeout_s=self.timeout_s, attempts=self.attempts)
         return HttpSource(self.source, timeout_s=self.timeout_s, ca_bundle=self.ca_bundle)
+
+
+MODELS_SYNC = Command(
+    cli="models sync",
+    agent="models-sync",
+    summary="copy model files from S3 or https (see gpuhost models sync)",
+    options=(
+        Option("SOURCE", "s3://BUCKET/PREFIX, or an https:// base URL; files are SOURCE/FOLDER/NAME unless the "
+               "manifest gives an entry's `source`.", kind="name", required=True),
+        MANIFEST_OPTION,
+        Option("--to", "Where the folders go. Default: models/ at the top of the disk holding Docker's data-root "
+               "(/var/lib/gpuhost/models when that is the root disk).", kind="place", metavar="DIR",
+               example="--to /mnt/docker/models"),
+        Option("--concurrency", "Ranged GETs in flight, 1-256.", kind="int", default=DEFAULT_CONCURRENCY, metavar="N",
+               minimum=1, maximum=MAX_CONCURRENCY, example="--concurrency 32"),
+        Option("--part-size", "The size of each ranged GET (and of what a resume may lose), 1MiB-5GiB.",
+               default=DEFAULT_PART_SIZE_TEXT, metavar="SIZE", example="--part-size 8MiB"),
+        Option("--region", "The bucket's AWS region. Default: AWS_REGION or the profile's.", metavar="REGION",
+               example="--region us-east-1"),
+        Option("--profile", "A named profile from ~/.aws/config.", metavar="PROFILE", example="--profile models"),
+        Option("--endpoint-url", "Send S3 calls to this URL (a VPC endpoint, a test server).", metavar="URL",
+               example="--endpoint-url https://bucket.vpce-0abc.s3.us-east-1.vpce.amazonaws.com"),
+        Option("--ca-bundle", "For an https:// source: trust the CA certificates in this PEM file.", kind="path",
+               metavar="FILE", example="--ca-bundle ca.pem"),
+        Option("--timeout", "The total deadline of one request (a ranged GET of one part).", default=DEFAULT_TIMEOUT,
+               metavar="DURATION", example="--timeout 2m"),
+        Option("--attempts", "Tries per request on throttling (SlowDown, 503), 5xx and broken connections.",
+               kind="int", default=DEFAULT_ATTEMPTS, metavar="N", minimum=1, maximum=MAX_ATTEMPTS,
+               example="--attempts 8"),
+        Option("--network-gbps", "--dry-run: the instance's network bandwidth for the predicted time.",
+               kind="number", default=DEFAULT_NETWORK_GBPS, metavar="GBPS", minimum=0, maximum=MAX_NETWORK_GBPS,
+               example="--network-gbps 25"),
+        Option("--record", "After the sync, record the directory and files here for `gpuhost check` "
+               "(comfyui.models).", kind="place", metavar="FILE", example="--record /etc/gpuhost/models.json"),
+        Option("--lock-wait", "How long to wait while another sync (the boot unit, a play) holds DIR, 0 to 24h; past "
+               "it, exit 3.", default=DEFAULT_LOCK_WAIT, metavar="DURATION", example="--lock-wait 5m"),
+        Option("--dry-run", "Say what would be fetched or resumed, how many bytes and how long; fetch nothing.",
+               kind="flag", default=False, example="--dry-run"),
+        json_flag("the result (schema gpuhost.models/v1)"),
+    ),
+    parsers=(SyncOptions.parse,),
+)
 
 
 def check_ca_bundle(path: str) -> None:

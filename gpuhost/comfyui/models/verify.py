@@ -8,13 +8,16 @@ from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import quote
 
-from gpuhost.comfyui.models.catalog import Catalog, load_catalog
+from gpuhost.comfyui.models.catalog import MANIFEST_OPTION, Catalog, load_catalog
 from gpuhost.comfyui.models.https import check_http_url, get_json
 from gpuhost.comfyui.models.local import check_local
 from gpuhost.comfyui.models.report import FileResult, ModelsResult, check_directory
 from gpuhost.model import UsageError
+from gpuhost.options import Command, Option, json_flag
 from gpuhost.redact import redact_url
 from gpuhost.units import parse_duration
+
+DEFAULT_TIMEOUT = "10s"
 
 
 @dataclass
@@ -27,7 +30,7 @@ class ModelsOptions:
 
     @classmethod
     def parse(cls, *, directory: str, manifest: str, hash_files: bool = True, url: Optional[str] = None,
-              timeout: str = "10s") -> ModelsOptions:
+              timeout: str = DEFAULT_TIMEOUT) -> ModelsOptions:
         check_directory(directory, "DIR")
         if url is not None:
             check_http_url(url, "--url")
@@ -35,6 +38,25 @@ class ModelsOptions:
         catalog = load_catalog(manifest)
         return cls(directory=directory, catalog=catalog, hash_files=hash_files,
                    url=url.rstrip("/") if url else None, timeout_s=timeout_s)
+
+
+MODELS_VERIFY = Command(
+    cli="models verify",
+    agent="models-verify",
+    summary="verify model files against a manifest (see gpuhost models verify)",
+    options=(
+        Option("DIR", "The directory holding the model folders.", kind="name", required=True, dest="directory"),
+        MANIFEST_OPTION,
+        Option("--url", "Also ask this ComfyUI (GET /models/FOLDER) whether it lists each file.", metavar="URL",
+               example="--url http://127.0.0.1:8188"),
+        Option("--no-hash", "Skip the sha256 (size and header only: seconds instead of minutes).", kind="flag",
+               default=False, example="--no-hash"),
+        Option("--timeout", "--url: the deadline per request.", default=DEFAULT_TIMEOUT, metavar="DURATION",
+               example="--timeout 30s"),
+        json_flag("the result (schema gpuhost.models/v1)"),
+    ),
+    parsers=(ModelsOptions.parse,),
+)
 
 
 def run(options: ModelsOptions) -> ModelsResult:
