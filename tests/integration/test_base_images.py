@@ -92,7 +92,7 @@ def test_non_root_user_can_enter_root_and_run_python(docker_client: Any, release
 
 def test_fleet_image_follows_its_base_image() -> None:
     """The sshd image of the fleet tests is rebuilt when its base image is, not kept from an older one."""
-    from tests import fleetlab
+    from tests.support import fleetlab
 
     tag = fleetlab.ensure_image("bookworm")
     image = fleetlab._docker().images.get(tag)

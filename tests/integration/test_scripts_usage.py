@@ -130,6 +130,9 @@ REFUSED = [
     ("capture-host-tree", ["/tmp/a", "/tmp/b"], "unexpected argument: /tmp/b"),
     ("capture-host-tree", ["--bogus", "/tmp/a"], "unknown option: --bogus"),
     ("capture-host-tree", [""], "OUTPUT_DIR is empty"),
+    ("record-comfyui-capture", ["record", "--bogus", "startup-cpu"], "unrecognized arguments: --bogus"),
+    ("record-comfyui-capture", ["record", "no-such-scenario"], "no scenario no-such-scenario"),
+    ("record-comfyui-capture", ["replay"], "invalid choice: 'replay'"),
 ]
 
 

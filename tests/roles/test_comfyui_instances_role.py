@@ -26,6 +26,7 @@ import pytest
 
 from tests.support.ansible import PlaybookRun, run_playbook
 from tests.support.comfyui_replay import IMAGE, build_image
+from tests.support.comfyui_replay import INTERFACE_LABELS as IMAGE_INTERFACE_LABELS
 from tests.support.dockerd import PrivateDockerd
 from tests.support.paths import REPO
 from tests.support.planted_gpus import gpu_uuid, plant_gpu_host
@@ -128,9 +129,11 @@ def test_four_gpus_give_four_containers_each_pinned_to_its_own(host: PlantedHost
         assert inspect["HostConfig"]["Runtime"] == "nvidia"
         assert env_of(inspect)["NVIDIA_VISIBLE_DEVICES"] == gpu_uuid(number)
         assert not inspect["HostConfig"]["DeviceRequests"]
+        # the role's labels, beside the image's own interface labels (gpuhost.comfyui.run-as, ...)
         assert {k: v for k, v in inspect["Config"]["Labels"].items() if k.startswith("gpuhost.")} == {
             "gpuhost.comfyui": "1", "gpuhost.comfyui.instance": str(number),
-            "gpuhost.comfyui.gpu": gpu_uuid(number), "gpuhost.comfyui.gpu-uuid": gpu_uuid(number)}
+            "gpuhost.comfyui.gpu": gpu_uuid(number), "gpuhost.comfyui.gpu-uuid": gpu_uuid(number),
+            **IMAGE_INTERFACE_LABELS}
         assert inspect["HostConfig"]["PortBindings"] == {
             "8188/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(BASE_PORT + number)}]}
         assert str(GPU_GID) in inspect["HostConfig"]["GroupAdd"]

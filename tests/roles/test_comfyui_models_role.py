@@ -218,7 +218,25 @@ def test_bad_models_variables_stop_before_anything_changes(tmp_path: Path, s3_pr
                  "comfyui_models_dir": str(tmp_path / "disk" / ".." / "models")}
     run = play(tmp_path, variables)
     assert run.returncode == 2, run.output
-    assert "comfyui_models_source is s3://BUCKET/PREFIX or an https:// base URL (ftp://models/comfyui)" in run.flat
+    assert ("comfyui_models_source is s3://BUCKET/PREFIX or an https:// base URL "
+            "(shown without credentials: ftp://models/comfyui)") in run.flat
+    assert run.recap()["changed"] == 0
+    assert not (tmp_path / "etc").exists() and not (tmp_path / "agent").exists()
+
+
+@pytest.mark.parametrize(("variable", "url"), [
+    ("comfyui_models_source", "https://reader:S3cretPw@models.example.com/comfyui"),
+    ("comfyui_models_source", "https://S3cretPw@models.example.com/comfyui"),
+    ("comfyui_models_source", "s3://AKIDEXAMPLE:S3cretPw@models/comfyui"),
+    ("comfyui_models_endpoint_url", "http://admin:S3cretPw@127.0.0.1:9000"),
+], ids=["user-and-password", "token-only", "s3-keys", "endpoint"])
+def test_credentials_in_a_models_url_are_refused_and_never_shown(
+    tmp_path: Path, s3_proxy: S3Proxy, variable: str, url: str
+) -> None:
+    run = play(tmp_path, {**role_vars(tmp_path, s3_proxy), variable: url})
+    assert run.returncode == 2, run.output
+    assert "take no user or password" in run.flat, run.output
+    assert "S3cretPw" not in run.output
     assert run.recap()["changed"] == 0
     assert not (tmp_path / "etc").exists() and not (tmp_path / "agent").exists()
 

@@ -44,7 +44,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from tests.support.comfyui_real import IMAGE as REAL_IMAGE
 from tests.support.paths import FIXTURES, REPO
@@ -600,17 +600,30 @@ def probe_main(port: int, hosts: list[str]) -> int:
 # --- the command line ----------------------------------------------------------------------------
 
 
+class _UsageFormatter(argparse.RawDescriptionHelpFormatter):
+    """The scripts' usage line, as every other script in scripts/ prints it: "Usage: scripts/NAME ..."."""
+
+    def add_usage(self, usage: Any, actions: Any, groups: Any, prefix: str | None = None) -> None:
+        super().add_usage(usage, actions, groups, "Usage: " if prefix is None else prefix)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: {message}\nscripts/record-comfyui-capture --help shows the usage\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     scenarios = "\n".join(f"  {s.name}: {s.what}" for s in SCENARIOS.values())
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="scripts/record-comfyui-capture",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_UsageFormatter,
         description="Record ComfyUI captures from the real image in the fixtures' format: NAME.log, "
                     "NAME.timed.log, NAME.http.json\n(tests/support/comfyui_capture.py says what each holds).",
         epilog=f"scenarios:\n{scenarios}",
     )
     sub = parser.add_subparsers(dest="mode", required=True, metavar="record")
-    rec = sub.add_parser("record", help="record scenarios", formatter_class=argparse.RawDescriptionHelpFormatter,
+    rec = sub.add_parser("record", help="record scenarios", formatter_class=_UsageFormatter,
                          epilog=f"scenarios:\n{scenarios}")
     rec.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="a scenario name, or all")
     rec.add_argument("--out", type=Path, default=OWN_DIR, help=f"where to write them (default: {OWN_DIR})")

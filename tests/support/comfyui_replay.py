@@ -28,6 +28,10 @@ ENTRYPOINT = REPO / "tests" / "comfyui-image" / "entrypoint.py"
 # On a daemon shared by several checkouts, GPUHOST_REPLAY_IMAGE and GPUHOST_REPLAY_PREFIX keep one
 # checkout's image and containers apart from another's.
 IMAGE = os.environ.get("GPUHOST_REPLAY_IMAGE", "gpuhost-comfyui-replay:test")
+# the image interface (roles/comfyui/README.md) the stand-in declares as the real image does: every
+# container of it carries these labels beside the ones its role sets
+INTERFACE_LABELS = {"gpuhost.comfyui.run-as": "wanted_env,user", "gpuhost.comfyui.cmdline-env": "COMFY_CMDLINE_EXTRA",
+                    "gpuhost.comfyui.base-directory-env": "BASE_DIRECTORY"}
 NAME_PREFIX = os.environ.get("GPUHOST_REPLAY_PREFIX", "gpuhost-comfyui-replay-")
 # A bridge network of our own: published ports work on it, and it does not depend on the
 # default docker0 bridge (which other users of a shared daemon may tear down).

@@ -58,7 +58,15 @@ def environment() -> jinja2.Environment:
 def render(template: Path | str, **variables: Any) -> str:
     """Render roles/<role>/templates/<name> (a path, or that path relative to roles/)."""
     name = Path(template).relative_to(ROLES) if Path(template).is_absolute() else Path(template)
-    return environment().get_template(name.as_posix()).render(ansible_managed="Ansible managed", **variables)
+    rendered = environment().get_template(name.as_posix()).render(ansible_managed="Ansible managed", **variables)
+    # as Ansible's templar does: the source's trailing newlines come back where trim_blocks took one (a
+    # template that ends with a block tag)
+    wanted = _trailing_newlines((ROLES / name).read_text(encoding="utf-8"))
+    return rendered + "\n" * max(0, wanted - _trailing_newlines(rendered))
+
+
+def _trailing_newlines(text: str) -> int:
+    return len(text) - len(text.rstrip("\n"))
 
 
 def comfyui_extra_paths(config: dict[str, Any]) -> dict[str, list[str]]:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from gpuhost.engine import check_address
 from gpuhost.model import UsageError
+from gpuhost.redact import redact_url
 from gpuhost.refs import MAX_NAME_LENGTH, check_image_reference
 from gpuhost.units import MAX_BYTES, MAX_SECONDS, parse_duration, parse_size, positive_number
 
@@ -186,12 +187,25 @@ def test_docker_addresses(address: str, expected: tuple[str | None, str]) -> Non
     assert check_address(address) == expected
 
 
+@pytest.mark.parametrize("address", [
+    "tcp://admin:Pw0rdX@10.0.0.1:2375", "http://Pw0rdX@localhost:2375/", " tcp://u:Pw0rdX@h:1",
+    "unix://u:Pw0rdX@/var/run/docker.sock", "ftp://u:Pw0rdX@host",
+])
+def test_a_refused_docker_address_never_shows_its_password(address: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        check_address(address)
+    assert "Pw0rdX" not in str(refused.value)
+    assert "***@" in str(refused.value)
+
+
 @given(st.one_of(st.text(max_size=60), st.from_regex(r"(tcp|unix|http|tpc)://[^\s]{0,30}", fullmatch=True)))
 def test_a_docker_address_is_a_socket_path_or_host_port_or_a_value_error(address: str) -> None:
     try:
         path, netloc = check_address(address)
     except ValueError as exc:
-        assert repr(address)[:20] in str(exc) or address[:10] in str(exc)
+        # the address is shown, with any user or password masked
+        shown = redact_url(address)
+        assert repr(shown)[:20] in str(exc) or shown[:10] in str(exc)
         return
     assert (path is None) != (netloc == "")
     if path is not None:

@@ -36,6 +36,9 @@ from tests.support.systemd_units import (
 # kinds: "program" a command line's program, "path" an absolute path (Where=, ConditionPathExists=, ...),
 # "value" text written as it is (Description=, What=, ...), "word" one command-line argument,
 # "unit" a unit name
+# values that are paths by meaning, though written as part of something else: drawn as absolute paths, so
+# that one variable shared by two templates (gpuhost_metrics_textfile_directory) holds one value in both
+PATH_SHAPED = ("mount_path", "textfile_directory")
 
 
 @dataclass(frozen=True)
@@ -129,10 +132,10 @@ CASES = [
     ),
     # a drop-in of node_exporter's unit: verified as a service of its own
     Case(
-        "gpuhost_metrics/templates/node-exporter-gpuhost.conf.j2", {"agent": "program", "directory": "word",
+        "gpuhost_metrics/templates/node-exporter-gpuhost.conf.j2", {"agent": "program", "textfile_directory": "word",
                                                                      "listen": "word"},
         lambda v: {"__gpuhost_metrics_binary": v["agent"], "__gpuhost_metrics_pass_args": True,
-                   "gpuhost_metrics_textfile_directory": v["directory"],
+                   "gpuhost_metrics_textfile_directory": v["textfile_directory"],
                    "gpuhost_metrics_node_exporter_listen_address": v["listen"]},
         lambda v: "node-exporter-gpuhost.service",
     ),
@@ -259,7 +262,7 @@ def draw_values(case: Case, data: st.DataObject) -> dict[str, str]:
     for name, kind in case.kinds.items():
         if kind == "unit":
             continue
-        path = kind in ("path", "program") or name == "mount_path"
+        path = kind in ("path", "program") or name in PATH_SHAPED
         values[name] = data.draw(hostile_path if path else hostile_text, label=name)
     if "mount_unit" in case.kinds:  # what the plan names it
         values["mount_unit"] = mount_unit_name(values["mount_path"])
@@ -300,7 +303,7 @@ CORPUS = [
 
 
 def corpus_values(case: Case, text: str) -> dict[str, str]:
-    values = {name: ("/srv/" + text if kind in ("path", "program") or name == "mount_path" else text)
+    values = {name: ("/srv/" + text if kind in ("path", "program") or name in PATH_SHAPED else text)
               for name, kind in case.kinds.items() if kind != "unit"}
     if "mount_unit" in case.kinds:
         values["mount_unit"] = mount_unit_name(values["mount_path"])
