@@ -149,11 +149,17 @@ def probe(
     image_size: str = typer.Option(
         "", "--image-size", help="Predict for this size (e.g. 140GB, 60GiB); default: the largest local image."
     ),
+    record: str = typer.Option(
+        "", "--record", metavar="PATH",
+        help="Also write the result to this JSON file (absolute path), for `gpuhost layers --probe-record` and "
+        "`gpuhost check`; the role records /var/lib/gpuhost/storage-probe.json.",
+    ),
     docker_host: Optional[str] = docker_host_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the measurement as JSON."),
 ) -> None:
     """Measure the write throughput of the filesystem under Docker's data-root (O_DIRECT, then fdatasync)
-    and predict how long an image takes to unpack there.
+    and predict how long an image takes to unpack there. With the containerd image store, where
+    the layers land is containerd's root, and that is what is measured.
 
     Examples:
 
@@ -171,6 +177,7 @@ def probe(
                 image_bytes=size,
                 client=engine_client(docker_host, 30.0),
                 unpack_mib=unpack_mib,
+                record=record,
                 progress=None if as_json else lambda message: typer.echo(for_humans(message), err=True),
             )
         except OSError as exc:
@@ -192,6 +199,13 @@ def probe(
         )
         for kind, why in report.unpack.unsupported.items():
             typer.echo(for_humans(f"{kind}: not measured: {printable(why)[:200]}"))
+        if report.unpack.per_entry_us is not None:
+            typer.echo(f"each file costs {report.unpack.per_entry_us:.0f} µs beyond its bytes "
+                       f"({report.unpack.files_entries} small files, the median of {report.unpack.rounds} rounds)")
+        if report.decompressor is not None:
+            typer.echo(for_humans(
+                f"{report.image_store} image store; gzip layers decompressed by "
+                f"{report.decompressor.get('gzip')}: {printable(str(report.decompressor.get('why')))[:300]}"))
     typer.echo(for_humans(
         f"{report.image_ref} ({report.image_bytes / 1e9:.1f} GB) unpacks in about {report.predicted_unpack} "
         f"(the {report.device_class or 'other'} default of {report.default_write_mib_s:.0f} MiB/s would say "

@@ -19,9 +19,11 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gpuhost.engine import EngineBadAnswer, EngineError, EnginePermissionDenied, EngineUnavailable
+from gpuhost.facts.containerd import collect_containerd, image_store
+from gpuhost.facts.decompressor import collect_decompressor
 from gpuhost.facts.docker import image_sizes
 from gpuhost.facts.storage import locate
 from gpuhost.model import UsageError, to_jsonable
@@ -30,6 +32,7 @@ from gpuhost.unpack import (
     COMPRESSIONS,
     default_write_mibs,
     median_rate,
+    per_entry_cost_us,
     predict_unpack_seconds,
     processing_rate,
 )
@@ -138,6 +141,12 @@ class UnpackProbeResult:
     # how busy all the host's CPUs were during the rounds (median): near 100, a pull's download
     # cannot run beside the unpacking
     cpu_busy_pct: float | None = None
+    # each uncompressed round also loads a layer of many small files (a Python environment's
+    # shape): what one more tar entry costs beyond its bytes, in microseconds
+    files_entries: int = 0
+    files_bytes: int = 0
+    files_round_seconds: list[float] = field(default_factory=list)
+    per_entry_us: float | None = None
 
 
 # A model image is mostly weights (incompressible) with a Python environment beside them: the
@@ -255,6 +264,64 @@ def probe_image_archive(
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
     return total
+
+
+# Files per GiB of probe image in the small-files layer: 20,000 for the default 1 GiB probe, as
+# many as a site-packages directory of a few packages holds.
+SMALL_FILES_PER_GIB = 20_000
+SMALL_FILES_PER_DIRECTORY = 100
+
+
+def small_files_archive(path: str, files: int, tag: str) -> tuple[int, int]:
+    """Write a `docker save` archive of a one-layer image of `files` files of 1-16 KiB of real
+    text (SMALL_FILES_PER_DIRECTORY to a directory), the shape of a Python environment; returns
+    the layer's size and its tar entries (files and directories)."""
+    import hashlib
+    import io
+    import random
+    import tarfile
+
+    sizes = [random.Random(index).randint(1024, 16 * 1024) for index in range(files)]
+    text = _compressible_bytes(16 * 1024 * 64)
+    layer_path = path + ".layer"
+    entries = 0
+    now = int(time.time())
+    try:
+        with tarfile.open(layer_path, "w") as layer:
+            for index, size in enumerate(sizes):
+                directory = f"gpuhost-probe/site-packages/pkg{index // SMALL_FILES_PER_DIRECTORY:04d}"
+                if index % SMALL_FILES_PER_DIRECTORY == 0:
+                    info = tarfile.TarInfo(directory)
+                    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, now
+                    layer.addfile(info)
+                    entries += 1
+                info = tarfile.TarInfo(f"{directory}/module{index:06d}.py")
+                offset = (index * 7919) % (len(text) - size)
+                info.size, info.mode, info.mtime = size, 0o644, now
+                layer.addfile(info, io.BytesIO(text[offset : offset + size]))
+                entries += 1
+        digest = hashlib.sha256()
+        with open(layer_path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(4 * MIB), b""):
+                digest.update(chunk)
+        layer_bytes = os.path.getsize(layer_path)
+        config = json.dumps({
+            "architecture": "amd64", "os": "linux", "config": {},
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:" + digest.hexdigest()]},
+            "history": [{"created_by": "gpuhost storage probe: small files"}],
+        }).encode()
+        config_name = hashlib.sha256(config).hexdigest() + ".json"
+        manifest = json.dumps([{"Config": config_name, "RepoTags": [tag], "Layers": ["files/layer.tar"]}]).encode()
+        with tarfile.open(path, "w") as archive:
+            archive.add(layer_path, arcname="files/layer.tar")
+            for name, data in ((config_name, config), ("manifest.json", manifest)):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(layer_path)
+    return layer_bytes, entries
 
 
 PROBE_IMAGE_REPO = "gpuhost-storage-probe"
@@ -381,16 +448,47 @@ def measure_unpack(
     device's share back out (processing_rate). Without, the rounds time the load alone. A
     compression this host cannot make (no zstd tool) or the daemon refuses (Docker before 23
     cannot extract zstd layers) is listed in `unsupported`.
+
+    Each uncompressed round also loads a one-layer image of small files (SMALL_FILES_PER_GIB
+    per GiB of `size_bytes`): with the bytes' share taken out, what one more tar entry costs.
     """
     if rounds < 1:
         raise ValueError("the unpack probe needs at least one round")
     result = UnpackProbeResult(image_bytes=0, seconds=0.0, unpack_mib_s=0.0, rounds=rounds,
                                until_durable=bool(data_root), device_write_mib_s=write_mib_s)
+    files = max(100, size_bytes * SMALL_FILES_PER_GIB // (1024 * MIB)) if "none" in compressions else 0
+    files_tag = f"{PROBE_IMAGE_REPO}:{os.getpid()}-{int(time.time() * 1000)}-files"
+    files_archive = ""
     say = progress or (lambda _message: None)
+    busy: list[float] = []
+    try:
+        if files:
+            fd, files_archive = tempfile.mkstemp(prefix=".gpuhost-probe-", suffix=".tar", dir=work_dir)
+            os.close(fd)
+            say(f"building a probe image of {files} small files")
+            result.files_bytes, result.files_entries = small_files_archive(files_archive, files, files_tag)
+        _measure_rounds(client, work_dir, size_bytes, rounds, compressions, data_root, write_mib_s, say, result,
+                        busy, files_archive, files_tag)
+    finally:
+        if files_archive:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(files_archive)
+    if busy:
+        result.cpu_busy_pct = round(statistics.median(busy), 1)
+    if result.files_round_seconds and result.unpack_mib_s > 0:
+        result.per_entry_us = round(per_entry_cost_us(
+            statistics.median(result.files_round_seconds), result.files_bytes, result.files_entries,
+            result.unpack_mib_s, write_mib_s), 2)
+    return result
+
+
+def _measure_rounds(client: EngineClient, work_dir: str, size_bytes: int, rounds: int,
+                    compressions: tuple[str, ...], data_root: str, write_mib_s: float | None,
+                    say: Callable[[str], None], result: UnpackProbeResult, busy: list[float],
+                    files_archive: str, files_tag: str) -> None:
     # the first load into a daemon pays one-time setup; a small untimed load takes it
     warm_up = [("none", 8 * MIB, 1, False)]
     plan = warm_up + [(compression, size_bytes, rounds, True) for compression in compressions]
-    busy: list[float] = []
     for compression, size, count, timed in plan:
         tag = f"{PROBE_IMAGE_REPO}:{os.getpid()}-{int(time.time() * 1000)}-{compression}"
         fd, archive = tempfile.mkstemp(prefix=".gpuhost-probe-", suffix=".tar", dir=work_dir)
@@ -413,6 +511,10 @@ def measure_unpack(
                     say(f"docker load, {compression} layers, round {number + 1} of {count}")
                 try:
                     measured.append(_load_archive(client, archive, tag, data_root if timed else ""))
+                    if timed and compression == "none" and files_archive:
+                        say(f"docker load, {result.files_entries} small files, round {number + 1} of {count}")
+                        loaded = _load_archive(client, files_archive, files_tag, data_root)
+                        result.files_round_seconds.append(round(loaded.seconds, 3))
                 except EngineError as exc:
                     if compression == "none":
                         raise
@@ -431,9 +533,6 @@ def measure_unpack(
             result.image_bytes = layer_bytes
             result.seconds = round(median_seconds, 4)
             result.unpack_mib_s = result.rates_mib_s["none"]
-    if busy:
-        result.cpu_busy_pct = round(statistics.median(busy), 1)
-    return result
 
 
 PROBE_SCHEMA = "gpuhost.storage-probe/v1"
@@ -456,6 +555,11 @@ class StorageProbeReport:
     predicted_unpack: str = ""
     default_write_mib_s: float = 0.0
     predicted_with_default_s: float = 0.0
+    # with --unpack: the image store the daemon uses ("classic" or "containerd"), the directory
+    # its layers land in (data-root, or containerd's root), and what decompresses its gzip layers
+    image_store: str = ""
+    store_root: str = ""
+    decompressor: dict[str, Any] | None = None
     schema: str = PROBE_SCHEMA
 
 
@@ -468,6 +572,19 @@ def largest_image(client: EngineClient) -> tuple[str, int] | None:
 
 # 1 TiB: far above any useful probe; larger numbers overflow the free-space arithmetic
 MAX_PROBE_MIB = 1024 * 1024
+
+
+def check_record_path(path: str) -> str:
+    """Where --record writes: an absolute path, without `..`, control characters or surrounding
+    spaces, that is not a directory."""
+    if (not os.path.isabs(path) or path != path.strip() or any(ord(c) < 32 or ord(c) == 127 for c in path)
+            or ".." in path.split("/") or path.endswith("/")):
+        raise UsageError(f"--record must be an absolute file path without '..', got {path[:200]!r}",
+                         "Example: --record /var/lib/gpuhost/storage-probe.json")
+    if os.path.isdir(path):
+        raise UsageError(f"--record {path} is a directory",
+                         "Name the file: --record /var/lib/gpuhost/storage-probe.json")
+    return os.path.normpath(path)
 
 
 def probe_storage(
@@ -484,15 +601,22 @@ def probe_storage(
     if not 16 <= size_mib <= MAX_PROBE_MIB:
         raise UsageError(f"--size-mib must be from 16 to {MAX_PROBE_MIB} (1 TiB), got {str(size_mib)[:40]}",
                          "Example: --size-mib 512")
+    if record:
+        record = check_record_path(record)
     if not MIN_UNPACK_PROBE_MIB <= unpack_mib <= MAX_UNPACK_PROBE_MIB:
         raise UsageError(
             f"--unpack-mib must be from {MIN_UNPACK_PROBE_MIB} to {MAX_UNPACK_PROBE_MIB}, got {str(unpack_mib)[:40]}",
             "Example: --unpack-mib 1024",
         )
     data_root = ""
+    info: dict[str, Any] = {}
     if client is not None and (unpack or not path):
         try:
-            data_root = str(client.get("/info").get("DockerRootDir") or "")
+            info = client.get("/info") or {}
+            # where pulled layers land: data-root, or containerd's root with the containerd store
+            data_root = str(info.get("DockerRootDir") or "")
+            if image_store(info) == "containerd":
+                data_root = collect_containerd().root_dir
         except EngineBadAnswer:
             raise  # something answers at the Docker address, but not Docker: exit 3, not "pass --path"
         except (EngineUnavailable, EnginePermissionDenied, EngineError, OSError) as exc:
@@ -525,6 +649,13 @@ def probe_storage(
         same_device = bool(data_root) and os.path.isdir(data_root) and (
             os.stat(data_root).st_dev == os.stat(path).st_dev
         )
+        report.image_store = image_store(info)
+        report.store_root = data_root
+        try:
+            version = client.get("/version") or {}
+        except EngineError:
+            version = {}
+        report.decompressor = collect_decompressor(info, version, client.host).to_dict()
         report.unpack = measure_unpack(
             client,
             path if os.access(path, os.W_OK) else "/var/tmp",

@@ -1,0 +1,110 @@
+"""The unpack probe's parts that need no Docker: the small-files image, where --record may
+write, and what a recorded probe says (read strictly)."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from gpuhost.comfyui.layers import LayersOptions, _same_disk
+from gpuhost.facts.storage import PathLocation, RecordedProbe, read_recorded_probe
+from gpuhost.model import UsageError
+from gpuhost.storage.probe import SMALL_FILES_PER_DIRECTORY, check_record_path, small_files_archive
+
+
+def test_the_small_files_image_is_a_python_environments_shape(tmp_path: Path) -> None:
+    archive = tmp_path / "files.tar"
+    layer_bytes, entries = small_files_archive(str(archive), 250, "gpuhost-storage-probe:files")
+    assert entries == 250 + 3  # the files and their three directories
+    with tarfile.open(archive) as outer:
+        manifest = json.load(outer.extractfile("manifest.json"))  # type: ignore[arg-type]
+        assert manifest[0]["RepoTags"] == ["gpuhost-storage-probe:files"]
+        layer = outer.extractfile(manifest[0]["Layers"][0])
+        assert layer is not None
+        with tarfile.open(fileobj=layer) as inner:
+            members = inner.getmembers()
+    files = [m for m in members if m.isfile()]
+    assert len(members) == entries and len(files) == 250
+    assert all(1024 <= m.size <= 16 * 1024 for m in files)
+    assert len({m.name.rsplit("/", 1)[0] for m in files}) == -(-250 // SMALL_FILES_PER_DIRECTORY)
+    assert layer_bytes >= sum(m.size for m in files)
+    assert not list(tmp_path.glob("*.layer"))  # the staging layer is gone
+
+
+@pytest.mark.parametrize("path", ["relative.json", "/var/lib/../etc/x.json", "/var/lib/gpuhost/", " /tmp/x.json",
+                                  "/tmp/x.json ", "/tmp/a\nb.json", "/tmp"])
+def test_record_paths_are_checked_before_anything_runs(path: str) -> None:
+    with pytest.raises(UsageError):
+        check_record_path(path)
+
+
+def test_a_record_path_is_normalised() -> None:
+    assert check_record_path("/var/lib//gpuhost/./probe.json") == "/var/lib/gpuhost/probe.json"
+
+
+def write_record(root: Path, **fields: object) -> Path:
+    record = root / "var/lib/gpuhost/storage-probe.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    data = {"schema": "gpuhost.storage-probe/v1", "path": "/mnt/docker", "mountpoint": "/mnt/docker",
+            "device": "nvme1n1", "write": {"write_mib_s": 900.0},
+            "unpack": {"unpack_mib_s": 150.0, "rates_mib_s": {"none": 150.0, "gzip": 90.0}, "per_entry_us": 120.5},
+            "image_store": "containerd", "decompressor": {"gzip": "igzip"}}
+    data.update(fields)
+    record.write_text(json.dumps(data))
+    return record
+
+
+def test_the_recorded_store_decompressor_and_cost_per_file(tmp_path: Path) -> None:
+    write_record(tmp_path)
+    probe = read_recorded_probe(str(tmp_path))
+    assert probe is not None
+    assert (probe.per_entry_us, probe.image_store, probe.gzip_decompressor) == (120.5, "containerd", "igzip")
+
+
+@pytest.mark.parametrize("bad", [-1.0, "12", True, None, [1.0]])
+def test_a_bad_cost_per_file_is_left_out(tmp_path: Path, bad: object) -> None:
+    write_record(tmp_path, unpack={"unpack_mib_s": 150.0, "per_entry_us": bad})
+    probe = read_recorded_probe(str(tmp_path))
+    assert probe is not None and probe.per_entry_us is None
+
+
+@pytest.mark.parametrize("bad", ["con tainerd", "x" * 65, 7, "igzip\n"])
+def test_a_foreign_store_or_program_name_is_left_out(tmp_path: Path, bad: object) -> None:
+    write_record(tmp_path, image_store=bad, decompressor={"gzip": bad})
+    probe = read_recorded_probe(str(tmp_path))
+    assert probe is not None and probe.image_store == "" and probe.gzip_decompressor == ""
+
+
+def test_a_record_elsewhere_is_read_from_its_own_path(tmp_path: Path) -> None:
+    record = write_record(tmp_path)
+    moved = tmp_path / "bench/probe.json"
+    moved.parent.mkdir()
+    record.rename(moved)
+    assert read_recorded_probe(str(tmp_path)) is None
+    assert read_recorded_probe(str(tmp_path), "/bench/probe.json") is not None
+    assert LayersOptions.parse(probe_record=str(moved)).probe_record == str(moved)
+
+
+@pytest.mark.parametrize("content", ["not json", "[]", json.dumps({"schema": "gpuhost.check/v1"})])
+def test_a_probe_record_option_that_is_not_one_is_bad_input(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "probe.json"
+    path.write_text(content)
+    with pytest.raises(UsageError):
+        LayersOptions.parse(probe_record=str(path))
+
+
+@pytest.mark.parametrize("path", ["probe.json", "/nonexistent/probe.json", "/tmp ", "/tmp"])
+def test_a_probe_record_option_must_name_a_readable_file(path: str) -> None:
+    with pytest.raises(UsageError):
+        LayersOptions.parse(probe_record=path)
+
+
+def test_the_probes_write_rate_counts_only_for_the_disk_it_measured() -> None:
+    probe = RecordedProbe(path="/mnt/docker", mountpoint="/mnt/docker", device="nvme1n1", write_mib_s=900.0)
+    assert _same_disk(probe, PathLocation("/mnt/docker/containerd", mountpoint="/mnt/docker", device="nvme1n1"))
+    assert not _same_disk(probe, PathLocation("/var/lib/containerd", mountpoint="/", device="nvme0n1p1"))
+    # the same mount point on another device: the disk was replaced since the probe
+    assert not _same_disk(probe, PathLocation("/mnt/docker", mountpoint="/mnt/docker", device="md0"))
