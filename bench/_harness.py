@@ -309,6 +309,12 @@ def system_busy() -> tuple[int, int, int]:
     return sum(values) - idle, values[7], sum(values)
 
 
+def fs_used_bytes(path: Path) -> int:
+    """Bytes in use on the filesystem that holds `path`."""
+    stats = os.statvfs(path)
+    return (stats.f_blocks - stats.f_bfree) * stats.f_frsize
+
+
 @dataclass
 class Timed:
     """Seconds until a step's data is on the device (the step, then syncfs), and what it cost."""
@@ -319,22 +325,30 @@ class Timed:
     system_busy_pct: float = 0.0
     steal_pct: float = 0.0
     device_written_bytes: int = 0
+    # what the step left on the disk (used bytes after it, less before it)
+    disk_used_bytes: int = 0
+    load_avg_1m: float = 0.0
 
 
 @contextlib.contextmanager
-def timed_until_durable(target: Target, daemon: Daemon) -> Iterator[Timed]:
+def timed_until_durable(target: Target, pids: list[int]) -> Iterator[Timed]:
+    """Time the block until its data is on `target`'s device; the CPU time of `pids` (the
+    daemons, with their reaped children) and of the whole machine while it ran."""
     assert target.mount is not None
     timed = Timed()
     written_before = device_written_bytes(target.loop)
-    cpu_before, busy_before = tree_cpu_seconds(daemon.pid), system_busy()
+    used_before = fs_used_bytes(target.mount)
+    cpu_before, busy_before = sum(tree_cpu_seconds(p) for p in pids), system_busy()
     start = time.perf_counter()
     yield timed
     timed.seconds = time.perf_counter() - start
     run("sync", "-f", str(target.mount))
     timed.durable_seconds = time.perf_counter() - start
-    cpu_after, busy_after = tree_cpu_seconds(daemon.pid), system_busy()
+    cpu_after, busy_after = sum(tree_cpu_seconds(p) for p in pids), system_busy()
     timed.dockerd_cpu_s = round(cpu_after - cpu_before, 2)
     ticks = max(1, busy_after[2] - busy_before[2])
     timed.system_busy_pct = round((busy_after[0] - busy_before[0]) / ticks * 100, 1)
     timed.steal_pct = round((busy_after[1] - busy_before[1]) / ticks * 100, 1)
     timed.device_written_bytes = device_written_bytes(target.loop) - written_before
+    timed.disk_used_bytes = fs_used_bytes(target.mount) - used_before
+    timed.load_avg_1m = round(os.getloadavg()[0], 2)
