@@ -72,7 +72,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench import _containerd_store as cstore  # noqa: E402
 from bench._harness import (  # noqa: E402
     GIB,
     Target,
@@ -92,6 +91,7 @@ from bench._harness import (  # noqa: E402
 )
 from gpuhost.engine import EngineClient  # noqa: E402
 from gpuhost.units import MIB  # noqa: E402
+from tests.support import containerd_store as cstore  # noqa: E402
 from tests.support.registry import LocalRegistry, in_netns  # noqa: E402
 
 PREFIX = "gpuhost-pull-bench"

@@ -42,6 +42,8 @@ def cmd_storage_plan(args: argparse.Namespace) -> int:
         missing_disk_policy=args.missing_disk_policy,
         device_timeout=args.device_timeout,
         fallback_data_root=args.fallback_data_root,
+        image_size=args.image_size,
+        image_store=args.image_store,
     )
     plan = plan_docker_storage(
         request, args.daemon_json, EngineClient(args.docker_host, timeout=30.0), move=not args.no_move,
@@ -116,6 +118,8 @@ def add_commands(sub: Any, handlers: Handlers) -> None:
     plan.add_argument("--device-timeout", type=int, default=90)
     plan.add_argument("--fallback-data-root", default="")
     plan.add_argument("--no-move", action="store_true", help="switch data-root without copying the old one")
+    plan.add_argument("--image-size", default="", help="the image the disk must hold (default: the largest local one)")
+    plan.add_argument("--image-store", default="auto", help="auto, classic or containerd (which keeps it twice)")
     plan.add_argument("--daemon-json", default=DAEMON_JSON)
     add_docker_host(plan)
     plan.add_argument("--config", default=CONFIG_PATH, help="an earlier run's boot configuration (read only)")

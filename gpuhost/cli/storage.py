@@ -55,6 +55,14 @@ def plan(
         help="Data-root for the fallback policy (default: Docker's data-root before the move).",
     ),
     no_move: bool = typer.Option(False, "--no-move", help="Switch data-root without copying the old one."),
+    image_size: str = typer.Option(
+        "", "--image-size",
+        help="The image the disk must hold (e.g. 140GB, 60GiB); default: the largest local image, if any.",
+    ),
+    image_store: str = typer.Option(
+        "auto", "--image-store",
+        help="auto (the store Docker uses), classic (one copy) or containerd (each layer's blob beside it: twice).",
+    ),
     daemon_json: str = typer.Option("/etc/docker/daemon.json", "--daemon-json", help="Docker's daemon.json."),
     docker_host: Optional[str] = docker_host_option(),
     config: str = typer.Option(CONFIG_PATH, "--config", help="An earlier run's boot configuration (read only)."),
@@ -83,6 +91,8 @@ def plan(
             missing_disk_policy=missing_disk_policy,
             device_timeout=device_timeout,
             fallback_data_root=fallback_data_root,
+            image_size=image_size,
+            image_store=image_store,
         )
         result = plan_docker_storage(
             request, daemon_json, engine_client(docker_host, 30.0), move=not no_move, config_path=config
@@ -122,6 +132,10 @@ def print_plan(result: StoragePlan) -> None:
         console.print(shown(f"already set up: {result.mount_source} at {result.request.mount_path}"))
     elif not result.ok:
         console.print(shown("refused: nothing would be written", style="red"))
+    space = result.space
+    if space is not None and space.needed_bytes:
+        console.print(shown(f"space ({space.store} store): {space.message}",
+                            style="" if space.ok else "red"))
     data_root = result.data_root
     if data_root is not None:
         if data_root.blocked:

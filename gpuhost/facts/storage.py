@@ -306,6 +306,8 @@ class RecordedProbe:
     cpu_busy_pct: float | None = None
     # what one more tar entry cost beyond its bytes (the probe's small-files layer)
     per_entry_us: float | None = None
+    # the share of the host's CPUs the daemons themselves used while the probe unpacked
+    daemon_cpu_pct: float | None = None
     # the image store the probe unpacked into ("classic", "containerd"; "" before it said) and
     # the program that decompressed its gzip layers ("go", "unpigz", "igzip"; "" when not said)
     image_store: str = ""
@@ -395,6 +397,7 @@ def read_recorded_probe(root: str = "/", record: str = STORAGE_PROBE_RECORD) -> 
             },
             cpu_busy_pct=_busy_share(unpack.get("cpu_busy_pct")),
             per_entry_us=_finite_non_negative(unpack.get("per_entry_us")),
+            daemon_cpu_pct=_busy_share(unpack.get("daemon_cpu_pct")),
             image_store=_short_word(data.get("image_store")),
             gzip_decompressor=_short_word(decompressor.get("gzip")) if isinstance(decompressor, dict) else "",
         )

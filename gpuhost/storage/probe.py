@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from gpuhost.engine import EngineBadAnswer, EngineError, EnginePermissionDenied, EngineUnavailable
 from gpuhost.facts.containerd import collect_containerd, image_store
-from gpuhost.facts.decompressor import collect_decompressor
+from gpuhost.facts.decompressor import Decompressor, collect_decompressor, find_daemon
 from gpuhost.facts.docker import image_sizes
 from gpuhost.facts.storage import locate
 from gpuhost.model import UsageError, to_jsonable
@@ -141,6 +141,8 @@ class UnpackProbeResult:
     # how busy all the host's CPUs were during the rounds (median): near 100, a pull's download
     # cannot run beside the unpacking
     cpu_busy_pct: float | None = None
+    # the share of all the host's CPUs the daemons themselves used (median of the rounds)
+    daemon_cpu_pct: float | None = None
     # each uncompressed round also loads a layer of many small files (a Python environment's
     # shape): what one more tar entry costs beyond its bytes, in microseconds
     files_entries: int = 0
@@ -400,18 +402,41 @@ def _busy_pct(before: tuple[int, int] | None, after: tuple[int, int] | None) -> 
     return round((after[0] - before[0]) / (after[1] - before[1]) * 100, 1)
 
 
+def process_cpu_ticks(pids: list[int]) -> int | None:
+    """CPU clock ticks of `pids` and their reaped children (unpigz, dockerd's untar re-exec)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += sum(int(v) for v in fields[11:15])
+        except (OSError, ValueError, IndexError):
+            return None
+    return total
+
+
+def _daemon_pct(before: int | None, after: int | None, seconds: float) -> float | None:
+    if before is None or after is None or seconds <= 0:
+        return None
+    cores = os.cpu_count() or 1
+    return round((after - before) / os.sysconf("SC_CLK_TCK") / seconds / cores * 100, 1)
+
+
 @dataclass
 class _Round:
     seconds: float
     busy_pct: float | None
+    daemon_pct: float | None = None
 
 
-def _load_archive(client: EngineClient, archive: str, tag: str, data_root: str = "") -> _Round:
+def _load_archive(client: EngineClient, archive: str, tag: str, data_root: str = "",
+                  daemon_pids: list[int] | None = None) -> _Round:
     """`docker load` of `archive` until its data is on the data-root device (when `data_root` is
     given); the image is removed again."""
     try:
         with open(archive, "rb") as fh:
             before = _cpu_counters()
+            daemon_before = process_cpu_ticks(daemon_pids or [])
             start = time.perf_counter()
             with _written_back(data_root):
                 body = client.upload(
@@ -419,9 +444,11 @@ def _load_archive(client: EngineClient, archive: str, tag: str, data_root: str =
                 )
             seconds = time.perf_counter() - start
             busy = _busy_pct(before, _cpu_counters())
+            daemon = _daemon_pct(daemon_before, process_cpu_ticks(daemon_pids or []), seconds) if daemon_pids \
+                else None
         if b"errorDetail" in body:
             raise EngineError(500, f"docker load of the probe image failed: {body[-300:]!r}")
-        return _Round(seconds, busy)
+        return _Round(seconds, busy, daemon)
     finally:
         with contextlib.suppress(EngineError):
             client.request("DELETE", f"/images/{tag}", params={"force": True})
@@ -437,13 +464,14 @@ def measure_unpack(
     data_root: str = "",
     write_mib_s: float | None = None,
     progress: Callable[[str], None] | None = None,
+    daemon_pids: list[int] | None = None,
 ) -> UnpackProbeResult:
     """Time `docker load` of an image into the daemon's data-root, `rounds` times for each layer
     compression, then remove it: Docker's own per-byte cost (reading, decompressing, hashing,
     extracting) on this host, the median round per compression.
 
-    With `data_root` (Docker's data-root, on this machine) each round lasts until the data is on
-    the device, with the device writing all along as it does for a large image
+    With `data_root` (where the daemon's layers land, on this machine) each round lasts until
+    the data is on the device, with the device writing all along as it does for a large image
     (_written_back), and `write_mib_s` (measure_write's figure for that device) takes the
     device's share back out (processing_rate). Without, the rounds time the load alone. A
     compression this host cannot make (no zstd tool) or the daemon refuses (Docker before 23
@@ -451,51 +479,62 @@ def measure_unpack(
 
     Each uncompressed round also loads a one-layer image of small files (SMALL_FILES_PER_GIB
     per GiB of `size_bytes`): with the bytes' share taken out, what one more tar entry costs.
+    `daemon_pids` (dockerd, and containerd with the containerd store) give the daemons' own
+    share of the CPUs.
     """
     if rounds < 1:
         raise ValueError("the unpack probe needs at least one round")
-    result = UnpackProbeResult(image_bytes=0, seconds=0.0, unpack_mib_s=0.0, rounds=rounds,
-                               until_durable=bool(data_root), device_write_mib_s=write_mib_s)
+    probe = _UnpackRounds(client, work_dir, data_root, write_mib_s, progress or (lambda _message: None),
+                          daemon_pids or [])
+    probe.result.rounds = rounds
     files = max(100, size_bytes * SMALL_FILES_PER_GIB // (1024 * MIB)) if "none" in compressions else 0
-    files_tag = f"{PROBE_IMAGE_REPO}:{os.getpid()}-{int(time.time() * 1000)}-files"
-    files_archive = ""
-    say = progress or (lambda _message: None)
-    busy: list[float] = []
     try:
         if files:
-            fd, files_archive = tempfile.mkstemp(prefix=".gpuhost-probe-", suffix=".tar", dir=work_dir)
-            os.close(fd)
-            say(f"building a probe image of {files} small files")
-            result.files_bytes, result.files_entries = small_files_archive(files_archive, files, files_tag)
-        _measure_rounds(client, work_dir, size_bytes, rounds, compressions, data_root, write_mib_s, say, result,
-                        busy, files_archive, files_tag)
+            probe.build_small_files(files)
+        # the first load into a daemon pays one-time setup; a small untimed load takes it
+        probe.measure("none", 8 * MIB, 1, timed=False)
+        for compression in compressions:
+            probe.measure(compression, size_bytes, rounds, timed=True)
     finally:
-        if files_archive:
+        if probe.files_archive:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(files_archive)
-    if busy:
-        result.cpu_busy_pct = round(statistics.median(busy), 1)
-    if result.files_round_seconds and result.unpack_mib_s > 0:
-        result.per_entry_us = round(per_entry_cost_us(
-            statistics.median(result.files_round_seconds), result.files_bytes, result.files_entries,
-            result.unpack_mib_s, write_mib_s), 2)
-    return result
+                os.unlink(probe.files_archive)
+    return probe.finish()
 
 
-def _measure_rounds(client: EngineClient, work_dir: str, size_bytes: int, rounds: int,
-                    compressions: tuple[str, ...], data_root: str, write_mib_s: float | None,
-                    say: Callable[[str], None], result: UnpackProbeResult, busy: list[float],
-                    files_archive: str, files_tag: str) -> None:
-    # the first load into a daemon pays one-time setup; a small untimed load takes it
-    warm_up = [("none", 8 * MIB, 1, False)]
-    plan = warm_up + [(compression, size_bytes, rounds, True) for compression in compressions]
-    for compression, size, count, timed in plan:
-        tag = f"{PROBE_IMAGE_REPO}:{os.getpid()}-{int(time.time() * 1000)}-{compression}"
-        fd, archive = tempfile.mkstemp(prefix=".gpuhost-probe-", suffix=".tar", dir=work_dir)
+class _UnpackRounds:
+    """The probe's loads, one compression at a time, and what they measured."""
+
+    def __init__(self, client: EngineClient, work_dir: str, data_root: str, write_mib_s: float | None,
+                 say: Callable[[str], None], daemon_pids: list[int]) -> None:
+        self.client, self.work_dir, self.data_root, self.write_mib_s = client, work_dir, data_root, write_mib_s
+        self.say, self.daemon_pids = say, daemon_pids
+        self.result = UnpackProbeResult(image_bytes=0, seconds=0.0, unpack_mib_s=0.0,
+                                        until_durable=bool(data_root), device_write_mib_s=write_mib_s)
+        self.files_archive = ""
+        self.files_tag = f"{PROBE_IMAGE_REPO}:{os.getpid()}-{int(time.time() * 1000)}-files"
+        self.busy: list[float] = []
+        self.daemon: list[float] = []
+
+    def build_small_files(self, files: int) -> None:
+        fd, self.files_archive = tempfile.mkstemp(prefix=".gpuhost-probe-", suffix=".tar", dir=self.work_dir)
         os.close(fd)
+        self.say(f"building a probe image of {files} small files")
+        self.result.files_bytes, self.result.files_entries = small_files_archive(self.files_archive, files,
+                                                                                 self.files_tag)
+
+    def load(self, archive: str, tag: str, timed: bool) -> _Round:
+        return _load_archive(self.client, archive, tag, self.data_root if timed else "", self.daemon_pids)
+
+    def measure(self, compression: str, size: int, count: int, timed: bool) -> None:
+        result = self.result
+        tag = f"{PROBE_IMAGE_REPO}:{os.getpid()}-{int(time.time() * 1000)}-{compression}"
+        fd, archive = tempfile.mkstemp(prefix=".gpuhost-probe-", suffix=".tar", dir=self.work_dir)
+        os.close(fd)
+        measured: list[_Round] = []
         try:
             if timed:
-                say(f"building a {size / MIB:.0f} MiB probe image with {compression} layers")
+                self.say(f"building a {size / MIB:.0f} MiB probe image with {compression} layers")
             try:
                 layer_bytes = probe_image_archive(
                     archive, size, tag, layer_bytes=min(size, 128 * MIB), compression=compression
@@ -504,35 +543,47 @@ def _measure_rounds(client: EngineClient, work_dir: str, size_bytes: int, rounds
                 if compression == "none":
                     raise
                 result.unsupported[compression] = f"no probe archive: {exc}"
-                continue
-            measured: list[_Round] = []
+                return
             for number in range(count):
                 if timed:
-                    say(f"docker load, {compression} layers, round {number + 1} of {count}")
+                    self.say(f"docker load, {compression} layers, round {number + 1} of {count}")
                 try:
-                    measured.append(_load_archive(client, archive, tag, data_root if timed else ""))
-                    if timed and compression == "none" and files_archive:
-                        say(f"docker load, {result.files_entries} small files, round {number + 1} of {count}")
-                        loaded = _load_archive(client, files_archive, files_tag, data_root)
-                        result.files_round_seconds.append(round(loaded.seconds, 3))
+                    measured.append(self.load(archive, tag, timed))
+                    if timed and compression == "none" and self.files_archive:
+                        self.say(f"docker load, {result.files_entries} small files, round {number + 1} of {count}")
+                        result.files_round_seconds.append(round(self.load(self.files_archive, self.files_tag,
+                                                                          True).seconds, 3))
                 except EngineError as exc:
                     if compression == "none":
                         raise
                     result.unsupported[compression] = f"Docker could not load {compression} layers: {exc}"
-                    break
+                    return
         finally:
             os.unlink(archive)
-        if not timed or compression in result.unsupported:
-            continue
+        if not timed:
+            return
         image_mib = layer_bytes / MIB
         result.round_rates_mib_s[compression] = [round(image_mib / r.seconds, 1) for r in measured]
         median_seconds = image_mib / median_rate(result.round_rates_mib_s[compression])
-        result.rates_mib_s[compression] = round(processing_rate(image_mib, median_seconds, write_mib_s), 1)
-        busy.extend(r.busy_pct for r in measured if r.busy_pct is not None)
+        result.rates_mib_s[compression] = round(processing_rate(image_mib, median_seconds, self.write_mib_s), 1)
+        self.busy.extend(r.busy_pct for r in measured if r.busy_pct is not None)
+        self.daemon.extend(r.daemon_pct for r in measured if r.daemon_pct is not None)
         if compression == "none":
             result.image_bytes = layer_bytes
             result.seconds = round(median_seconds, 4)
             result.unpack_mib_s = result.rates_mib_s["none"]
+
+    def finish(self) -> UnpackProbeResult:
+        result = self.result
+        if self.busy:
+            result.cpu_busy_pct = round(statistics.median(self.busy), 1)
+        if self.daemon:
+            result.daemon_cpu_pct = round(statistics.median(self.daemon), 1)
+        if result.files_round_seconds and result.unpack_mib_s > 0:
+            result.per_entry_us = round(per_entry_cost_us(
+                statistics.median(result.files_round_seconds), result.files_bytes, result.files_entries,
+                result.unpack_mib_s, self.write_mib_s), 2)
+        return result
 
 
 PROBE_SCHEMA = "gpuhost.storage-probe/v1"
@@ -572,6 +623,14 @@ def largest_image(client: EngineClient) -> tuple[str, int] | None:
 
 # 1 TiB: far above any useful probe; larger numbers overflow the free-space arithmetic
 MAX_PROBE_MIB = 1024 * 1024
+
+
+def _daemon_pids(found: Decompressor, docker_host: str) -> list[int]:
+    """dockerd's pid, and containerd's with the containerd store (where the layers are applied)."""
+    socket = docker_host[len("unix://"):] if docker_host.startswith("unix://") else ""
+    dockerd = find_daemon("dockerd", socket) if socket else None
+    pids = [pid for pid in (dockerd, found.pid if found.process == "containerd" else None) if pid is not None]
+    return pids if dockerd is not None else []
 
 
 def check_record_path(path: str) -> str:
@@ -655,7 +714,8 @@ def probe_storage(
             version = client.get("/version") or {}
         except EngineError:
             version = {}
-        report.decompressor = collect_decompressor(info, version, client.host).to_dict()
+        decompressor = collect_decompressor(info, version, client.host)
+        report.decompressor = decompressor.to_dict()
         report.unpack = measure_unpack(
             client,
             path if os.access(path, os.W_OK) else "/var/tmp",
@@ -663,6 +723,7 @@ def probe_storage(
             data_root=data_root if same_device else "",
             write_mib_s=report.write.write_mib_s if same_device else None,
             progress=progress,
+            daemon_pids=_daemon_pids(decompressor, client.host),
         )
     if image_bytes <= 0 and client is not None:
         found = largest_image(client)

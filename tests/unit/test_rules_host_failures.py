@@ -216,6 +216,30 @@ def test_containerd_store_on_the_root_volume(h100: HostFacts) -> None:
     assert ids(h100, "storage.containerd-store") == []
 
 
+def test_containerd_store_on_a_disk_that_cannot_hold_the_image_twice(h100: HostFacts) -> None:
+    gib = 1024**3
+    h100.docker.driver_status = {"driver-type": "io.containerd.snapshotter.v1"}
+    h100.storage.largest_image, h100.storage.largest_image_bytes = "comfyui:0.3.64-full", 140 * gib
+    h100.containerd.location = PathLocation("/mnt/docker/containerd", exists=True, device="md0",
+                                            total_bytes=250 * gib, free_bytes=100 * gib)
+    finding = one(h100, "storage.containerd-double-copy")
+    assert finding.severity is Severity.WARN
+    assert "needs up to 280.0 GiB" in finding.message and "250.0 GiB filesystem" in finding.message
+    assert "containerd-snapshotter" in finding.remedy and finding.evidence["needed_bytes"] == 280 * gib
+    h100.containerd.location.total_bytes = 300 * gib
+    assert one(h100, "storage.containerd-double-copy").severity is Severity.OK
+    # the classic store keeps one copy; no local image or no containerd root: nothing to judge
+    h100.containerd.location.total_bytes = 250 * gib
+    h100.docker.driver_status = {}
+    assert ids(h100, "storage.containerd-double-copy") == []
+    h100.docker.driver_status = {"driver-type": "io.containerd.snapshotter.v1"}
+    h100.storage.largest_image_bytes = None
+    assert ids(h100, "storage.containerd-double-copy") == []
+    h100.storage.largest_image_bytes = 140 * gib
+    h100.containerd.location.exists = False
+    assert ids(h100, "storage.containerd-double-copy") == []
+
+
 def test_toolkit_no_cgroups_and_ldconfig(h100: HostFacts) -> None:
     h100.toolkit.no_cgroups = True
     assert one(h100, "toolkit.no-cgroups").severity is Severity.FAIL
