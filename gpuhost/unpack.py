@@ -137,29 +137,25 @@ def predict_pull(
     write_mib_s: float,
     decompress_mib_s: dict[str, float] | None = None,
     download_mib_s: float | None = None,
-    cpu_busy_pct: float | None = None,
     per_entry_us: float | None = None,
 ) -> PullPrediction:
     """Seconds until a pull of `layers` is on a device that writes `write_mib_s`, in four parts.
 
-    download: the compressed bytes at `download_mib_s` (left out: 0, a local registry or a
-    cache). Docker fetches the next layers while it extracts one, but receiving and hashing
-    them needs CPU too: `cpu_busy_pct`, how busy the host's CPUs were while the storage probe
-    unpacked, is the share of the download that cannot run beside the unpacking and adds to
-    it; the rest overlaps the decompression. Unknown, the download overlaps fully. The first
-    layer's download never overlaps anything.
     decompress: each layer's unpacked bytes at the rate `gpuhost storage probe --unpack`
-    measured for its compression (Docker's reading, decompressing, hashing and extracting);
-    a compression it did not measure uses the uncompressed rate, a floor.
+    measured for its compression, pulling from a registry on the host's loopback: Docker's
+    fetching, hashing, storing, decompressing and extracting, with the fetching of the next
+    layers running beside the extraction as in any pull. A compression it did not measure uses
+    the uncompressed rate, a floor.
     files: each layer's tar entries at `per_entry_us`, the probe's cost of one more file beyond
     its bytes (creating it, its metadata, its directory entry): a layer of 50,000 small files of
     a Python environment takes several times longer than its bytes alone.
+    download: what waiting for a network slower than the loopback adds: the compressed bytes at
+    `download_mib_s` run beside the unpacking, so only the first layer's and what the unpacking
+    cannot hide count (left out, 0: a registry on this network or a pull-through cache).
     write: the unpacked bytes at the device's rate, as predict_unpack_seconds.
     """
     if write_mib_s <= 0:
         raise ValueError("write throughput must be positive")
-    if cpu_busy_pct is not None and not 0 <= cpu_busy_pct <= 100:
-        raise ValueError("the CPU busy share must be from 0 to 100")
     if per_entry_us is not None and not 0 <= per_entry_us < float("inf"):
         raise ValueError("the cost per entry must be zero or more")
     rates = {k: v for k, v in (decompress_mib_s or {}).items() if v and v > 0}
@@ -182,9 +178,7 @@ def predict_pull(
         compressed = [layer.compressed_bytes for layer in layers]
         total_download = sum(compressed) / (download_mib_s * MIB)
         first = (max(compressed) if compressed else 0) / (download_mib_s * MIB)
-        serial = total_download * (cpu_busy_pct or 0.0) / 100
-        beside = total_download - serial
-        download_s = max(first, serial + max(0.0, beside - decompress_s - files_s))
+        download_s = max(first, total_download - decompress_s - files_s)
     return PullPrediction(download_s=download_s, decompress_s=decompress_s, write_s=write_s, rates_used=used,
                           files_s=files_s, entries=entries, per_entry_us=per_entry_us)
 

@@ -551,6 +551,5 @@ def _predict_pull(
             pull_layers = [replace(layer, entries=n) for layer, n in zip(pull_layers, paired)]
         else:  # history and the store count layers differently: the total still counts
             pull_layers.append(PullLayer("none", 0, 0, entries=counted.total))
-    busy = probe.cpu_busy_pct if probe is not None else None
     per_entry = probe.per_entry_us if probe is not None else None
-    report.pull = predict_pull(pull_layers, report.write_mib_s, rates, download_mib_s, busy, per_entry)
+    report.pull = predict_pull(pull_layers, report.write_mib_s, rates, download_mib_s, per_entry)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import mmap
 import os
@@ -27,6 +28,8 @@ from gpuhost.facts.decompressor import Decompressor, collect_decompressor, find_
 from gpuhost.facts.docker import image_sizes
 from gpuhost.facts.storage import locate
 from gpuhost.model import UsageError, to_jsonable
+from gpuhost.storage.probe_images import SMALL_FILES_PER_GIB, ProbeImage, small_files_image, weights_image
+from gpuhost.storage.probe_registry import ProbeRegistry, file_blob
 from gpuhost.units import MIB, format_duration
 from gpuhost.unpack import (
     COMPRESSIONS,
@@ -149,181 +152,9 @@ class UnpackProbeResult:
     files_bytes: int = 0
     files_round_seconds: list[float] = field(default_factory=list)
     per_entry_us: float | None = None
-
-
-# A model image is mostly weights (incompressible) with a Python environment beside them: the
-# probe's layers hold the same mix, so gzip's cost per byte is the one such an image pays.
-COMPRESSIBLE_FRACTION = 0.25
-
-
-def _compressible_bytes(size: int) -> bytes:
-    """`size` bytes of real files (this interpreter's standard library), text and bytecode."""
-    import sysconfig
-
-    parts: list[bytes] = []
-    total = 0
-    for directory, _, names in os.walk(sysconfig.get_paths()["stdlib"]):
-        for name in sorted(names):
-            try:
-                with open(os.path.join(directory, name), "rb") as fh:
-                    data = fh.read(size - total)
-            except OSError:
-                continue
-            parts.append(data)
-            total += len(data)
-            if total >= size:
-                return b"".join(parts)
-    data = b"".join(parts) or b"gpuhost storage probe\n"
-    return (data * (size // len(data) + 1))[:size]
-
-
-def _compress_layer(layer_path: str, compression: str) -> str:
-    """The layer file compressed as a registry would hold it; returns the path to archive."""
-    if compression == "none":
-        return layer_path
-    if compression == "gzip":
-        import gzip
-        import shutil
-
-        pigz = shutil.which("pigz")
-        if pigz is not None:  # the same bytes' kind, made on every core
-            with open(layer_path + ".gz", "wb") as target:
-                subprocess.run([pigz, "-6", "-c", layer_path], stdout=target, check=True)
-            return layer_path + ".gz"
-        with open(layer_path, "rb") as source, gzip.open(layer_path + ".gz", "wb", compresslevel=6) as target:
-            shutil.copyfileobj(source, target, 4 * MIB)
-        return layer_path + ".gz"
-    if compression == "zstd":
-        import shutil
-
-        zstd = shutil.which("zstd")
-        if zstd is None:
-            raise FileNotFoundError("zstd is not installed")
-        subprocess.run([zstd, "-q", "-3", "-T0", "-f", layer_path, "-o", layer_path + ".zst"], check=True)
-        return layer_path + ".zst"
-    raise ValueError(f"unknown compression {compression!r}")
-
-
-def probe_image_archive(
-    path: str, image_bytes: int, tag: str, layer_bytes: int = 128 * MIB, compression: str = "none"
-) -> int:
-    """Write a `docker save` archive of an image whose layers of `layer_bytes` hold incompressible
-    64 MiB files and real files (COMPRESSIBLE_FRACTION of them), compressed with `compression`;
-    returns the layers' unpacked size. Standard library (and the zstd tool for zstd) only: it
-    runs inside the agent zipapp too."""
-    import hashlib
-    import io
-    import tarfile
-
-    layers = max(1, image_bytes // layer_bytes)
-    per_layer = image_bytes // layers
-    compressible = int(per_layer * COMPRESSIBLE_FRACTION)
-    files = max(1, (per_layer - compressible) // (64 * MIB))
-    text = _compressible_bytes(compressible) if compressible else b""
-    diff_ids: list[str] = []
-    total = 0
-    with tarfile.open(path, "w") as archive:
-        for index in range(layers):
-            layer_path = f"{path}.layer{index}"
-            with tarfile.open(layer_path, "w") as layer:
-                for number in range(files):
-                    info = tarfile.TarInfo(f"gpuhost-probe/{index:03d}-{number:03d}.bin")
-                    info.size, info.mode, info.mtime = (per_layer - compressible) // files, 0o644, int(time.time())
-                    layer.addfile(info, io.BytesIO(os.urandom(info.size)))
-                if text:
-                    info = tarfile.TarInfo(f"gpuhost-probe/{index:03d}-env.py")
-                    info.size, info.mode, info.mtime = len(text), 0o644, int(time.time())
-                    layer.addfile(info, io.BytesIO(text))
-            digest = hashlib.sha256()
-            with open(layer_path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(4 * MIB), b""):
-                    digest.update(chunk)
-            diff_ids.append("sha256:" + digest.hexdigest())
-            total += os.path.getsize(layer_path)
-            stored = layer_path
-            try:
-                stored = _compress_layer(layer_path, compression)
-                archive.add(stored, arcname=f"layer{index}/layer.tar")
-            finally:
-                for leftover in {layer_path, stored}:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(leftover)
-        config = json.dumps(
-            {
-                "architecture": "amd64",
-                "os": "linux",
-                "config": {},
-                "rootfs": {"type": "layers", "diff_ids": diff_ids},
-                "history": [{"created_by": "gpuhost storage probe: weights and files"} for _ in diff_ids],
-            }
-        ).encode()
-        config_name = hashlib.sha256(config).hexdigest() + ".json"
-        manifest = json.dumps(
-            [{"Config": config_name, "RepoTags": [tag], "Layers": [f"layer{i}/layer.tar" for i in range(layers)]}]
-        ).encode()
-        for name, data in ((config_name, config), ("manifest.json", manifest)):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return total
-
-
-# Files per GiB of probe image in the small-files layer: 20,000 for the default 1 GiB probe, as
-# many as a site-packages directory of a few packages holds.
-SMALL_FILES_PER_GIB = 20_000
-SMALL_FILES_PER_DIRECTORY = 100
-
-
-def small_files_archive(path: str, files: int, tag: str) -> tuple[int, int]:
-    """Write a `docker save` archive of a one-layer image of `files` files of 1-16 KiB of real
-    text (SMALL_FILES_PER_DIRECTORY to a directory), the shape of a Python environment; returns
-    the layer's size and its tar entries (files and directories)."""
-    import hashlib
-    import io
-    import random
-    import tarfile
-
-    sizes = [random.Random(index).randint(1024, 16 * 1024) for index in range(files)]
-    text = _compressible_bytes(16 * 1024 * 64)
-    layer_path = path + ".layer"
-    entries = 0
-    now = int(time.time())
-    try:
-        with tarfile.open(layer_path, "w") as layer:
-            for index, size in enumerate(sizes):
-                directory = f"gpuhost-probe/site-packages/pkg{index // SMALL_FILES_PER_DIRECTORY:04d}"
-                if index % SMALL_FILES_PER_DIRECTORY == 0:
-                    info = tarfile.TarInfo(directory)
-                    info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, now
-                    layer.addfile(info)
-                    entries += 1
-                info = tarfile.TarInfo(f"{directory}/module{index:06d}.py")
-                offset = (index * 7919) % (len(text) - size)
-                info.size, info.mode, info.mtime = size, 0o644, now
-                layer.addfile(info, io.BytesIO(text[offset : offset + size]))
-                entries += 1
-        digest = hashlib.sha256()
-        with open(layer_path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(4 * MIB), b""):
-                digest.update(chunk)
-        layer_bytes = os.path.getsize(layer_path)
-        config = json.dumps({
-            "architecture": "amd64", "os": "linux", "config": {},
-            "rootfs": {"type": "layers", "diff_ids": ["sha256:" + digest.hexdigest()]},
-            "history": [{"created_by": "gpuhost storage probe: small files"}],
-        }).encode()
-        config_name = hashlib.sha256(config).hexdigest() + ".json"
-        manifest = json.dumps([{"Config": config_name, "RepoTags": [tag], "Layers": ["files/layer.tar"]}]).encode()
-        with tarfile.open(path, "w") as archive:
-            archive.add(layer_path, arcname="files/layer.tar")
-            for name, data in ((config_name, config), ("manifest.json", manifest)):
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                archive.addfile(info, io.BytesIO(data))
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(layer_path)
-    return layer_bytes, entries
+    # "pull" (from the probe's registry on loopback) or "load" (a daemon that cannot reach it)
+    method: str = ""
+    pull_error: str = ""
 
 
 PROBE_IMAGE_REPO = "gpuhost-storage-probe"
@@ -429,29 +260,86 @@ class _Round:
     daemon_pct: float | None = None
 
 
-def _load_archive(client: EngineClient, archive: str, tag: str, data_root: str = "",
-                  daemon_pids: list[int] | None = None) -> _Round:
-    """`docker load` of `archive` until its data is on the data-root device (when `data_root` is
-    given); the image is removed again."""
+def _timed(client: EngineClient, tag: str, data_root: str, daemon_pids: list[int],
+           action: Callable[[], bytes], what: str) -> _Round:
+    """Time `action` (a load or a pull that leaves the image `tag`) until its data is on the
+    data-root device (when `data_root` is given); the image is removed again."""
     try:
-        with open(archive, "rb") as fh:
-            before = _cpu_counters()
-            daemon_before = process_cpu_ticks(daemon_pids or [])
-            start = time.perf_counter()
-            with _written_back(data_root):
-                body = client.upload(
-                    "/images/load", fh, os.path.getsize(archive), params={"quiet": True}, timeout=1800.0
-                )
-            seconds = time.perf_counter() - start
-            busy = _busy_pct(before, _cpu_counters())
-            daemon = _daemon_pct(daemon_before, process_cpu_ticks(daemon_pids or []), seconds) if daemon_pids \
-                else None
+        before = _cpu_counters()
+        daemon_before = process_cpu_ticks(daemon_pids)
+        start = time.perf_counter()
+        with _written_back(data_root):
+            body = action()
+        seconds = time.perf_counter() - start
+        busy = _busy_pct(before, _cpu_counters())
+        daemon = _daemon_pct(daemon_before, process_cpu_ticks(daemon_pids), seconds) if daemon_pids else None
         if b"errorDetail" in body:
-            raise EngineError(500, f"docker load of the probe image failed: {body[-300:]!r}")
+            raise EngineError(500, f"docker {what} of the probe image failed: {body[-300:]!r}")
         return _Round(seconds, busy, daemon)
     finally:
         with contextlib.suppress(EngineError):
             client.request("DELETE", f"/images/{tag}", params={"force": True})
+
+
+class _Load:
+    """`docker load` of a `docker save` archive: what a host the probe's registry cannot reach gets."""
+
+    method = "load"
+
+    def __init__(self, client: EngineClient, work_dir: str) -> None:
+        self.client, self.work_dir = client, work_dir
+
+    def prepare(self, image: ProbeImage, name: str) -> tuple[str, str]:
+        fd, archive = tempfile.mkstemp(prefix=".gpuhost-probe-", suffix=".tar", dir=self.work_dir)
+        os.close(fd)
+        tag = f"{PROBE_IMAGE_REPO}:{name}"
+        try:
+            image.write_archive(archive, tag)
+        except BaseException:
+            os.unlink(archive)
+            raise
+        return tag, archive
+
+    def run(self, prepared: tuple[str, str], data_root: str, daemon_pids: list[int]) -> _Round:
+        tag, archive = prepared
+
+        def load() -> bytes:
+            with open(archive, "rb") as fh:
+                return self.client.upload("/images/load", fh, os.path.getsize(archive), params={"quiet": True},
+                                          timeout=1800.0)
+
+        return _timed(self.client, tag, data_root, daemon_pids, load, "load")
+
+    def release(self, prepared: tuple[str, str]) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(prepared[1])
+
+
+class _Pull:
+    """`docker pull` from the probe's own registry on loopback (gpuhost.storage.probe_registry)."""
+
+    method = "pull"
+
+    def __init__(self, client: EngineClient, registry: ProbeRegistry) -> None:
+        self.client, self.registry = client, registry
+
+    def prepare(self, image: ProbeImage, name: str) -> tuple[str, str]:
+        reference = self.registry.add_image(name, [(file_blob(layer.path), layer.compression)
+                                                   for layer in image.layers], image.config())
+        return reference, name
+
+    def run(self, prepared: tuple[str, str], data_root: str, daemon_pids: list[int]) -> _Round:
+        reference = prepared[0]
+        repository, tag = reference.rsplit(":", 1)
+
+        def pull() -> bytes:
+            return self.client.upload("/images/create", io.BytesIO(b""), 0, content_type="text/plain",
+                                      params={"fromImage": repository, "tag": tag}, timeout=1800.0)
+
+        return _timed(self.client, reference, data_root, daemon_pids, pull, "pull")
+
+    def release(self, prepared: tuple[str, str]) -> None:
+        self.registry.forget(prepared[1])
 
 
 def measure_unpack(
@@ -465,111 +353,121 @@ def measure_unpack(
     write_mib_s: float | None = None,
     progress: Callable[[str], None] | None = None,
     daemon_pids: list[int] | None = None,
+    pull: bool = True,
 ) -> UnpackProbeResult:
-    """Time `docker load` of an image into the daemon's data-root, `rounds` times for each layer
-    compression, then remove it: Docker's own per-byte cost (reading, decompressing, hashing,
-    extracting) on this host, the median round per compression.
+    """Time `docker pull` of an image from a registry on this host's loopback into the daemon's
+    store, `rounds` times for each layer compression, then remove it: Docker's own per-byte cost
+    (fetching, hashing, storing, decompressing, extracting) on this host, the median round per
+    compression. A daemon that cannot reach the registry (another host's, a rootless one) is
+    timed loading a `docker save` archive instead (`method`, `pull_error`); `pull=False` loads.
 
     With `data_root` (where the daemon's layers land, on this machine) each round lasts until
     the data is on the device, with the device writing all along as it does for a large image
     (_written_back), and `write_mib_s` (measure_write's figure for that device) takes the
-    device's share back out (processing_rate). Without, the rounds time the load alone. A
+    device's share back out (processing_rate). Without, the rounds time the pull alone. A
     compression this host cannot make (no zstd tool) or the daemon refuses (Docker before 23
     cannot extract zstd layers) is listed in `unsupported`.
 
-    Each uncompressed round also loads a one-layer image of small files (SMALL_FILES_PER_GIB
+    Each uncompressed round also pulls a one-layer image of small files (SMALL_FILES_PER_GIB
     per GiB of `size_bytes`): with the bytes' share taken out, what one more tar entry costs.
     `daemon_pids` (dockerd, and containerd with the containerd store) give the daemons' own
     share of the CPUs.
     """
     if rounds < 1:
         raise ValueError("the unpack probe needs at least one round")
-    probe = _UnpackRounds(client, work_dir, data_root, write_mib_s, progress or (lambda _message: None),
-                          daemon_pids or [])
-    probe.result.rounds = rounds
-    files = max(100, size_bytes * SMALL_FILES_PER_GIB // (1024 * MIB)) if "none" in compressions else 0
-    try:
+    say = progress or (lambda _message: None)
+    with contextlib.ExitStack() as stack:
+        registry = stack.enter_context(ProbeRegistry(PROBE_IMAGE_REPO)) if pull else None
+        transport: _Pull | _Load = _Pull(client, registry) if registry is not None else _Load(client, work_dir)
+        probe = _UnpackRounds(transport, work_dir, data_root, write_mib_s, say, daemon_pids or [])
+        probe.result.rounds = rounds
+        try:
+            # the first pull into a daemon pays one-time setup; a small untimed one takes it, and
+            # tells whether the daemon reaches the registry
+            probe.measure("none", 8 * MIB, 1, timed=False)
+        except EngineError as exc:
+            if registry is None:
+                raise
+            probe.result.pull_error = str(exc)[:300]
+            probe.transport = _Load(client, work_dir)
+            probe.measure("none", 8 * MIB, 1, timed=False)
+        probe.result.method = probe.transport.method
+        files = max(100, size_bytes * SMALL_FILES_PER_GIB // (1024 * MIB)) if "none" in compressions else 0
         if files:
-            probe.build_small_files(files)
-        # the first load into a daemon pays one-time setup; a small untimed load takes it
-        probe.measure("none", 8 * MIB, 1, timed=False)
+            say(f"building a probe image of {files} small files")
+            probe.small_files = small_files_image(work_dir, files)
+            stack.callback(probe.small_files.remove)
+            probe.result.files_bytes = probe.small_files.unpacked_bytes
+            probe.result.files_entries = probe.small_files.entries
         for compression in compressions:
             probe.measure(compression, size_bytes, rounds, timed=True)
-    finally:
-        if probe.files_archive:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(probe.files_archive)
     return probe.finish()
 
 
 class _UnpackRounds:
-    """The probe's loads, one compression at a time, and what they measured."""
+    """The probe's pulls (or loads), one compression at a time, and what they measured."""
 
-    def __init__(self, client: EngineClient, work_dir: str, data_root: str, write_mib_s: float | None,
+    def __init__(self, transport: _Pull | _Load, work_dir: str, data_root: str, write_mib_s: float | None,
                  say: Callable[[str], None], daemon_pids: list[int]) -> None:
-        self.client, self.work_dir, self.data_root, self.write_mib_s = client, work_dir, data_root, write_mib_s
+        self.transport, self.work_dir, self.data_root, self.write_mib_s = transport, work_dir, data_root, write_mib_s
         self.say, self.daemon_pids = say, daemon_pids
         self.result = UnpackProbeResult(image_bytes=0, seconds=0.0, unpack_mib_s=0.0,
                                         until_durable=bool(data_root), device_write_mib_s=write_mib_s)
-        self.files_archive = ""
-        self.files_tag = f"{PROBE_IMAGE_REPO}:{os.getpid()}-{int(time.time() * 1000)}-files"
+        self.small_files: ProbeImage | None = None
         self.busy: list[float] = []
         self.daemon: list[float] = []
 
-    def build_small_files(self, files: int) -> None:
-        fd, self.files_archive = tempfile.mkstemp(prefix=".gpuhost-probe-", suffix=".tar", dir=self.work_dir)
-        os.close(fd)
-        self.say(f"building a probe image of {files} small files")
-        self.result.files_bytes, self.result.files_entries = small_files_archive(self.files_archive, files,
-                                                                                 self.files_tag)
-
-    def load(self, archive: str, tag: str, timed: bool) -> _Round:
-        return _load_archive(self.client, archive, tag, self.data_root if timed else "", self.daemon_pids)
+    def _name(self, what: str) -> str:
+        return f"{os.getpid()}-{int(time.time() * 1000)}-{what}"
 
     def measure(self, compression: str, size: int, count: int, timed: bool) -> None:
         result = self.result
-        tag = f"{PROBE_IMAGE_REPO}:{os.getpid()}-{int(time.time() * 1000)}-{compression}"
-        fd, archive = tempfile.mkstemp(prefix=".gpuhost-probe-", suffix=".tar", dir=self.work_dir)
-        os.close(fd)
-        measured: list[_Round] = []
+        if timed:
+            self.say(f"building a {size / MIB:.0f} MiB probe image with {compression} layers")
         try:
-            if timed:
-                self.say(f"building a {size / MIB:.0f} MiB probe image with {compression} layers")
-            try:
-                layer_bytes = probe_image_archive(
-                    archive, size, tag, layer_bytes=min(size, 128 * MIB), compression=compression
-                )
-            except (OSError, ValueError, subprocess.CalledProcessError) as exc:
-                if compression == "none":
-                    raise
-                result.unsupported[compression] = f"no probe archive: {exc}"
-                return
+            image = weights_image(self.work_dir, size, layer_bytes=min(size, 128 * MIB), compression=compression)
+        except (OSError, ValueError, subprocess.CalledProcessError) as exc:
+            if compression == "none":
+                raise
+            result.unsupported[compression] = f"no probe image: {exc}"
+            return
+        measured: list[_Round] = []
+        files: tuple[str, str] | None = None
+        prepared = self.transport.prepare(image, self._name(compression))
+        try:
+            if timed and compression == "none" and self.small_files is not None:
+                files = self.transport.prepare(self.small_files, self._name("files"))
             for number in range(count):
                 if timed:
-                    self.say(f"docker load, {compression} layers, round {number + 1} of {count}")
+                    self.say(f"docker {self.transport.method}, {compression} layers, round {number + 1} of {count}")
                 try:
-                    measured.append(self.load(archive, tag, timed))
-                    if timed and compression == "none" and self.files_archive:
-                        self.say(f"docker load, {result.files_entries} small files, round {number + 1} of {count}")
-                        result.files_round_seconds.append(round(self.load(self.files_archive, self.files_tag,
-                                                                          True).seconds, 3))
+                    measured.append(self.transport.run(prepared, self.data_root if timed else "", self.daemon_pids))
+                    if files is not None:
+                        self.say(f"docker {self.transport.method}, {result.files_entries} small files, "
+                                 f"round {number + 1} of {count}")
+                        loaded = self.transport.run(files, self.data_root, self.daemon_pids)
+                        result.files_round_seconds.append(round(loaded.seconds, 3))
                 except EngineError as exc:
-                    if compression == "none":
+                    if compression == "none" or not timed:
                         raise
-                    result.unsupported[compression] = f"Docker could not load {compression} layers: {exc}"
+                    result.unsupported[compression] = f"Docker could not {self.transport.method} " \
+                        f"{compression} layers: {exc}"
                     return
         finally:
-            os.unlink(archive)
+            self.transport.release(prepared)
+            if files is not None:
+                self.transport.release(files)
+            image.remove()
         if not timed:
             return
-        image_mib = layer_bytes / MIB
+        image_mib = image.unpacked_bytes / MIB
         result.round_rates_mib_s[compression] = [round(image_mib / r.seconds, 1) for r in measured]
         median_seconds = image_mib / median_rate(result.round_rates_mib_s[compression])
         result.rates_mib_s[compression] = round(processing_rate(image_mib, median_seconds, self.write_mib_s), 1)
         self.busy.extend(r.busy_pct for r in measured if r.busy_pct is not None)
         self.daemon.extend(r.daemon_pct for r in measured if r.daemon_pct is not None)
         if compression == "none":
-            result.image_bytes = layer_bytes
+            result.image_bytes = image.unpacked_bytes
             result.seconds = round(median_seconds, 4)
             result.unpack_mib_s = result.rates_mib_s["none"]
 

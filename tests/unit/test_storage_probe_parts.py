@@ -3,8 +3,12 @@ write, and what a recorded probe says (read strictly)."""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import tarfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -12,26 +16,75 @@ import pytest
 from gpuhost.comfyui.layers import LayersOptions, _same_disk
 from gpuhost.facts.storage import PathLocation, RecordedProbe, read_recorded_probe
 from gpuhost.model import UsageError
-from gpuhost.storage.probe import SMALL_FILES_PER_DIRECTORY, check_record_path, small_files_archive
+from gpuhost.storage.probe import check_record_path
+from gpuhost.storage.probe_images import SMALL_FILES_PER_DIRECTORY, small_files_image, weights_image
+from gpuhost.storage.probe_registry import ProbeRegistry, file_blob
+from gpuhost.units import MIB
 
 
 def test_the_small_files_image_is_a_python_environments_shape(tmp_path: Path) -> None:
-    archive = tmp_path / "files.tar"
-    layer_bytes, entries = small_files_archive(str(archive), 250, "gpuhost-storage-probe:files")
-    assert entries == 250 + 3  # the files and their three directories
-    with tarfile.open(archive) as outer:
-        manifest = json.load(outer.extractfile("manifest.json"))  # type: ignore[arg-type]
-        assert manifest[0]["RepoTags"] == ["gpuhost-storage-probe:files"]
-        layer = outer.extractfile(manifest[0]["Layers"][0])
-        assert layer is not None
-        with tarfile.open(fileobj=layer) as inner:
-            members = inner.getmembers()
+    image = small_files_image(str(tmp_path), 250)
+    assert image.entries == 250 + 3  # the files and their three directories
+    [layer] = image.layers
+    assert layer.compression == "none" and layer.size == Path(layer.path).stat().st_size
+    with tarfile.open(layer.path) as inner:
+        members = inner.getmembers()
     files = [m for m in members if m.isfile()]
-    assert len(members) == entries and len(files) == 250
+    assert len(members) == image.entries and len(files) == 250
     assert all(1024 <= m.size <= 16 * 1024 for m in files)
     assert len({m.name.rsplit("/", 1)[0] for m in files}) == -(-250 // SMALL_FILES_PER_DIRECTORY)
-    assert layer_bytes >= sum(m.size for m in files)
-    assert not list(tmp_path.glob("*.layer"))  # the staging layer is gone
+    archive = tmp_path / "files.tar"
+    image.write_archive(str(archive), "gpuhost-storage-probe:files")
+    with tarfile.open(archive) as outer:
+        manifest = json.load(outer.extractfile("manifest.json"))  # type: ignore[arg-type]
+    assert manifest[0]["RepoTags"] == ["gpuhost-storage-probe:files"]
+    image.remove()
+    assert not list(tmp_path.glob(".gpuhost-probe-*"))
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_weights_layers_are_stored_compressed_and_keep_their_diff_id(tmp_path: Path, compression: str) -> None:
+    image = weights_image(str(tmp_path), 4 * MIB, layer_bytes=2 * MIB, compression=compression)
+    assert len(image.layers) == 2 and image.unpacked_bytes >= 4 * MIB
+    for layer in image.layers:
+        data = Path(layer.path).read_bytes()
+        data = gzip.decompress(data) if compression == "gzip" else data
+        assert "sha256:" + hashlib.sha256(data).hexdigest() == layer.diff_id
+    assert len(list(tmp_path.iterdir())) == 2  # only the stored layers: the uncompressed ones are gone
+    image.remove()
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_probe_registry_serves_what_a_pull_reads(tmp_path: Path) -> None:
+    layer = tmp_path / "layer.tar"
+    layer.write_bytes(b"x" * 3000)
+    with ProbeRegistry("gpuhost-storage-probe") as registry:
+        reference = registry.add_image("t1", [(file_blob(str(layer)), "gzip")], {"rootfs": {"diff_ids": []}})
+        assert reference == f"{registry.address}/gpuhost-storage-probe:t1"
+        base = f"http://{registry.address}"
+        assert urllib.request.urlopen(base + "/v2/").status == 200
+        request = urllib.request.Request(base + "/v2/gpuhost-storage-probe/manifests/t1",
+                                         headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+        with urllib.request.urlopen(request) as answer:
+            body = answer.read()
+            digest = answer.headers["Docker-Content-Digest"]
+        manifest = json.loads(body)
+        assert digest == "sha256:" + hashlib.sha256(body).hexdigest()
+        assert manifest["layers"][0]["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
+        with urllib.request.urlopen(f"{base}/v2/gpuhost-storage-probe/manifests/{digest}") as answer:
+            assert answer.read() == body
+        blob = manifest["layers"][0]["digest"]
+        with urllib.request.urlopen(f"{base}/v2/gpuhost-storage-probe/blobs/{blob}") as answer:
+            assert answer.read() == b"x" * 3000
+        head = urllib.request.Request(f"{base}/v2/gpuhost-storage-probe/blobs/{blob}", method="HEAD")
+        with urllib.request.urlopen(head) as answer:
+            assert answer.headers["Content-Length"] == "3000"
+        registry.forget("t1")
+        for missing in ("/v2/gpuhost-storage-probe/manifests/t1", "/v2/other/manifests/t1",
+                        "/v2/gpuhost-storage-probe/blobs/sha256:" + "0" * 64, "/v2/gpuhost-storage-probe/x/y"):
+            with pytest.raises(urllib.error.HTTPError) as failed:
+                urllib.request.urlopen(base + missing)
+            assert failed.value.code == 404
 
 
 @pytest.mark.parametrize("path", ["relative.json", "/var/lib/../etc/x.json", "/var/lib/gpuhost/", " /tmp/x.json",

@@ -95,21 +95,6 @@ def test_a_slow_download_is_what_does_not_overlap_the_decompression() -> None:
         predict_pull(layers, write_mib_s=2048.0, download_mib_s=0.0)
 
 
-def test_a_busy_host_downloads_beside_the_unpacking_only_with_its_spare_cpu() -> None:
-    layers = [PullLayer("gzip", 256 * MIB, 512 * MIB) for _ in range(4)]
-    # 1024 MiB at 256 MiB/s: 4 s of download; 2048 MiB at 128 MiB/s: 16 s of decompression
-    idle = predict_pull(layers, 2048.0, {"gzip": 128.0}, download_mib_s=256.0, cpu_busy_pct=0.0)
-    assert idle.download_s == pytest.approx(1.0)  # all of it beside the decompression but the first layer
-    busy = predict_pull(layers, 2048.0, {"gzip": 128.0}, download_mib_s=256.0, cpu_busy_pct=80.0)
-    assert busy.download_s == pytest.approx(3.2)  # 80 % of it cannot run beside; the rest can
-    saturated = predict_pull(layers, 2048.0, {"gzip": 128.0}, download_mib_s=256.0, cpu_busy_pct=100.0)
-    assert saturated.download_s == pytest.approx(4.0)
-    assert idle.total_s < busy.total_s < saturated.total_s
-    for share in (-1.0, 100.5):
-        with pytest.raises(ValueError, match="busy share"):
-            predict_pull(layers, 2048.0, {"gzip": 128.0}, download_mib_s=256.0, cpu_busy_pct=share)
-
-
 def test_the_probe_takes_the_devices_share_back_out() -> None:
     # 1024 MiB in 10 s on a device that writes 1024 MiB/s: 1 s of it was the device's
     rate = processing_rate(1024.0, 10.0, 1024.0)
@@ -138,8 +123,7 @@ def test_each_file_of_a_layer_costs_the_probes_time_per_entry() -> None:
 def test_the_files_overlap_the_download_like_the_decompression() -> None:
     layers = [PullLayer("none", 256 * MIB, 256 * MIB, entries=20_000) for _ in range(4)]
     # 4 s of download beside 1 GiB at 1024 MiB/s (1 s) and 80,000 files at 25 us (2 s)
-    prediction = predict_pull(layers, 4096.0, {"none": 1024.0}, download_mib_s=256.0, cpu_busy_pct=0.0,
-                              per_entry_us=25.0)
+    prediction = predict_pull(layers, 4096.0, {"none": 1024.0}, download_mib_s=256.0, per_entry_us=25.0)
     assert prediction.download_s == pytest.approx(4.0 - 1.0 - 2.0)
 
 
