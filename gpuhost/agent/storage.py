@@ -99,6 +99,7 @@ def cmd_storage_probe(args: argparse.Namespace) -> int:
         record=args.record,
         unpack_mib=args.unpack_mib,
         progress=progress,
+        compressions=args.compressions,
     )
     print_json(to_jsonable(report))
     return int(ExitCode.OK)
@@ -145,5 +146,6 @@ def add_commands(sub: Any, handlers: Handlers) -> None:
     )
     probe.add_argument("--image-bytes", type=int, default=0, help="predict for this size (default: largest image)")
     probe.add_argument("--record", default="", help="also write the result to this JSON file")
+    probe.add_argument("--compressions", default="none,gzip,zstd", help="the layer compressions --unpack measures")
     add_docker_host(probe)
     handlers["storage-probe"] = cmd_storage_probe

@@ -163,6 +163,11 @@ def probe(
     image_size: str = typer.Option(
         "", "--image-size", help="Predict for this size (e.g. 140GB, 60GiB); default: the largest local image."
     ),
+    compressions: str = typer.Option(
+        "none,gzip,zstd", "--compressions",
+        help="The layer compressions --unpack measures, comma-separated (the first one's rounds also pull the "
+        "small-files image): `gzip` alone re-measures gzip after the decompressor changed.",
+    ),
     record: str = typer.Option(
         "", "--record", metavar="PATH",
         help="Also write the result to this JSON file (absolute path), for `gpuhost layers --probe-record` and "
@@ -192,6 +197,7 @@ def probe(
                 client=engine_client(docker_host, 30.0),
                 unpack_mib=unpack_mib,
                 record=record,
+                compressions=compressions,
                 progress=None if as_json else lambda message: typer.echo(for_humans(message), err=True),
             )
         except OSError as exc:

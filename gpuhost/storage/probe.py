@@ -152,6 +152,8 @@ class UnpackProbeResult:
     files_bytes: int = 0
     files_round_seconds: list[float] = field(default_factory=list)
     per_entry_us: float | None = None
+    # the compression of the small-files image (the first one measured)
+    files_compression: str = ""
     # "pull" (from the probe's registry on loopback) or "load" (a daemon that cannot reach it)
     method: str = ""
     pull_error: str = ""
@@ -392,10 +394,12 @@ def measure_unpack(
             probe.transport = _Load(client, work_dir)
             probe.measure("none", 8 * MIB, 1, timed=False)
         probe.result.method = probe.transport.method
-        files = max(100, size_bytes * SMALL_FILES_PER_GIB // (1024 * MIB)) if "none" in compressions else 0
+        files = max(100, size_bytes * SMALL_FILES_PER_GIB // (1024 * MIB)) if compressions else 0
         if files:
+            # the small files go with the first compression measured, compressed the same way
+            probe.result.files_compression = compressions[0]
             say(f"building a probe image of {files} small files")
-            probe.small_files = small_files_image(work_dir, files)
+            probe.small_files = small_files_image(work_dir, files, compressions[0])
             stack.callback(probe.small_files.remove)
             probe.result.files_bytes = probe.small_files.unpacked_bytes
             probe.result.files_entries = probe.small_files.entries
@@ -435,7 +439,7 @@ class _UnpackRounds:
         files: tuple[str, str] | None = None
         prepared = self.transport.prepare(image, self._name(compression))
         try:
-            if timed and compression == "none" and self.small_files is not None:
+            if timed and compression == result.files_compression and self.small_files is not None:
                 files = self.transport.prepare(self.small_files, self._name("files"))
             for number in range(count):
                 if timed:
@@ -477,10 +481,11 @@ class _UnpackRounds:
             result.cpu_busy_pct = round(statistics.median(self.busy), 1)
         if self.daemon:
             result.daemon_cpu_pct = round(statistics.median(self.daemon), 1)
-        if result.files_round_seconds and result.unpack_mib_s > 0:
+        bytes_rate = result.rates_mib_s.get(result.files_compression, 0.0)
+        if result.files_round_seconds and bytes_rate > 0:
             result.per_entry_us = round(per_entry_cost_us(
                 statistics.median(result.files_round_seconds), result.files_bytes, result.files_entries,
-                result.unpack_mib_s, self.write_mib_s), 2)
+                bytes_rate, self.write_mib_s), 2)
         return result
 
 
@@ -531,6 +536,16 @@ def _daemon_pids(found: Decompressor, docker_host: str) -> list[int]:
     return pids if dockerd is not None else []
 
 
+def parse_compressions(text: str) -> tuple[str, ...]:
+    """--compressions: some of none, gzip, zstd, comma-separated, each once (the first one's
+    rounds also pull the small-files image)."""
+    names = text.split(",")
+    if not text or any(n not in COMPRESSIONS for n in names) or len(set(names)) != len(names):
+        raise UsageError(f"--compressions must name some of {', '.join(COMPRESSIONS)}, comma-separated, each once, "
+                         f"got {text[:80]!r}", "Example: --compressions gzip")
+    return tuple(names)
+
+
 def check_record_path(path: str) -> str:
     """Where --record writes: an absolute path, without `..`, control characters or surrounding
     spaces, that is not a directory."""
@@ -553,6 +568,7 @@ def probe_storage(
     record: str = "",
     unpack_mib: int = DEFAULT_UNPACK_PROBE_BYTES // MIB,
     progress: Callable[[str], None] | None = None,
+    compressions: str = ",".join(COMPRESSIONS),
 ) -> StorageProbeReport:
     """Measure where `path` (default: Docker's data-root) lives and predict an image's unpack time."""
     if not 16 <= size_mib <= MAX_PROBE_MIB:
@@ -560,6 +576,7 @@ def probe_storage(
                          "Example: --size-mib 512")
     if record:
         record = check_record_path(record)
+    chosen = parse_compressions(compressions)
     if not MIN_UNPACK_PROBE_MIB <= unpack_mib <= MAX_UNPACK_PROBE_MIB:
         raise UsageError(
             f"--unpack-mib must be from {MIN_UNPACK_PROBE_MIB} to {MAX_UNPACK_PROBE_MIB}, got {str(unpack_mib)[:40]}",
@@ -622,6 +639,7 @@ def probe_storage(
             write_mib_s=report.write.write_mib_s if same_device else None,
             progress=progress,
             daemon_pids=_daemon_pids(decompressor, client.host),
+            compressions=chosen,
         )
     if image_bytes <= 0 and client is not None:
         found = largest_image(client)
@@ -630,7 +648,7 @@ def probe_storage(
     if image_bytes <= 0:
         report.image_ref, image_bytes = "reference 140 GB image", REFERENCE_IMAGE_BYTES
     report.image_bytes = image_bytes
-    unpack_rate = report.unpack.unpack_mib_s if report.unpack else None
+    unpack_rate = (report.unpack.unpack_mib_s or None) if report.unpack else None
     report.predicted_unpack_s = round(predict_unpack_seconds(image_bytes, report.write.write_mib_s, unpack_rate), 1)
     report.predicted_unpack = format_duration(report.predicted_unpack_s)
     report.default_write_mib_s = default_write_mibs(location.device_class or "other")

@@ -177,9 +177,9 @@ def weights_image(directory: str, image_bytes: int, layer_bytes: int = 128 * MIB
     return image
 
 
-def small_files_image(directory: str, files: int) -> ProbeImage:
-    """One uncompressed layer of `files` files of 1-16 KiB of real text, SMALL_FILES_PER_DIRECTORY
-    to a directory: the shape of a Python environment."""
+def small_files_image(directory: str, files: int, compression: str = "none") -> ProbeImage:
+    """One layer of `files` files of 1-16 KiB of real text, SMALL_FILES_PER_DIRECTORY to a
+    directory (the shape of a Python environment), compressed with `compression`."""
     sizes = [random.Random(index).randint(1024, 16 * 1024) for index in range(files)]
     text = compressible_bytes(16 * 1024 * 64)
     layer_path = os.path.join(directory, f".gpuhost-probe-{os.getpid()}-{time.monotonic_ns()}-files.tar")
@@ -198,5 +198,5 @@ def small_files_image(directory: str, files: int) -> ProbeImage:
             info.size, info.mode, info.mtime = size, 0o644, now
             layer.addfile(info, io.BytesIO(text[offset : offset + size]))
             image.entries += 1
-    image.layers.append(_finish_layer(layer_path, "none"))
+    image.layers.append(_finish_layer(layer_path, compression))
     return image

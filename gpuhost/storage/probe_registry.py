@@ -99,6 +99,21 @@ class ProbeRegistry:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
+            def handle_one_request(self) -> None:
+                # Docker tries HTTPS first and falls back to plain HTTP only when the answer to its
+                # TLS handshake starts with "HTTP/" (containerd's httpFallback), as Go's servers
+                # answer; http.server would take the handshake for an HTTP/0.9 request and answer
+                # without a status line
+                try:
+                    first = self.rfile.peek(1)[:1]  # type: ignore[attr-defined]
+                except OSError:
+                    first = b""
+                if first == b"\x16":
+                    self.wfile.write(b"HTTP/1.0 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    self.close_connection = True
+                    return
+                super().handle_one_request()
+
             def do_HEAD(self) -> None:
                 self._answer(body=False)
 

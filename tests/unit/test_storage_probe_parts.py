@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import socket
 import tarfile
 import urllib.error
 import urllib.request
@@ -16,7 +17,7 @@ import pytest
 from gpuhost.comfyui.layers import LayersOptions, _same_disk
 from gpuhost.facts.storage import PathLocation, RecordedProbe, read_recorded_probe
 from gpuhost.model import UsageError
-from gpuhost.storage.probe import check_record_path
+from gpuhost.storage.probe import check_record_path, parse_compressions
 from gpuhost.storage.probe_images import SMALL_FILES_PER_DIRECTORY, small_files_image, weights_image
 from gpuhost.storage.probe_registry import ProbeRegistry, file_blob
 from gpuhost.units import MIB
@@ -79,6 +80,10 @@ def test_the_probe_registry_serves_what_a_pull_reads(tmp_path: Path) -> None:
         head = urllib.request.Request(f"{base}/v2/gpuhost-storage-probe/blobs/{blob}", method="HEAD")
         with urllib.request.urlopen(head) as answer:
             assert answer.headers["Content-Length"] == "3000"
+        # Docker's TLS handshake first: the answer must start with "HTTP/" for it to fall back
+        with socket.create_connection(("127.0.0.1", int(registry.address.rsplit(":", 1)[1])), timeout=5) as tls:
+            tls.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(64)))
+            assert tls.recv(5) == b"HTTP/"
         registry.forget("t1")
         for missing in ("/v2/gpuhost-storage-probe/manifests/t1", "/v2/other/manifests/t1",
                         "/v2/gpuhost-storage-probe/blobs/sha256:" + "0" * 64, "/v2/gpuhost-storage-probe/x/y"):
@@ -161,3 +166,15 @@ def test_the_probes_write_rate_counts_only_for_the_disk_it_measured() -> None:
     assert not _same_disk(probe, PathLocation("/var/lib/containerd", mountpoint="/", device="nvme0n1p1"))
     # the same mount point on another device: the disk was replaced since the probe
     assert not _same_disk(probe, PathLocation("/mnt/docker", mountpoint="/mnt/docker", device="md0"))
+
+
+@pytest.mark.parametrize(("text", "chosen"), [("none,gzip,zstd", ("none", "gzip", "zstd")), ("gzip", ("gzip",)),
+                                              ("zstd,none", ("zstd", "none"))])
+def test_the_compressions_to_measure(text: str, chosen: tuple[str, ...]) -> None:
+    assert parse_compressions(text) == chosen
+
+
+@pytest.mark.parametrize("text", ["", "gzip,gzip", "gzip ", "brotli", "gzip,,none", "GZIP"])
+def test_bad_compression_lists_are_refused(text: str) -> None:
+    with pytest.raises(UsageError, match="--compressions"):
+        parse_compressions(text)
