@@ -178,7 +178,25 @@ def device_written_bytes(device: str) -> int:
 
 
 @contextlib.contextmanager
-def loop_xfs(target: Target, work: Path, raw_probe_bytes: int, prefix: str) -> Iterator[Target]:
+def dirty_limit(device: str, limit_bytes: int) -> Iterator[None]:
+    """At most `limit_bytes` of dirty pages for `device`, strictly (its BDI's max_bytes and
+    strict_limit), restored afterwards: writers to it are held back and the device writes all
+    along, as for an image many times larger than the page cache."""
+    bdi = Path(f"/sys/block/{Path(device).name}/bdi")
+    saved = {name: (bdi / name).read_text().strip() for name in ("max_ratio", "strict_limit")}
+    try:
+        (bdi / "max_bytes").write_text(str(limit_bytes))
+        (bdi / "strict_limit").write_text("1")
+        yield
+    finally:
+        for name, value in saved.items():
+            with contextlib.suppress(OSError):
+                (bdi / name).write_text(value)
+
+
+@contextlib.contextmanager
+def loop_xfs(target: Target, work: Path, raw_probe_bytes: int, prefix: str,
+             dirty_limit_bytes: int | None = None) -> Iterator[Target]:
     fd, name = tempfile.mkstemp(prefix=f"{prefix}-{target.name}-", suffix=".img", dir=target.backing_dir)
     backing = Path(name)
     try:
@@ -198,7 +216,11 @@ def loop_xfs(target: Target, work: Path, raw_probe_bytes: int, prefix: str) -> I
             target.mount.mkdir(exist_ok=True)
             run("mount", "-o", "noatime", target.loop, str(target.mount))
             try:
-                yield target
+                with contextlib.ExitStack() as stack:
+                    if dirty_limit_bytes:
+                        stack.enter_context(dirty_limit(target.loop, dirty_limit_bytes))
+                        target.figures["dirty_limit_bytes"] = dirty_limit_bytes
+                    yield target
             finally:
                 subprocess.run(["umount", "-R", str(target.mount)], capture_output=True, check=False)
         finally:

@@ -590,6 +590,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--disks", default="ebs,nvme", help="comma-separated: ebs, nvme")
     parser.add_argument("--only", default="", help="comma-separated setting names (none, gzip-go, gzip-unpigz, "
                         "gzip-igzip, zstd) or store/name pairs")
+    parser.add_argument("--dirty-limit-mib", type=int, default=256,
+                        help="the loop disks' own dirty-page limit (strict), so that the bench image writes back "
+                        "all along as an image many times the page cache does; 0: the kernel's global one")
     parser.add_argument("--work-dir", default="/var/tmp", help="root-disk directory: archive, registry, ebs file")
     parser.add_argument("--remove-images", action="store_true",
                         help="remove the containerd stores' bench images afterwards (else kept for the next run)")
@@ -600,6 +603,8 @@ def parse_args() -> argparse.Namespace:
         parser.error("--pulls and --repeat must be at least 1, --small-files from 100 to 1,000,000")
     if not 0.25 <= args.image_gib <= 64:
         parser.error("--image-gib must be from 0.25 to 64")
+    if not 0 <= args.dirty_limit_mib <= 65536:
+        parser.error("--dirty-limit-mib must be from 0 (none of its own) to 65536")
     if any(s not in STORES for s in args.stores) or len(set(args.stores)) != len(args.stores):
         parser.error(f"--stores is one or more of {', '.join(STORES)}, not {','.join(args.stores)!r}")
     if any(d not in ("ebs", "nvme") for d in args.disks) or len(set(args.disks)) != len(args.disks):
@@ -652,7 +657,8 @@ def main() -> int:
             for number in range(args.repeat):
                 figures: dict[str, Any] = {}
                 for target in [t for t in both_disks(Path(args.work_dir), device_bytes) if t.name in args.disks]:
-                    with loop_xfs(target, work, raw_probe_bytes=min(GIB, device_bytes // 4), prefix=PREFIX):
+                    with loop_xfs(target, work, raw_probe_bytes=min(GIB, device_bytes // 4), prefix=PREFIX,
+                                  dirty_limit_bytes=args.dirty_limit_mib * MIB or None):
                         for store_name in args.stores:
                             settings = [s for s in args.settings if s.store == store_name]
                             log(f"run {number + 1}, {target.name}, {store_name} store")

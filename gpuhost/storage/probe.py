@@ -1,9 +1,14 @@
-"""Measure the sustained write throughput of the filesystem that holds a directory.
+"""Measure the sustained write throughput of the filesystem that holds a directory, and (with
+--unpack) Docker's own rate of pulling images onto it.
 
 The unpack-time model (gpuhost.unpack) needs one figure per data-root device: how fast it takes
 sequential writes. The probe writes incompressible data with O_DIRECT in large blocks, so the
 page cache neither absorbs the writes nor hides the device, then fdatasyncs and deletes the file.
 Filesystems without O_DIRECT (tmpfs) are measured with buffered writes plus fdatasync.
+
+The unpack probe pulls its images (gpuhost.storage.probe_images) from a registry of its own on
+loopback (gpuhost.storage.probe_registry) into the store the daemon uses: data-root with the
+classic store, containerd's root with the containerd image store.
 """
 
 from __future__ import annotations
@@ -166,7 +171,7 @@ DEFAULT_UNPACK_PROBE_BYTES = 1024 * MIB
 MIN_UNPACK_PROBE_MIB = 64
 MAX_UNPACK_PROBE_MIB = 16 * 1024
 DEFAULT_UNPACK_ROUNDS = 3
-# How often the probe pushes the data-root filesystem's dirty pages to the device during a load.
+# How often the probe pushes the store's dirty pages to the device during a pull.
 WRITEBACK_INTERVAL_S = 0.2
 
 
