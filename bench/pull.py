@@ -26,11 +26,16 @@ Settings per store: none, gzip-go (Go's compress/gzip: MOBY_DISABLE_PIGZ=1 for d
 CONTAINERD_DISABLE_PIGZ=1 for containerd; igzip is installed and on the PATH all along),
 gzip-unpigz (unpigz on the PATH), gzip-igzip (containerd 2.x only: the others never look for it)
 and zstd (Docker 20.10 refuses it: reported). Disks (--disks) as in bench/unpack.py: `ebs` an XFS
-loop device (direct I/O) over a file on the root disk, `nvme` one over a file in /dev/shm.
+loop device (direct I/O) over a file on the root disk, `nvme` one over a file in /dev/shm. Each
+gets a strict dirty-page limit of its own (--dirty-limit-mib, default 256: its BDI's max_bytes and
+strict_limit, restored afterwards): a pull of the 1.25 GiB image then writes back all along, as a
+pull of an image many times the page cache (the 140 GB the model is for) does, instead of sitting
+in 24 GiB of memory until the final sync (zstd pulls on the containerd store ran 40 % faster so).
 
 For each store, disk and decompressor, gpuhost's own probe runs first, as a user runs it:
-`gpuhost storage probe --unpack --record FILE` against that daemon (1 GiB loads per compression,
-and a small-files layer each round). Each setting is then pulled --pulls times (default 3) by a
+`gpuhost storage probe --unpack --record FILE` against that daemon (1 GiB pulls from its own
+registry on loopback per compression, and a small-files layer each round; with unpigz or igzip
+only gzip is measured again: `--compressions gzip`). Each setting is then pulled --pulls times (default 3) by a
 freshly started daemon, the image removed between pulls, each pull timed until the data is on the
 device (pull + syncfs), and the median counts. After the last pull, `gpuhost layers IMAGE
 --probe-record FILE --download-mibs D --json` predicts the pull end to end (the layers' files

@@ -110,10 +110,10 @@ class PullPrediction:
     write_s: float
     # which measured rate each layer's decompression used ("none" when its own was not measured)
     rates_used: dict[str, float]
-    # the layers' entries at the probe's cost per entry (0 when either is unknown)
+    # the layers' entries at the probe's cost per entry of their compression (0 when unknown)
     files_s: float = 0.0
     entries: int = 0
-    per_entry_us: float | None = None
+    per_entry_us: dict[str, float] | None = None
 
     @property
     def total_s(self) -> float:
@@ -128,7 +128,7 @@ class PullPrediction:
             "total_s": round(self.total_s, 1),
             "decompress_mib_s": {k: round(v, 1) for k, v in self.rates_used.items()},
             "entries": self.entries,
-            "per_entry_us": None if self.per_entry_us is None else round(self.per_entry_us, 1),
+            "per_entry_us": {k: round(v, 1) for k, v in (self.per_entry_us or {}).items()} or None,
         }
 
 
@@ -137,7 +137,7 @@ def predict_pull(
     write_mib_s: float,
     decompress_mib_s: dict[str, float] | None = None,
     download_mib_s: float | None = None,
-    per_entry_us: float | None = None,
+    per_entry_us: dict[str, float] | None = None,
 ) -> PullPrediction:
     """Seconds until a pull of `layers` is on a device that writes `write_mib_s`, in four parts.
 
@@ -146,9 +146,11 @@ def predict_pull(
     fetching, hashing, storing, decompressing and extracting, with the fetching of the next
     layers running beside the extraction as in any pull. A compression it did not measure uses
     the uncompressed rate, a floor.
-    files: each layer's tar entries at `per_entry_us`, the probe's cost of one more file beyond
-    its bytes (creating it, its metadata, its directory entry): a layer of 50,000 small files of
-    a Python environment takes several times longer than its bytes alone.
+    files: each layer's tar entries at `per_entry_us` of its compression (the uncompressed one
+    where its own was not measured), the probe's cost of one more file beyond its bytes (creating
+    it, its metadata, its directory entry): a layer of 50,000 small files of a Python environment
+    takes several times longer than its bytes alone. Per compression, because a decompressor that
+    runs beside the extraction (containerd's zstd, unpigz, igzip) hides behind the files' cost.
     download: what waiting for a network slower than the loopback adds: the compressed bytes at
     `download_mib_s` run beside the unpacking, so only the first layer's and what the unpacking
     cannot hide count (left out, 0: a registry on this network or a pull-through cache).
@@ -156,7 +158,8 @@ def predict_pull(
     """
     if write_mib_s <= 0:
         raise ValueError("write throughput must be positive")
-    if per_entry_us is not None and not 0 <= per_entry_us < float("inf"):
+    costs = dict(per_entry_us or {})
+    if any(not 0 <= cost < float("inf") for cost in costs.values()):
         raise ValueError("the cost per entry must be zero or more")
     rates = {k: v for k, v in (decompress_mib_s or {}).items() if v and v > 0}
     size = sum(layer.size_bytes for layer in layers)
@@ -170,7 +173,10 @@ def predict_pull(
         used[layer.compression if layer.compression in rates else "none"] = rate
         decompress_s += layer.size_bytes / (rate * MIB)
     entries = sum(max(0, layer.entries) for layer in layers)
-    files_s = entries * per_entry_us / 1e6 if per_entry_us is not None else 0.0
+    files_s = 0.0
+    if costs:
+        fallback = costs.get("none", next(iter(costs.values())))
+        files_s = sum(max(0, layer.entries) * costs.get(layer.compression, fallback) for layer in layers) / 1e6
     download_s = 0.0
     if download_mib_s is not None:
         if download_mib_s <= 0:
@@ -180,7 +186,7 @@ def predict_pull(
         first = (max(compressed) if compressed else 0) / (download_mib_s * MIB)
         download_s = max(first, total_download - decompress_s - files_s)
     return PullPrediction(download_s=download_s, decompress_s=decompress_s, write_s=write_s, rates_used=used,
-                          files_s=files_s, entries=entries, per_entry_us=per_entry_us)
+                          files_s=files_s, entries=entries, per_entry_us=costs or None)
 
 
 def per_entry_cost_us(files_seconds: float, files_bytes: int, entries: int, unpack_mib_s: float,

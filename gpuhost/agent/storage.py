@@ -136,10 +136,12 @@ def add_commands(sub: Any, handlers: Handlers) -> None:
     handlers["storage-ensure"] = cmd_storage_ensure
 
     probe = sub.add_parser("storage-probe", help="measure write throughput where data-root lives; predict unpack time")
-    probe.add_argument("--path", default="", help="a directory on the filesystem to measure (default: data-root)")
+    probe.add_argument("--path", default="",
+                       help="a directory on the filesystem to measure (default: where layers land)")
     probe.add_argument("--size-mib", type=int, default=512)
     probe.add_argument(
-        "--unpack", action="store_true", help="also time `docker load` of an image per layer compression, 3 rounds"
+        "--unpack", action="store_true",
+        help="also time `docker pull` of an image per layer compression from the probe's own registry, 3 rounds"
     )
     probe.add_argument(
         "--unpack-mib", type=int, default=DEFAULT_UNPACK_PROBE_BYTES // MIB, help="the --unpack image's size in MiB"

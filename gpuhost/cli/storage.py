@@ -147,13 +147,19 @@ def print_plan(result: StoragePlan) -> None:
 
 @storage_app.command(epilog=docs_epilog("storage", EXIT_CODES))
 def probe(
-    path: str = typer.Option("", "--path", help="A directory on the filesystem to measure (default: data-root)."),
+    path: str = typer.Option(
+        "", "--path",
+        help="A directory on the filesystem to measure (default: where layers land: data-root, or containerd's "
+        "root with the containerd image store).",
+    ),
     size_mib: int = typer.Option(512, "--size-mib", help="How much to write (deleted again)."),
     unpack: bool = typer.Option(
         False,
         "--unpack",
-        help="Also time `docker load` of an image, uncompressed, gzip and zstd, 3 rounds each, until the data "
-        "is on the device: Docker's own processing rate per layer compression (a few minutes).",
+        help="Also time `docker pull` of an image from a registry of the probe's own on 127.0.0.1, uncompressed, "
+        "gzip and zstd, 3 rounds each, until the data is on the device, and of a layer of small files: Docker's "
+        "own rate per layer compression and its cost per file, on its image store with its gzip decompressor "
+        "(a few minutes). A daemon that cannot reach 127.0.0.1 here is timed loading an archive.",
     ),
     unpack_mib: int = typer.Option(
         DEFAULT_UNPACK_PROBE_BYTES // MIB,
@@ -219,9 +225,10 @@ def probe(
         )
         for kind, why in report.unpack.unsupported.items():
             typer.echo(for_humans(f"{kind}: not measured: {printable(why)[:200]}"))
-        if report.unpack.per_entry_us is not None:
-            typer.echo(f"each file costs {report.unpack.per_entry_us:.0f} µs beyond its bytes "
-                       f"({report.unpack.files_entries} small files, the median of {report.unpack.rounds} rounds)")
+        if report.unpack.per_entry_us:
+            costs = ", ".join(f"{kind} {cost:.0f}" for kind, cost in report.unpack.per_entry_us.items())
+            typer.echo(f"each file costs {costs} µs beyond its bytes ({report.unpack.files_entries} small files, "
+                       f"the median of {report.unpack.rounds} rounds)")
         if report.decompressor is not None:
             typer.echo(for_humans(
                 f"{report.image_store} image store; gzip layers decompressed by "

@@ -304,8 +304,8 @@ class RecordedProbe:
     unpack_rates_mib_s: dict[str, float] = field(default_factory=dict)
     # how busy the host's CPUs were while the probe unpacked (percent of all of them)
     cpu_busy_pct: float | None = None
-    # what one more tar entry cost beyond its bytes (the probe's small-files layer)
-    per_entry_us: float | None = None
+    # what one more tar entry cost beyond its bytes, per layer compression (the probe's small files)
+    per_entry_us: dict[str, float] = field(default_factory=dict)
     # the share of the host's CPUs the daemons themselves used while the probe unpacked
     daemon_cpu_pct: float | None = None
     # the image store the probe unpacked into ("classic", "containerd"; "" before it said) and
@@ -328,6 +328,19 @@ def _finite_non_negative(value: object) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
         return float(value)
     return None
+
+
+def _entry_costs(value: object) -> dict[str, float]:
+    """{compression: microseconds} as recorded; a single number (the uncompressed cost) is
+    {"none": it}; what is not a finite cost of none, gzip or zstd is left out."""
+    if not isinstance(value, dict):
+        value = {"none": value}
+    costs = {}
+    for compression, cost in value.items():
+        checked = _finite_non_negative(cost)
+        if compression in ("none", "gzip", "zstd") and checked is not None:
+            costs[compression] = checked
+    return costs
 
 
 def _short_word(value: object) -> str:
@@ -396,7 +409,7 @@ def read_recorded_probe(root: str = "/", record: str = STORAGE_PROBE_RECORD) -> 
                 if 0 < float(v or 0) < float("inf")
             },
             cpu_busy_pct=_busy_share(unpack.get("cpu_busy_pct")),
-            per_entry_us=_finite_non_negative(unpack.get("per_entry_us")),
+            per_entry_us=_entry_costs(unpack.get("per_entry_us")),
             daemon_cpu_pct=_busy_share(unpack.get("daemon_cpu_pct")),
             image_store=_short_word(data.get("image_store")),
             gzip_decompressor=_short_word(decompressor.get("gzip")) if isinstance(decompressor, dict) else "",

@@ -155,10 +155,10 @@ class UnpackProbeResult:
     # shape): what one more tar entry costs beyond its bytes, in microseconds
     files_entries: int = 0
     files_bytes: int = 0
-    files_round_seconds: list[float] = field(default_factory=list)
-    per_entry_us: float | None = None
-    # the compression of the small-files image (the first one measured)
-    files_compression: str = ""
+    # per compression: every round's seconds, and the cost per entry of the median round (a
+    # decompressor that runs beside the extraction hides behind the files)
+    files_round_seconds: dict[str, list[float]] = field(default_factory=dict)
+    per_entry_us: dict[str, float] = field(default_factory=dict)
     # "pull" (from the probe's registry on loopback) or "load" (a daemon that cannot reach it)
     method: str = ""
     pull_error: str = ""
@@ -375,8 +375,9 @@ def measure_unpack(
     compression this host cannot make (no zstd tool) or the daemon refuses (Docker before 23
     cannot extract zstd layers) is listed in `unsupported`.
 
-    Each uncompressed round also pulls a one-layer image of small files (SMALL_FILES_PER_GIB
-    per GiB of `size_bytes`): with the bytes' share taken out, what one more tar entry costs.
+    Each round also pulls a one-layer image of small files (SMALL_FILES_PER_GIB per GiB of
+    `size_bytes`) in the same compression: with the bytes' share taken out, what one more tar
+    entry costs with that compression.
     `daemon_pids` (dockerd, and containerd with the containerd store) give the daemons' own
     share of the CPUs.
     """
@@ -399,15 +400,7 @@ def measure_unpack(
             probe.transport = _Load(client, work_dir)
             probe.measure("none", 8 * MIB, 1, timed=False)
         probe.result.method = probe.transport.method
-        files = max(100, size_bytes * SMALL_FILES_PER_GIB // (1024 * MIB)) if compressions else 0
-        if files:
-            # the small files go with the first compression measured, compressed the same way
-            probe.result.files_compression = compressions[0]
-            say(f"building a probe image of {files} small files")
-            probe.small_files = small_files_image(work_dir, files, compressions[0])
-            stack.callback(probe.small_files.remove)
-            probe.result.files_bytes = probe.small_files.unpacked_bytes
-            probe.result.files_entries = probe.small_files.entries
+        probe.small_files = max(100, size_bytes * SMALL_FILES_PER_GIB // (1024 * MIB))
         for compression in compressions:
             probe.measure(compression, size_bytes, rounds, timed=True)
     return probe.finish()
@@ -422,7 +415,7 @@ class _UnpackRounds:
         self.say, self.daemon_pids = say, daemon_pids
         self.result = UnpackProbeResult(image_bytes=0, seconds=0.0, unpack_mib_s=0.0,
                                         until_durable=bool(data_root), device_write_mib_s=write_mib_s)
-        self.small_files: ProbeImage | None = None
+        self.small_files = 0  # files in each round's small-files image (0: none)
         self.busy: list[float] = []
         self.daemon: list[float] = []
 
@@ -442,10 +435,13 @@ class _UnpackRounds:
             return
         measured: list[_Round] = []
         files: tuple[str, str] | None = None
+        small: ProbeImage | None = None
         prepared = self.transport.prepare(image, self._name(compression))
         try:
-            if timed and compression == result.files_compression and self.small_files is not None:
-                files = self.transport.prepare(self.small_files, self._name("files"))
+            if timed and self.small_files:
+                small = small_files_image(self.work_dir, self.small_files, compression)
+                result.files_bytes, result.files_entries = small.unpacked_bytes, small.entries
+                files = self.transport.prepare(small, self._name(f"files-{compression}"))
             for number in range(count):
                 if timed:
                     self.say(f"docker {self.transport.method}, {compression} layers, round {number + 1} of {count}")
@@ -455,7 +451,7 @@ class _UnpackRounds:
                         self.say(f"docker {self.transport.method}, {result.files_entries} small files, "
                                  f"round {number + 1} of {count}")
                         loaded = self.transport.run(files, self.data_root, self.daemon_pids)
-                        result.files_round_seconds.append(round(loaded.seconds, 3))
+                        result.files_round_seconds.setdefault(compression, []).append(round(loaded.seconds, 3))
                 except EngineError as exc:
                     if compression == "none" or not timed:
                         raise
@@ -466,6 +462,8 @@ class _UnpackRounds:
             self.transport.release(prepared)
             if files is not None:
                 self.transport.release(files)
+            if small is not None:
+                small.remove()
             image.remove()
         if not timed:
             return
@@ -486,11 +484,12 @@ class _UnpackRounds:
             result.cpu_busy_pct = round(statistics.median(self.busy), 1)
         if self.daemon:
             result.daemon_cpu_pct = round(statistics.median(self.daemon), 1)
-        bytes_rate = result.rates_mib_s.get(result.files_compression, 0.0)
-        if result.files_round_seconds and bytes_rate > 0:
-            result.per_entry_us = round(per_entry_cost_us(
-                statistics.median(result.files_round_seconds), result.files_bytes, result.files_entries,
-                bytes_rate, self.write_mib_s), 2)
+        for compression, seconds in result.files_round_seconds.items():
+            bytes_rate = result.rates_mib_s.get(compression, 0.0)
+            if seconds and bytes_rate > 0:
+                result.per_entry_us[compression] = round(per_entry_cost_us(
+                    statistics.median(seconds), result.files_bytes, result.files_entries, bytes_rate,
+                    self.write_mib_s), 2)
         return result
 
 

@@ -144,8 +144,9 @@ def test_the_probe_measures_containerds_root_with_containerds_decompressor(insta
     # Docker 26 extracts zstd layers (20.10 refused them)
     assert set(unpack["rates_mib_s"]) == {"none", "gzip", "zstd"} and unpack["unsupported"] == {}
     assert unpack["until_durable"] is True and unpack["method"] == "pull" and unpack["pull_error"] == ""
-    assert unpack["files_entries"] > 1000 and len(unpack["files_round_seconds"]) == 3
-    assert unpack["per_entry_us"] > 0
+    assert unpack["files_entries"] > 1000
+    assert {k: len(v) for k, v in unpack["files_round_seconds"].items()} == {"none": 3, "gzip": 3, "zstd": 3}
+    assert set(unpack["per_entry_us"]) == {"none", "gzip", "zstd"}
     assert json.loads(instance.exec("cat", RECORD))["image_store"] == "containerd"
 
 

@@ -85,7 +85,7 @@ def test_unpack_probe_loads_and_removes_its_image(tmp_path: Path) -> None:
         # a daemon in a network namespace of its own cannot reach the probe's registry on this
         # loopback: it is timed loading an archive instead, and the probe says why
         assert result.method == "load" and "127.0.0.1" in result.pull_error
-        assert result.per_entry_us is not None and result.files_entries > 600
+        assert set(result.per_entry_us) == {"none", "gzip"} and result.files_entries > 600  # 20.10: no zstd
         assert client.get("/images/json") == []  # the probe image is gone again
         assert list(tmp_path.iterdir()) == []
 
@@ -123,7 +123,7 @@ def test_unpack_probe_pulls_from_its_own_registry_on_loopback(tmp_path: Path) ->
     result = measure_unpack(client, str(tmp_path), size_bytes=32 * MIB, rounds=1, compressions=("none", "gzip"),
                             progress=said.append)
     assert result.method == "pull" and result.pull_error == ""
-    assert set(result.rates_mib_s) == {"none", "gzip"} and result.per_entry_us is not None
+    assert set(result.rates_mib_s) == {"none", "gzip"} and set(result.per_entry_us) == {"none", "gzip"}
     assert "docker pull, gzip layers, round 1 of 1" in said
     assert not [i for i in client.get("/images/json") if any("gpuhost-storage-probe" in t for t in i["RepoTags"] or [])]
     assert list(tmp_path.iterdir()) == []

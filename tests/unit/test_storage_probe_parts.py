@@ -108,7 +108,8 @@ def write_record(root: Path, **fields: object) -> Path:
     record.parent.mkdir(parents=True, exist_ok=True)
     data = {"schema": "gpuhost.storage-probe/v1", "path": "/mnt/docker", "mountpoint": "/mnt/docker",
             "device": "nvme1n1", "write": {"write_mib_s": 900.0},
-            "unpack": {"unpack_mib_s": 150.0, "rates_mib_s": {"none": 150.0, "gzip": 90.0}, "per_entry_us": 120.5},
+            "unpack": {"unpack_mib_s": 150.0, "rates_mib_s": {"none": 150.0, "gzip": 90.0},
+                       "per_entry_us": {"none": 120.5, "zstd": 60.0}},
             "image_store": "containerd", "decompressor": {"gzip": "igzip"}}
     data.update(fields)
     record.write_text(json.dumps(data))
@@ -119,14 +120,21 @@ def test_the_recorded_store_decompressor_and_cost_per_file(tmp_path: Path) -> No
     write_record(tmp_path)
     probe = read_recorded_probe(str(tmp_path))
     assert probe is not None
-    assert (probe.per_entry_us, probe.image_store, probe.gzip_decompressor) == (120.5, "containerd", "igzip")
+    assert (probe.per_entry_us, probe.image_store, probe.gzip_decompressor) == (
+        {"none": 120.5, "zstd": 60.0}, "containerd", "igzip")
+
+
+def test_a_single_recorded_cost_per_file_is_the_uncompressed_ones(tmp_path: Path) -> None:
+    write_record(tmp_path, unpack={"unpack_mib_s": 150.0, "per_entry_us": 99.5})
+    probe = read_recorded_probe(str(tmp_path))
+    assert probe is not None and probe.per_entry_us == {"none": 99.5}
 
 
 @pytest.mark.parametrize("bad", [-1.0, "12", True, None, [1.0]])
 def test_a_bad_cost_per_file_is_left_out(tmp_path: Path, bad: object) -> None:
-    write_record(tmp_path, unpack={"unpack_mib_s": 150.0, "per_entry_us": bad})
+    write_record(tmp_path, unpack={"unpack_mib_s": 150.0, "per_entry_us": {"none": bad, "gzip": 80.0, "lz4": 1.0}})
     probe = read_recorded_probe(str(tmp_path))
-    assert probe is not None and probe.per_entry_us is None
+    assert probe is not None and probe.per_entry_us == {"gzip": 80.0}
 
 
 @pytest.mark.parametrize("bad", ["con tainerd", "x" * 65, 7, "igzip\n"])

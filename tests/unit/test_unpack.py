@@ -110,7 +110,7 @@ def test_the_probe_takes_the_devices_share_back_out() -> None:
 def test_each_file_of_a_layer_costs_the_probes_time_per_entry() -> None:
     site_packages = PullLayer("gzip", 100 * MIB, 400 * MIB, entries=50_000)
     weights = PullLayer("gzip", 1000 * MIB, 1024 * MIB, entries=3)
-    prediction = predict_pull([site_packages, weights], 1024.0, {"gzip": 128.0}, per_entry_us=200.0)
+    prediction = predict_pull([site_packages, weights], 1024.0, {"gzip": 128.0}, per_entry_us={"none": 200.0})
     assert prediction.entries == 50_003
     assert prediction.files_s == pytest.approx(50_003 * 200e-6)
     assert prediction.total_s == pytest.approx(prediction.decompress_s + prediction.files_s + prediction.write_s)
@@ -120,17 +120,27 @@ def test_each_file_of_a_layer_costs_the_probes_time_per_entry() -> None:
     assert unknown.files_s == 0.0 and unknown.to_dict()["per_entry_us"] is None
 
 
+def test_each_layer_pays_the_cost_per_file_of_its_compression() -> None:
+    layers = [PullLayer("zstd", 60 * MIB, 240 * MIB, entries=10_000), PullLayer("gzip", 80 * MIB, 240 * MIB,
+                                                                                  entries=10_000)]
+    # zstd's decompressor runs beside the extraction: its files cost less than gzip's
+    costs = {"none": 150.0, "gzip": 160.0, "zstd": 60.0}
+    assert predict_pull(layers, 1024.0, {"none": 100.0}, per_entry_us=costs).files_s == pytest.approx(2.2)
+    # a compression whose cost was not measured pays the uncompressed one
+    assert predict_pull(layers, 1024.0, {"none": 100.0}, per_entry_us={"none": 150.0}).files_s == pytest.approx(3.0)
+
+
 def test_the_files_overlap_the_download_like_the_decompression() -> None:
     layers = [PullLayer("none", 256 * MIB, 256 * MIB, entries=20_000) for _ in range(4)]
     # 4 s of download beside 1 GiB at 1024 MiB/s (1 s) and 80,000 files at 25 us (2 s)
-    prediction = predict_pull(layers, 4096.0, {"none": 1024.0}, download_mib_s=256.0, per_entry_us=25.0)
+    prediction = predict_pull(layers, 4096.0, {"none": 1024.0}, download_mib_s=256.0, per_entry_us={"none": 25.0})
     assert prediction.download_s == pytest.approx(4.0 - 1.0 - 2.0)
 
 
 @pytest.mark.parametrize("cost", [-1.0, float("nan"), float("inf")])
 def test_a_cost_per_entry_must_be_finite_and_not_negative(cost: float) -> None:
     with pytest.raises(ValueError, match="per entry"):
-        predict_pull([PullLayer("none", MIB, MIB, entries=1)], 100.0, {"none": 100.0}, per_entry_us=cost)
+        predict_pull([PullLayer("none", MIB, MIB, entries=1)], 100.0, {"none": 100.0}, per_entry_us={"zstd": cost})
 
 
 def test_the_probe_takes_the_bytes_share_out_of_the_small_files_load() -> None:
