@@ -178,7 +178,25 @@ def device_written_bytes(device: str) -> int:
 
 
 @contextlib.contextmanager
-def loop_xfs(target: Target, work: Path, raw_probe_bytes: int, prefix: str) -> Iterator[Target]:
+def dirty_limit(device: str, limit_bytes: int) -> Iterator[None]:
+    """At most `limit_bytes` of dirty pages for `device`, strictly (its BDI's max_bytes and
+    strict_limit), restored afterwards: writers to it are held back and the device writes all
+    along, as for an image many times larger than the page cache."""
+    bdi = Path(f"/sys/block/{Path(device).name}/bdi")
+    saved = {name: (bdi / name).read_text().strip() for name in ("max_ratio", "strict_limit")}
+    try:
+        (bdi / "max_bytes").write_text(str(limit_bytes))
+        (bdi / "strict_limit").write_text("1")
+        yield
+    finally:
+        for name, value in saved.items():
+            with contextlib.suppress(OSError):
+                (bdi / name).write_text(value)
+
+
+@contextlib.contextmanager
+def loop_xfs(target: Target, work: Path, raw_probe_bytes: int, prefix: str,
+             dirty_limit_bytes: int | None = None) -> Iterator[Target]:
     fd, name = tempfile.mkstemp(prefix=f"{prefix}-{target.name}-", suffix=".img", dir=target.backing_dir)
     backing = Path(name)
     try:
@@ -198,7 +216,11 @@ def loop_xfs(target: Target, work: Path, raw_probe_bytes: int, prefix: str) -> I
             target.mount.mkdir(exist_ok=True)
             run("mount", "-o", "noatime", target.loop, str(target.mount))
             try:
-                yield target
+                with contextlib.ExitStack() as stack:
+                    if dirty_limit_bytes:
+                        stack.enter_context(dirty_limit(target.loop, dirty_limit_bytes))
+                        target.figures["dirty_limit_bytes"] = dirty_limit_bytes
+                    yield target
             finally:
                 subprocess.run(["umount", "-R", str(target.mount)], capture_output=True, check=False)
         finally:
@@ -309,6 +331,12 @@ def system_busy() -> tuple[int, int, int]:
     return sum(values) - idle, values[7], sum(values)
 
 
+def fs_used_bytes(path: Path) -> int:
+    """Bytes in use on the filesystem that holds `path`."""
+    stats = os.statvfs(path)
+    return (stats.f_blocks - stats.f_bfree) * stats.f_frsize
+
+
 @dataclass
 class Timed:
     """Seconds until a step's data is on the device (the step, then syncfs), and what it cost."""
@@ -319,22 +347,30 @@ class Timed:
     system_busy_pct: float = 0.0
     steal_pct: float = 0.0
     device_written_bytes: int = 0
+    # what the step left on the disk (used bytes after it, less before it)
+    disk_used_bytes: int = 0
+    load_avg_1m: float = 0.0
 
 
 @contextlib.contextmanager
-def timed_until_durable(target: Target, daemon: Daemon) -> Iterator[Timed]:
+def timed_until_durable(target: Target, pids: list[int]) -> Iterator[Timed]:
+    """Time the block until its data is on `target`'s device; the CPU time of `pids` (the
+    daemons, with their reaped children) and of the whole machine while it ran."""
     assert target.mount is not None
     timed = Timed()
     written_before = device_written_bytes(target.loop)
-    cpu_before, busy_before = tree_cpu_seconds(daemon.pid), system_busy()
+    used_before = fs_used_bytes(target.mount)
+    cpu_before, busy_before = sum(tree_cpu_seconds(p) for p in pids), system_busy()
     start = time.perf_counter()
     yield timed
     timed.seconds = time.perf_counter() - start
     run("sync", "-f", str(target.mount))
     timed.durable_seconds = time.perf_counter() - start
-    cpu_after, busy_after = tree_cpu_seconds(daemon.pid), system_busy()
+    cpu_after, busy_after = sum(tree_cpu_seconds(p) for p in pids), system_busy()
     timed.dockerd_cpu_s = round(cpu_after - cpu_before, 2)
     ticks = max(1, busy_after[2] - busy_before[2])
     timed.system_busy_pct = round((busy_after[0] - busy_before[0]) / ticks * 100, 1)
     timed.steal_pct = round((busy_after[1] - busy_before[1]) / ticks * 100, 1)
     timed.device_written_bytes = device_written_bytes(target.loop) - written_before
+    timed.disk_used_bytes = fs_used_bytes(target.mount) - used_before
+    timed.load_avg_1m = round(os.getloadavg()[0], 2)

@@ -107,8 +107,8 @@ def measure(target: Target, work: Path, archive: Path, image_bytes: int, args: a
     with private_dockerd(target.name, data_root, work) as daemon:
         unpack = measure_unpack(daemon.client, str(work), size_bytes=args.unpack_probe_mib * MIB,
                                 rounds=args.probe_rounds, compressions=("none",), data_root=str(data_root),
-                                write_mib_s=probe.write_mib_s)
-        with timed_until_durable(target, daemon) as timed:
+                                write_mib_s=probe.write_mib_s, pull=False)  # this bench times loads
+        with timed_until_durable(target, [daemon.pid]) as timed:
             docker_load(daemon.client, archive)
         daemon.client.get(f"/images/{IMAGE_REF}/json")  # it is really there
     durable = timed.durable_seconds

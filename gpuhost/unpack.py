@@ -6,8 +6,10 @@ figure it must reproduce: 140 GB at gp3's 125 MB/s baseline is about 18-19 minut
 
 On a fast disk Docker's own processing (decompressing, hashing, extracting: CPU) sets the time,
 not the disk: `gpuhost storage probe --unpack` measures it per layer compression (1 GiB loads
-timed until the data is on the device, the device's share taken out), and predict_pull() splits
-a pull into download, decompression and write.
+timed until the data is on the device, the device's share taken out) and per file (a layer of
+many small files: creating a file costs as much as writing tens of kilobytes), on the image store
+the daemon uses, with the gzip decompressor it has; predict_pull() splits a pull into download,
+decompression, files and write.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from dataclasses import dataclass
 from statistics import median
 
 from gpuhost.units import MIB
+
+# The gzip decompressors a daemon may run (gpuhost.facts.decompressor says which one a host has).
+GZIP_DECOMPRESSORS = ("go", "unpigz", "igzip")
 
 # Layer compressions Docker meets in a registry (the media type's suffix), and "none" for
 # uncompressed layers (`docker load` archives, `application/vnd.docker.image.rootfs.diff.tar`).
@@ -95,6 +100,7 @@ class PullLayer:
     compression: str
     compressed_bytes: int  # what crosses the network
     size_bytes: int  # what lands in data-root
+    entries: int = 0  # the layer's tar entries (files, directories, links); 0 when not counted
 
 
 @dataclass(frozen=True)
@@ -104,18 +110,25 @@ class PullPrediction:
     write_s: float
     # which measured rate each layer's decompression used ("none" when its own was not measured)
     rates_used: dict[str, float]
+    # the layers' entries at the probe's cost per entry of their compression (0 when unknown)
+    files_s: float = 0.0
+    entries: int = 0
+    per_entry_us: dict[str, float] | None = None
 
     @property
     def total_s(self) -> float:
-        return self.download_s + self.decompress_s + self.write_s
+        return self.download_s + self.decompress_s + self.files_s + self.write_s
 
     def to_dict(self) -> dict[str, object]:
         return {
             "download_s": round(self.download_s, 1),
             "decompress_s": round(self.decompress_s, 1),
+            "files_s": round(self.files_s, 1),
             "write_s": round(self.write_s, 1),
             "total_s": round(self.total_s, 1),
             "decompress_mib_s": {k: round(v, 1) for k, v in self.rates_used.items()},
+            "entries": self.entries,
+            "per_entry_us": {k: round(v, 1) for k, v in (self.per_entry_us or {}).items()} or None,
         }
 
 
@@ -124,25 +137,30 @@ def predict_pull(
     write_mib_s: float,
     decompress_mib_s: dict[str, float] | None = None,
     download_mib_s: float | None = None,
-    cpu_busy_pct: float | None = None,
+    per_entry_us: dict[str, float] | None = None,
 ) -> PullPrediction:
-    """Seconds until a pull of `layers` is on a device that writes `write_mib_s`, in three parts.
+    """Seconds until a pull of `layers` is on a device that writes `write_mib_s`, in four parts.
 
-    download: the compressed bytes at `download_mib_s` (left out: 0, a local registry or a
-    cache). Docker fetches the next layers while it extracts one, but receiving and hashing
-    them needs CPU too: `cpu_busy_pct`, how busy the host's CPUs were while the storage probe
-    unpacked, is the share of the download that cannot run beside the unpacking and adds to
-    it; the rest overlaps the decompression. Unknown, the download overlaps fully. The first
-    layer's download never overlaps anything.
     decompress: each layer's unpacked bytes at the rate `gpuhost storage probe --unpack`
-    measured for its compression (Docker's reading, decompressing, hashing and extracting);
-    a compression it did not measure uses the uncompressed rate, a floor.
+    measured for its compression, pulling from a registry on the host's loopback: Docker's
+    fetching, hashing, storing, decompressing and extracting, with the fetching of the next
+    layers running beside the extraction as in any pull. A compression it did not measure uses
+    the uncompressed rate, a floor.
+    files: each layer's tar entries at `per_entry_us` of its compression (the uncompressed one
+    where its own was not measured), the probe's cost of one more file beyond its bytes (creating
+    it, its metadata, its directory entry): a layer of 50,000 small files of a Python environment
+    takes several times longer than its bytes alone. Per compression, because a decompressor that
+    runs beside the extraction (containerd's zstd, unpigz, igzip) hides behind the files' cost.
+    download: what waiting for a network slower than the loopback adds: the compressed bytes at
+    `download_mib_s` run beside the unpacking, so only the first layer's and what the unpacking
+    cannot hide count (left out, 0: a registry on this network or a pull-through cache).
     write: the unpacked bytes at the device's rate, as predict_unpack_seconds.
     """
     if write_mib_s <= 0:
         raise ValueError("write throughput must be positive")
-    if cpu_busy_pct is not None and not 0 <= cpu_busy_pct <= 100:
-        raise ValueError("the CPU busy share must be from 0 to 100")
+    costs = dict(per_entry_us or {})
+    if any(not 0 <= cost < float("inf") for cost in costs.values()):
+        raise ValueError("the cost per entry must be zero or more")
     rates = {k: v for k, v in (decompress_mib_s or {}).items() if v and v > 0}
     size = sum(layer.size_bytes for layer in layers)
     write_s = size / (write_mib_s * MIB)
@@ -154,6 +172,11 @@ def predict_pull(
             continue
         used[layer.compression if layer.compression in rates else "none"] = rate
         decompress_s += layer.size_bytes / (rate * MIB)
+    entries = sum(max(0, layer.entries) for layer in layers)
+    files_s = 0.0
+    if costs:
+        fallback = costs.get("none", next(iter(costs.values())))
+        files_s = sum(max(0, layer.entries) * costs.get(layer.compression, fallback) for layer in layers) / 1e6
     download_s = 0.0
     if download_mib_s is not None:
         if download_mib_s <= 0:
@@ -161,7 +184,19 @@ def predict_pull(
         compressed = [layer.compressed_bytes for layer in layers]
         total_download = sum(compressed) / (download_mib_s * MIB)
         first = (max(compressed) if compressed else 0) / (download_mib_s * MIB)
-        serial = total_download * (cpu_busy_pct or 0.0) / 100
-        beside = total_download - serial
-        download_s = max(first, serial + max(0.0, beside - decompress_s))
-    return PullPrediction(download_s=download_s, decompress_s=decompress_s, write_s=write_s, rates_used=used)
+        download_s = max(first, total_download - decompress_s - files_s)
+    return PullPrediction(download_s=download_s, decompress_s=decompress_s, write_s=write_s, rates_used=used,
+                          files_s=files_s, entries=entries, per_entry_us=costs or None)
+
+
+def per_entry_cost_us(files_seconds: float, files_bytes: int, entries: int, unpack_mib_s: float,
+                      write_mib_s: float | None) -> float:
+    """Microseconds one more tar entry costs, from a load of `entries` small files (`files_bytes`
+    in all) that took `files_seconds` until durable: what the bytes explain (Docker's rate for
+    uncompressed layers, the device's write rate) is taken out, the rest is the files' own."""
+    if entries <= 0 or files_seconds <= 0 or unpack_mib_s <= 0:
+        raise ValueError("the small-files load needs entries, a time and an unpack rate")
+    bytes_s = files_bytes / MIB / unpack_mib_s
+    if write_mib_s and write_mib_s > 0:
+        bytes_s += files_bytes / MIB / write_mib_s
+    return max(0.0, files_seconds - bytes_s) / entries * 1e6

@@ -125,9 +125,13 @@ def layers(values: Values) -> None:
                       expected_bytes, manifest_keys, severity, problem, compression, compressed_bytes
       flagged         indexes of the failing layers
       total_bytes, model_bytes, min_model_bytes, manifest, unmatched_manifest_entries
-      unpack          data_root, device, device_class, write_mib_s, write_source, predicted_s, predicted
+      unpack          image_store (classic or containerd), store_root, data_root, device, device_class,
+                      write_mib_s, write_source, predicted_s, predicted
       pull            registry_layers (digest, compression, compressed_bytes), registry_error,
-                      decompress_source, predicted (download_s, decompress_s, write_s, total_s)
+                      decompress_source, decompressor (store, process, gzip: go, unpigz or igzip,
+                      path, looks_for, basis, why), entries (total, per_layer, source, seconds, error),
+                      predicted (download_s, decompress_s, files_s, write_s, total_s, entries,
+                      per_entry_us)
       findings, exit_code
     """
     as_json = values.json
@@ -140,6 +144,8 @@ def layers(values: Values) -> None:
             options.manifest,
             options.write_mib_s,
             download_mib_s=options.download_mib_s,
+            probe_record=options.probe_record,
+            count_entries=options.count_entries,
         )
     if as_json:
         emit_json(report.to_dict())
@@ -263,8 +269,17 @@ def print_layers(report: LayersReport, console: Console | None = None) -> None:
         pull = report.pull
         console.print(shown(
             f"predicted pull: {format_duration(pull.total_s)} = download {format_duration(pull.download_s)} "
-            f"+ decompression {format_duration(pull.decompress_s)} + write {format_duration(pull.write_s)} "
-            f"({report.decompress_source})"
+            f"+ decompression {format_duration(pull.decompress_s)} + files {format_duration(pull.files_s)} "
+            f"+ write {format_duration(pull.write_s)} ({report.decompress_source})"
         ))
     else:
         console.print(shown(f"pull decompression: {report.decompress_source}"))
+    if report.decompressor is not None:
+        found = report.decompressor
+        console.print(shown(f"gzip layers: {found.gzip} ({found.store} store, {found.process}): {found.why}"))
+    if report.entries is not None:
+        counted = report.entries
+        console.print(shown(
+            f"files: {counted.total} in {len(counted.per_layer)} layers, counted from {counted.source} in "
+            f"{counted.seconds:.1f} s" if counted.per_layer else f"files: not counted ({counted.error})"
+        ))

@@ -83,6 +83,10 @@ def print_plan(result: StoragePlan) -> None:
         console.print(shown(f"already set up: {result.mount_source} at {result.request.mount_path}"))
     elif not result.ok:
         console.print(shown("refused: nothing would be written", style="red"))
+    space = result.space
+    if space is not None and space.needed_bytes:
+        console.print(shown(f"space ({space.store} store): {space.message}",
+                            style="" if space.ok else "red"))
     data_root = result.data_root
     if data_root is not None:
         if data_root.blocked:
@@ -99,7 +103,8 @@ def print_plan(result: StoragePlan) -> None:
 
 def probe(values: Values) -> None:
     """Measure the write throughput of the filesystem under Docker's data-root (O_DIRECT, then fdatasync)
-    and predict how long an image takes to unpack there.
+    and predict how long an image takes to unpack there. With the containerd image store, where
+    the layers land is containerd's root, and that is what is measured.
 
     Examples:
 
@@ -131,6 +136,14 @@ def probe(values: Values) -> None:
         )
         for kind, why in report.unpack.unsupported.items():
             typer.echo(for_humans(f"{kind}: not measured: {printable(why)[:200]}"))
+        if report.unpack.per_entry_us:
+            costs = ", ".join(f"{kind} {cost:.0f}" for kind, cost in report.unpack.per_entry_us.items())
+            typer.echo(f"each file costs {costs} µs beyond its bytes ({report.unpack.files_entries} small files, "
+                       f"the median of {report.unpack.rounds} rounds)")
+        if report.decompressor is not None:
+            typer.echo(for_humans(
+                f"{report.image_store} image store; gzip layers decompressed by "
+                f"{report.decompressor.get('gzip')}: {printable(str(report.decompressor.get('why')))[:300]}"))
     typer.echo(for_humans(
         f"{report.image_ref} ({report.image_bytes / 1e9:.1f} GB) unpacks in about {report.predicted_unpack} "
         f"(the {report.device_class or 'other'} default of {report.default_write_mib_s:.0f} MiB/s would say "

@@ -16,14 +16,24 @@ import os
 import re
 import shlex
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
+from gpuhost import userfile
 from gpuhost.comfyui import registry
+from gpuhost.comfyui.entries import EntryCount, count_image_entries, entries_for
 from gpuhost.comfyui.manifest import Manifest, ManifestEntry, load_manifest, parse_bytes
 from gpuhost.comfyui.registry import LayerDescriptor, Platform, RegistryError, fetch_layer_descriptors
 from gpuhost.engine import DOCKER_HOST_OPTION, EngineError, quote_ref
-from gpuhost.facts.storage import STORAGE_PROBE_RECORD, locate, read_recorded_probe
+from gpuhost.facts.containerd import collect_containerd, image_store
+from gpuhost.facts.decompressor import Decompressor, collect_decompressor
+from gpuhost.facts.storage import (
+    STORAGE_PROBE_RECORD,
+    PathLocation,
+    RecordedProbe,
+    locate,
+    read_recorded_probe,
+)
 from gpuhost.model import ExitCode, Finding, Severity, UsageError
 from gpuhost.options import Command, Option, json_flag
 from gpuhost.refs import check_image_reference
@@ -230,6 +240,13 @@ class LayersReport:
     registry_error: str = ""
     decompress_source: str = ""
     pull: Optional[PullPrediction] = None
+    # the image store ("classic" or "containerd"), the directory its layers land in, the probe
+    # record read, what decompresses gzip layers here, and each layer's files
+    image_store: str = ""
+    store_root: str = ""
+    probe_record: str = STORAGE_PROBE_RECORD
+    decompressor: Optional[Decompressor] = None
+    entries: Optional[EntryCount] = None
 
     @property
     def flagged(self) -> list[Layer]:
@@ -301,6 +318,8 @@ class LayersReport:
             "flagged": [layer.index for layer in self.flagged],
             "unmatched_manifest_entries": [e.key for e in self.unmatched],
             "unpack": {
+                "image_store": self.image_store,
+                "store_root": self.store_root,
                 "data_root": self.data_root,
                 "device": self.data_root_device,
                 "device_class": self.data_root_class,
@@ -316,6 +335,8 @@ class LayersReport:
                 ],
                 "registry_error": self.registry_error,
                 "decompress_source": self.decompress_source,
+                "decompressor": None if self.decompressor is None else self.decompressor.to_dict(),
+                "entries": None if self.entries is None else self.entries.to_dict(),
                 "predicted": None if self.pull is None else self.pull.to_dict(),
             },
             "findings": [f.to_dict() for f in self.findings()],
@@ -336,6 +357,8 @@ class LayersOptions:
     manifest: Optional[Manifest] = None
     write_mib_s: Optional[float] = None
     download_mib_s: Optional[float] = None
+    probe_record: str = STORAGE_PROBE_RECORD
+    count_entries: bool = True
 
     @classmethod
     def parse(
@@ -344,6 +367,8 @@ class LayersOptions:
         min_model_bytes: Optional[str] = None,
         write_mibs: Optional[float] = None,
         download_mibs: Optional[float] = None,
+        probe_record: Optional[str] = None,
+        no_entries: bool = False,
     ) -> LayersOptions:
         return cls(
             min_model_bytes=parse_bytes(min_model_bytes, "--min-model-bytes") if min_model_bytes is not None else None,
@@ -355,7 +380,21 @@ class LayersOptions:
                 positive_number(download_mibs, "--download-mibs", maximum=MAX_MIB_S) if download_mibs is not None
                 else None
             ),
+            probe_record=check_probe_record(probe_record) if probe_record is not None else STORAGE_PROBE_RECORD,
+            count_entries=not no_entries,
         )
+
+
+def check_probe_record(path: str) -> str:
+    """An absolute path to a storage probe record (`gpuhost storage probe --record`), read and
+    checked now: a missing, unreadable or foreign file is bad input, not a prediction without it."""
+    if not path or path != path.strip() or not os.path.isabs(path) or any(ord(c) < 32 for c in path):
+        raise UsageError(f"--probe-record must be an absolute path without surrounding spaces, got {path[:200]!r}",
+                         f"Example: --probe-record {STORAGE_PROBE_RECORD}")
+    data = userfile.load_json(path, "--probe-record", userfile.RECORD_MAX)
+    if not isinstance(data, dict) or not str(data.get("schema") or "").startswith("gpuhost.storage-probe/"):
+        raise UsageError(f"--probe-record {path}: not a storage probe record (gpuhost storage probe --record)")
+    return os.path.normpath(path)
 
 
 LAYERS = Command(
@@ -376,6 +415,14 @@ LAYERS = Command(
                "prediction's download part. Default: left out (a registry on this network or a pull-through "
                "cache).", kind="number", metavar="MiB/s", minimum=0, maximum=MAX_MIB_S,
                example="--download-mibs 250"),
+        Option("--probe-record", "The storage probe record to predict with (`gpuhost storage probe --unpack "
+               "--record PATH`): its write rate counts when it measured the disk the image store is on. Default: "
+               f"{STORAGE_PROBE_RECORD}.", kind="path", metavar="PATH",
+               example=f"--probe-record {STORAGE_PROBE_RECORD}"),
+        Option("--no-entries", "Do not count each layer's files for the pull prediction (counting them: the "
+               "classic store reads the unpacked layer directories, about a second per 100,000 files; the "
+               "containerd store decompresses the compressed blobs to read them; needs root).", kind="flag",
+               default=False),
         DOCKER_HOST_OPTION,
         json_flag("the report (schema gpuhost.comfyui.layers/v1)"),
     ),
@@ -391,6 +438,8 @@ def image_layers(
     write_mib_s: Optional[float] = None,
     root: str = "/",
     download_mib_s: Optional[float] = None,
+    probe_record: str = STORAGE_PROBE_RECORD,
+    count_entries: bool = True,
 ) -> LayersReport:
     """Read IMAGE's history and inspect through the Engine API (an EngineClient) and judge it."""
 
@@ -419,26 +468,70 @@ def image_layers(
         model_bytes=sum(layer.size for layer in layers if layer.model_step),
         manifest=manifest,
     )
-    info = client.get("/info")
+    info = client.get("/info") or {}
     report.data_root = str(info.get("DockerRootDir") or "")
-    location = locate(os.path.join(root, report.data_root.lstrip("/")), root) if report.data_root else None
+    report.image_store = image_store(info)
+    # where the layers land: data-root, or containerd's root with the containerd store
+    report.store_root = collect_containerd(root).root_dir if report.image_store == "containerd" else report.data_root
+    location = locate(os.path.join(root, report.store_root.lstrip("/")), root) if report.store_root else None
     if location is not None:
         report.data_root_device = location.device or location.source
         report.data_root_class = location.device_class or "other"
+    probe = read_recorded_probe(root, probe_record)
+    report.probe_record = probe_record
     if write_mib_s is not None:
         if write_mib_s <= 0:
             raise UsageError("--write-mibs must be positive")
         report.write_mib_s, report.write_source = write_mib_s, "--write-mibs"
+    elif probe is not None and probe.write_mib_s > 0 and location is not None and _same_disk(probe, location):
+        report.write_mib_s = probe.write_mib_s
+        report.write_source = f"recorded storage probe of {probe.mountpoint or probe.path} ({probe_record})"
     else:
         report.write_mib_s = default_write_mibs(report.data_root_class or "other")
         report.write_source = f"default for {report.data_root_class or 'other'} devices (gpuhost.unpack)"
+        if probe is not None and probe.write_mib_s > 0:
+            report.write_source += (f"; the recorded probe measured {probe.mountpoint or probe.path}, not "
+                                    f"{location.mountpoint if location else report.store_root}")
     report.predicted_unpack_s = predict_unpack_seconds(report.total_bytes, report.write_mib_s)
-    _predict_pull(report, inspect, root, download_mib_s)
+    try:
+        version = client.get("/version") or {}
+    except EngineError:
+        version = {}
+    report.decompressor = collect_decompressor(info, version, getattr(client, "host", ""), root,
+                                                 proc=os.path.join(root, "proc"))
+    if count_entries:
+        report.entries = count_image_entries(inspect, info, root)
+    _predict_pull(report, inspect, probe, download_mib_s)
     return report
 
 
+def _same_disk(probe: RecordedProbe, location: PathLocation) -> bool:
+    """Whether the recorded probe measured the filesystem `location` is on."""
+    if probe.mountpoint and location.mountpoint:
+        return probe.mountpoint == location.mountpoint and (not probe.device or probe.device == location.device)
+    return bool(probe.device) and probe.device == location.device
+
+
+def _probe_notes(report: LayersReport, probe: RecordedProbe) -> list[str]:
+    """What makes the recorded rates another host's state than this one's: the store or the
+    gzip decompressor changed since the probe."""
+    notes = []
+    if probe.image_store and probe.image_store != report.image_store:
+        notes.append(f"the probe measured the {probe.image_store} image store, Docker now uses the "
+                     f"{report.image_store} one: run the probe again")
+    now = report.decompressor.gzip if report.decompressor is not None else ""
+    if probe.gzip_decompressor and now and probe.gzip_decompressor != now:
+        notes.append(f"the probe's gzip layers were decompressed by {probe.gzip_decompressor}, this host's "
+                     f"{report.decompressor.process if report.decompressor else 'daemon'} now uses {now}: "
+                     "run the probe again (after restarting the daemon, which looks for it once)")
+    if not probe.gzip_decompressor:
+        notes.append("the probe did not record its gzip decompressor (recorded before gpuhost said it)")
+    return notes
+
+
 def _predict_pull(
-    report: LayersReport, inspect: dict[str, Any], root: str, download_mib_s: Optional[float] = None
+    report: LayersReport, inspect: dict[str, Any], probe: Optional[RecordedProbe],
+    download_mib_s: Optional[float] = None,
 ) -> None:
     """Each layer's compression from the registry the image came from, and the pull's time split
     into download, decompression and write with Docker's rates from the recorded storage probe."""
@@ -471,16 +564,16 @@ def _predict_pull(
         for layer, descriptor in zip(with_content, report.registry_layers):
             layer.compression = compression_of(descriptor.media_type)
             layer.compressed_bytes = descriptor.size
-    probe = read_recorded_probe(root)
     rates = dict(probe.unpack_rates_mib_s) if probe is not None else {}
     if not rates and probe is not None and probe.unpack_mib_s:
         rates = {"none": probe.unpack_mib_s}
-    if rates:
-        report.decompress_source = "recorded storage probe"
+    if rates and probe is not None:
+        report.decompress_source = "; ".join([f"recorded storage probe ({report.probe_record})",
+                                              *_probe_notes(report, probe)])
     else:
         report.decompress_source = (
-            f"not measured: no {STORAGE_PROBE_RECORD} with unpack rates (gpuhost-agent storage-probe --unpack "
-            f"--record {STORAGE_PROBE_RECORD}); write time only"
+            f"not measured: no {report.probe_record} with unpack rates (gpuhost storage probe --unpack "
+            f"--record {report.probe_record}); write time only"
         )
         if download_mib_s is None:
             return
@@ -489,5 +582,12 @@ def _predict_pull(
         for layer in report.layers
         if layer.size > 0
     ]
-    busy = probe.cpu_busy_pct if probe is not None else None
-    report.pull = predict_pull(pull_layers, report.write_mib_s, rates, download_mib_s, busy)
+    counted = report.entries
+    if counted is not None and counted.per_layer:
+        paired = entries_for(counted, len(pull_layers))
+        if paired is not None:
+            pull_layers = [replace(layer, entries=n) for layer, n in zip(pull_layers, paired)]
+        else:  # history and the store count layers differently: the total still counts
+            pull_layers.append(PullLayer("none", 0, 0, entries=counted.total))
+    per_entry = probe.per_entry_us if probe is not None else None
+    report.pull = predict_pull(pull_layers, report.write_mib_s, rates, download_mib_s, per_entry)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from gpuhost import userfile
 from gpuhost.facts.storage import PathLocation, locate
@@ -15,6 +16,19 @@ except ImportError:  # Python < 3.11 on remote hosts
 
 CONFIG = "etc/containerd/config.toml"
 DEFAULT_ROOT = "/var/lib/containerd"
+# /info DriverStatus "driver-type" of a daemon that keeps images in containerd's store
+CONTAINERD_SNAPSHOTTER = "io.containerd.snapshotter.v1"
+
+
+def image_store(info: dict[str, Any]) -> str:
+    """"containerd" when the daemon that answered `info` (/info) keeps images in containerd's
+    image store (Docker 29's default on fresh installs), else "classic" (graph drivers)."""
+    status = info.get("DriverStatus")
+    if isinstance(status, list):
+        for pair in status:
+            if isinstance(pair, list) and len(pair) == 2 and pair == ["driver-type", CONTAINERD_SNAPSHOTTER]:
+                return "containerd"
+    return "classic"
 
 
 @dataclass

@@ -304,6 +304,14 @@ class RecordedProbe:
     unpack_rates_mib_s: dict[str, float] = field(default_factory=dict)
     # how busy the host's CPUs were while the probe unpacked (percent of all of them)
     cpu_busy_pct: float | None = None
+    # what one more tar entry cost beyond its bytes, per layer compression (the probe's small files)
+    per_entry_us: dict[str, float] = field(default_factory=dict)
+    # the share of the host's CPUs the daemons themselves used while the probe unpacked
+    daemon_cpu_pct: float | None = None
+    # the image store the probe unpacked into ("classic", "containerd"; "" before it said) and
+    # the program that decompressed its gzip layers ("go", "unpigz", "igzip"; "" when not said)
+    image_store: str = ""
+    gzip_decompressor: str = ""
 
 
 def _busy_share(value: object) -> float | None:
@@ -312,6 +320,33 @@ def _busy_share(value: object) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and 0 <= value <= 100:
         return float(value)
     return None
+
+
+def _finite_non_negative(value: object) -> float | None:
+    import math
+
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+        return float(value)
+    return None
+
+
+def _entry_costs(value: object) -> dict[str, float]:
+    """{compression: microseconds} as recorded; a single number (the uncompressed cost) is
+    {"none": it}; what is not a finite cost of none, gzip or zstd is left out."""
+    if not isinstance(value, dict):
+        value = {"none": value}
+    costs = {}
+    for compression, cost in value.items():
+        checked = _finite_non_negative(cost)
+        if compression in ("none", "gzip", "zstd") and checked is not None:
+            costs[compression] = checked
+    return costs
+
+
+def _short_word(value: object) -> str:
+    """A recorded name (a store, a program): short, printable, one word; "" otherwise."""
+    text = value if isinstance(value, str) else ""
+    return text if len(text) <= 64 and text.replace("-", "").replace("_", "").replace(".", "").isalnum() else ""
 
 
 def _unit_installed(root: str, unit: str) -> bool:
@@ -354,11 +389,13 @@ def collect_docker_storage(root: str = "/") -> DockerStorageSetup:
     return setup
 
 
-def read_recorded_probe(root: str = "/") -> RecordedProbe | None:
+def read_recorded_probe(root: str = "/", record: str = STORAGE_PROBE_RECORD) -> RecordedProbe | None:
+    """The probe recorded at `record` (under `root`), or None when there is none or it is unreadable."""
     try:
-        data = userfile.load_json(os.path.join(root, STORAGE_PROBE_RECORD.lstrip("/")), "", userfile.RECORD_MAX)
+        data = userfile.load_json(os.path.join(root, record.lstrip("/")), "", userfile.RECORD_MAX)
         write = data.get("write") or {}
         unpack = data.get("unpack") or {}
+        decompressor = data.get("decompressor") or {}
         return RecordedProbe(
             path=str(data.get("path", "")),
             mountpoint=str(data.get("mountpoint", "")),
@@ -372,6 +409,10 @@ def read_recorded_probe(root: str = "/") -> RecordedProbe | None:
                 if 0 < float(v or 0) < float("inf")
             },
             cpu_busy_pct=_busy_share(unpack.get("cpu_busy_pct")),
+            per_entry_us=_entry_costs(unpack.get("per_entry_us")),
+            daemon_cpu_pct=_busy_share(unpack.get("daemon_cpu_pct")),
+            image_store=_short_word(data.get("image_store")),
+            gzip_decompressor=_short_word(decompressor.get("gzip")) if isinstance(decompressor, dict) else "",
         )
     except (userfile.UserFileError, ValueError, TypeError, AttributeError, KeyError):
         return None

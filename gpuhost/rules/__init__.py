@@ -42,6 +42,7 @@ def all_rules() -> list[Rule]:
         devices.permissions,
         storage.data_root,
         storage.containerd_store,
+        storage.containerd_double_copy,
         ebs.volumes,
         ebs.pull_time,
         comfyui.readiness,

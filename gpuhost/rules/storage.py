@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from gpuhost.facts.containerd import CONTAINERD_SNAPSHOTTER
 from gpuhost.facts.source import SourceStatus
 from gpuhost.facts.storage import BlockDevice, PathLocation
 from gpuhost.model import Finding, Severity
@@ -263,7 +264,44 @@ def boot_unit(facts: HostFacts, location: PathLocation, evidence: dict[str, Any]
     return findings
 
 
-CONTAINERD_SNAPSHOTTER = "io.containerd.snapshotter.v1"
+def containerd_double_copy(facts: HostFacts, options: RuleOptions) -> list[Finding]:
+    """The containerd image store keeps every layer twice: the blob as pulled (compressed, or
+    not at all for uncompressed layers) in its content store, beside the unpacked snapshot. A
+    disk that cannot hold the largest image twice fills on its next pull or update."""
+    docker = facts.docker
+    if docker.status is not SourceStatus.OK or docker.driver_status.get("driver-type") != CONTAINERD_SNAPSHOTTER:
+        return []
+    store = facts.containerd.location
+    largest = facts.storage.largest_image_bytes
+    if store is None or not store.exists or not store.total_bytes or not largest:
+        return []
+    needed = 2 * largest
+    evidence = {
+        "driver_type": CONTAINERD_SNAPSHOTTER,
+        "containerd_root": facts.containerd.root_dir,
+        "device": store.device,
+        "filesystem_bytes": store.total_bytes,
+        "free_bytes": store.free_bytes,
+        "largest_image": facts.storage.largest_image,
+        "largest_image_bytes": largest,
+        "needed_bytes": needed,
+    }
+    if store.total_bytes >= needed:
+        return [Finding(
+            "storage.containerd-double-copy", "storage", Severity.OK,
+            f"containerd's store {facts.containerd.root_dir} ({store.total_bytes / GIB:.1f} GiB) holds "
+            f"{facts.storage.largest_image} twice ({needed / GIB:.1f} GiB: its layers and their blobs)",
+            "", evidence)]
+    return [Finding(
+        "storage.containerd-double-copy", "storage", Severity.WARN,
+        f"Docker keeps images in containerd's store, which keeps each layer's blob as pulled beside the unpacked "
+        f"layer: {facts.storage.largest_image} ({largest / GIB:.1f} GiB) needs up to {needed / GIB:.1f} GiB there, "
+        f"and {facts.containerd.root_dir} is on a {store.total_bytes / GIB:.1f} GiB filesystem "
+        f"({store.device or store.source or '?'})",
+        "Give containerd's root a disk of at least twice the largest image (docker_storage counts it when "
+        "docker_storage_image_size is set), or pin the classic store, which keeps one copy "
+        "(\"features\": {\"containerd-snapshotter\": false} in daemon.json, before the first pull).",
+        evidence)]
 
 
 def containerd_store(facts: HostFacts, options: RuleOptions) -> list[Finding]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from gpuhost.engine import EngineBadAnswer, EngineError, EnginePermissionDenied, EngineUnavailable
 from gpuhost.facts.docker import read_daemon_json
 from gpuhost.model import UsageError
+from gpuhost.storage.space import store_in_use
 
 if TYPE_CHECKING:
     from gpuhost.engine import EngineClient
@@ -40,6 +41,9 @@ class DataRootPlan:
     # set in daemon.json with data-root: the copied images and containers are only readable by the
     # driver that wrote them, and Docker would pick overlay2 on the new disk by itself
     keep_storage_driver: str = ""
+    # the image store Docker uses ("classic" or "containerd") and how that is known
+    image_store: str = "classic"
+    image_store_source: str = ""
 
 
 def _has_entries(path: str) -> bool:
@@ -76,6 +80,7 @@ def plan_data_root(
         target=target,
         source="daemon.json" if configured else "default",
     )
+    info = None
     if client is not None:
         try:
             info = client.get("/info")
@@ -95,6 +100,7 @@ def plan_data_root(
                 plan.running_containers = sorted(
                     str((c.get("Names") or ["?"])[0]).lstrip("/") for c in listed if isinstance(c, dict)
                 )
+    plan.image_store, plan.image_store_source = store_in_use(info if isinstance(info, dict) else None, config)
     plan.switch = plan.current != target
     plan.old_has_data = plan.switch and _has_entries(plan.current)
     plan.copy_data = plan.switch and move and plan.old_has_data

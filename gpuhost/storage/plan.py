@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 
 from gpuhost import userfile
 from gpuhost.engine import DOCKER_HOST_OPTION, EngineClient
-from gpuhost.facts.docker import DAEMON_JSON, DAEMON_JSON_OPTION
+from gpuhost.facts.docker import DAEMON_JSON, DAEMON_JSON_OPTION, image_sizes
 from gpuhost.facts.signatures import Signature, SignatureReport, probe_signatures
 from gpuhost.facts.storage import (
     DOCKER_STORAGE_CONFIG,
@@ -41,6 +41,7 @@ from gpuhost.model import ExitCode, UsageError, to_jsonable
 from gpuhost.options import Command, Option, json_flag
 from gpuhost.storage.move import DEFAULT_DATA_ROOT, DataRootPlan, plan_data_root
 from gpuhost.storage.paths import PathLoop, resolve
+from gpuhost.storage.space import IMAGE_STORES, SpacePlan, parse_image_size, parse_image_store, plan_space
 
 CONFIG_SCHEMA = "gpuhost.docker-storage/v1"
 CONFIG_PATH = DOCKER_STORAGE_CONFIG
@@ -236,6 +237,9 @@ class StorageRequest:
     missing_disk_policy: str = "fail"
     device_timeout_s: int = DEFAULT_DEVICE_TIMEOUT
     fallback_data_root: str = "/var/lib/docker"
+    # the image the disk must hold (0: the largest local image) and in which store ("auto": Docker's own)
+    image_bytes: int = 0
+    image_store: str = "auto"
 
     @classmethod
     def parse(
@@ -249,6 +253,8 @@ class StorageRequest:
         missing_disk_policy: str = "fail",
         device_timeout: int = DEFAULT_DEVICE_TIMEOUT,
         fallback_data_root: str = "",
+        image_size: str = "",
+        image_store: str = "auto",
     ) -> StorageRequest:
         """The request as typed (CLI, agent or the role): the array is named after the label unless named.
         An empty fallback_data_root is decided by plan_docker_storage from Docker's current data-root."""
@@ -261,6 +267,8 @@ class StorageRequest:
             missing_disk_policy=missing_disk_policy,
             device_timeout_s=device_timeout,
             fallback_data_root=fallback_data_root,
+            image_bytes=parse_image_size(image_size),
+            image_store=parse_image_store(image_store),
         )
         request.validate()
         if request.fallback_data_root:
@@ -314,6 +322,10 @@ STORAGE_PLAN = Command(
         Option("--fallback-data-root", "Data-root for the fallback policy (default: Docker's data-root before the "
                "move).", kind="place", default=""),
         Option("--no-move", "Switch data-root without copying the old one.", kind="flag", default=False),
+        Option("--image-size", "The image the disk must hold (e.g. 140GB, 60GiB); default: the largest local image, "
+               "if any.", default="", metavar="SIZE"),
+        Option("--image-store", "auto (the store Docker uses), classic (one copy) or containerd (each layer's blob "
+               "beside it: twice).", default="auto", choices=IMAGE_STORES),
         DAEMON_JSON_OPTION,
         DOCKER_HOST_OPTION,
         Option("--config", "An earlier run's boot configuration (read only).", kind="path", default=CONFIG_PATH),
@@ -336,10 +348,12 @@ class StoragePlan:
     errors: list[str] = field(default_factory=list)
     # the data-root move this storage implies (None when Docker's data-root was not looked at)
     data_root: Optional[DataRootPlan] = None
+    # whether the disk holds the image, in the store Docker uses (None before it was looked at)
+    space: Optional[SpacePlan] = None
 
     @property
     def ok(self) -> bool:
-        return not self.errors
+        return not self.errors and (self.space is None or self.space.ok)
 
     @property
     def exit_code(self) -> ExitCode:
@@ -362,6 +376,7 @@ class StoragePlan:
             "actions": self.actions,
             "config": self.config(),
             "data_root": to_jsonable(self.data_root) if self.data_root is not None else None,
+            "space": to_jsonable(self.space) if self.space is not None else None,
         }
 
     @property
@@ -687,4 +702,19 @@ def plan_docker_storage(
         )
     plan = plan_storage(request)
     plan.data_root = data_root
+    plan.space = _plan_space(plan, request, data_root, client)
     return plan
+
+
+def _plan_space(plan: StoragePlan, request: StorageRequest, data_root: DataRootPlan,
+                client: Optional[EngineClient]) -> SpacePlan:
+    """The disk against the image it is for: --image-size, else the largest local image."""
+    store, store_source = (request.image_store, "--image-store") if request.image_store != "auto" else (
+        data_root.image_store, data_root.image_store_source)
+    image_bytes, image_source = request.image_bytes, "the image (--image-size)"
+    if image_bytes <= 0 and client is not None and data_root.docker_running:
+        images = image_sizes(client)
+        if images and images[0].size_bytes > 0:
+            image_bytes, image_source = images[0].size_bytes, f"the largest local image {images[0].reference}"
+    disk_bytes = sum(d.device.size_bytes for d in plan.disks) if plan.disks and not plan.refused else 0
+    return plan_space(disk_bytes, image_bytes, image_source, store, store_source)

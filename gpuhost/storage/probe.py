@@ -1,15 +1,21 @@
-"""Measure the sustained write throughput of the filesystem that holds a directory.
+"""Measure the sustained write throughput of the filesystem that holds a directory, and (with
+--unpack) Docker's own rate of pulling images onto it.
 
 The unpack-time model (gpuhost.unpack) needs one figure per data-root device: how fast it takes
 sequential writes. The probe writes incompressible data with O_DIRECT in large blocks, so the
 page cache neither absorbs the writes nor hides the device, then fdatasyncs and deletes the file.
 Filesystems without O_DIRECT (tmpfs) are measured with buffered writes plus fdatasync.
+
+The unpack probe pulls its images (gpuhost.storage.probe_images) from a registry of its own on
+loopback (gpuhost.storage.probe_registry) into the store the daemon uses: data-root with the
+classic store, containerd's root with the containerd image store.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import mmap
 import os
@@ -28,15 +34,20 @@ from gpuhost.engine import (
     EnginePermissionDenied,
     EngineUnavailable,
 )
+from gpuhost.facts.containerd import collect_containerd, image_store
+from gpuhost.facts.decompressor import Decompressor, collect_decompressor, find_daemon
 from gpuhost.facts.docker import image_sizes
 from gpuhost.facts.storage import locate
 from gpuhost.model import SourceError, UsageError, to_jsonable
 from gpuhost.options import AGENT, CLI, Command, Option, json_flag
+from gpuhost.storage.probe_images import SMALL_FILES_PER_GIB, ProbeImage, small_files_image, weights_image
+from gpuhost.storage.probe_registry import ProbeRegistry, file_blob
 from gpuhost.units import MIB, format_duration
 from gpuhost.unpack import (
     COMPRESSIONS,
     default_write_mibs,
     median_rate,
+    per_entry_cost_us,
     predict_unpack_seconds,
     processing_rate,
 )
@@ -145,123 +156,19 @@ class UnpackProbeResult:
     # how busy all the host's CPUs were during the rounds (median): near 100, a pull's download
     # cannot run beside the unpacking
     cpu_busy_pct: float | None = None
-
-
-# A model image is mostly weights (incompressible) with a Python environment beside them: the
-# probe's layers hold the same mix, so gzip's cost per byte is the one such an image pays.
-COMPRESSIBLE_FRACTION = 0.25
-
-
-def _compressible_bytes(size: int) -> bytes:
-    """`size` bytes of real files (this interpreter's standard library), text and bytecode."""
-    import sysconfig
-
-    parts: list[bytes] = []
-    total = 0
-    for directory, _, names in os.walk(sysconfig.get_paths()["stdlib"]):
-        for name in sorted(names):
-            try:
-                with open(os.path.join(directory, name), "rb") as fh:
-                    data = fh.read(size - total)
-            except OSError:
-                continue
-            parts.append(data)
-            total += len(data)
-            if total >= size:
-                return b"".join(parts)
-    data = b"".join(parts) or b"gpuhost storage probe\n"
-    return (data * (size // len(data) + 1))[:size]
-
-
-def _compress_layer(layer_path: str, compression: str) -> str:
-    """The layer file compressed as a registry would hold it; returns the path to archive."""
-    if compression == "none":
-        return layer_path
-    if compression == "gzip":
-        import gzip
-        import shutil
-
-        pigz = shutil.which("pigz")
-        if pigz is not None:  # the same bytes' kind, made on every core
-            with open(layer_path + ".gz", "wb") as target:
-                subprocess.run([pigz, "-6", "-c", layer_path], stdout=target, check=True)
-            return layer_path + ".gz"
-        with open(layer_path, "rb") as source, gzip.open(layer_path + ".gz", "wb", compresslevel=6) as target:
-            shutil.copyfileobj(source, target, 4 * MIB)
-        return layer_path + ".gz"
-    if compression == "zstd":
-        import shutil
-
-        zstd = shutil.which("zstd")
-        if zstd is None:
-            raise FileNotFoundError("zstd is not installed")
-        subprocess.run([zstd, "-q", "-3", "-T0", "-f", layer_path, "-o", layer_path + ".zst"], check=True)
-        return layer_path + ".zst"
-    raise ValueError(f"unknown compression {compression!r}")
-
-
-def probe_image_archive(
-    path: str, image_bytes: int, tag: str, layer_bytes: int = 128 * MIB, compression: str = "none"
-) -> int:
-    """Write a `docker save` archive of an image whose layers of `layer_bytes` hold incompressible
-    64 MiB files and real files (COMPRESSIBLE_FRACTION of them), compressed with `compression`;
-    returns the layers' unpacked size. Standard library (and the zstd tool for zstd) only: it
-    runs inside the agent zipapp too."""
-    import hashlib
-    import io
-    import tarfile
-
-    layers = max(1, image_bytes // layer_bytes)
-    per_layer = image_bytes // layers
-    compressible = int(per_layer * COMPRESSIBLE_FRACTION)
-    files = max(1, (per_layer - compressible) // (64 * MIB))
-    text = _compressible_bytes(compressible) if compressible else b""
-    diff_ids: list[str] = []
-    total = 0
-    with tarfile.open(path, "w") as archive:
-        for index in range(layers):
-            layer_path = f"{path}.layer{index}"
-            with tarfile.open(layer_path, "w") as layer:
-                for number in range(files):
-                    info = tarfile.TarInfo(f"gpuhost-probe/{index:03d}-{number:03d}.bin")
-                    info.size, info.mode, info.mtime = (per_layer - compressible) // files, 0o644, int(time.time())
-                    layer.addfile(info, io.BytesIO(os.urandom(info.size)))
-                if text:
-                    info = tarfile.TarInfo(f"gpuhost-probe/{index:03d}-env.py")
-                    info.size, info.mode, info.mtime = len(text), 0o644, int(time.time())
-                    layer.addfile(info, io.BytesIO(text))
-            digest = hashlib.sha256()
-            with open(layer_path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(4 * MIB), b""):
-                    digest.update(chunk)
-            diff_ids.append("sha256:" + digest.hexdigest())
-            total += os.path.getsize(layer_path)
-            stored = layer_path
-            try:
-                stored = _compress_layer(layer_path, compression)
-                archive.add(stored, arcname=f"layer{index}/layer.tar")
-            finally:
-                for leftover in {layer_path, stored}:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(leftover)
-        config = json.dumps(
-            {
-                "architecture": "amd64",
-                "os": "linux",
-                "config": {},
-                "rootfs": {"type": "layers", "diff_ids": diff_ids},
-                "history": [{"created_by": "gpuhost storage probe: weights and files"} for _ in diff_ids],
-            }
-        ).encode()
-        config_name = hashlib.sha256(config).hexdigest() + ".json"
-        manifest = json.dumps(
-            [{"Config": config_name, "RepoTags": [tag], "Layers": [f"layer{i}/layer.tar" for i in range(layers)]}]
-        ).encode()
-        for name, data in ((config_name, config), ("manifest.json", manifest)):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return total
+    # the share of all the host's CPUs the daemons themselves used (median of the rounds)
+    daemon_cpu_pct: float | None = None
+    # each uncompressed round also loads a layer of many small files (a Python environment's
+    # shape): what one more tar entry costs beyond its bytes, in microseconds
+    files_entries: int = 0
+    files_bytes: int = 0
+    # per compression: every round's seconds, and the cost per entry of the median round (a
+    # decompressor that runs beside the extraction hides behind the files)
+    files_round_seconds: dict[str, list[float]] = field(default_factory=dict)
+    per_entry_us: dict[str, float] = field(default_factory=dict)
+    # "pull" (from the probe's registry on loopback) or "load" (a daemon that cannot reach it)
+    method: str = ""
+    pull_error: str = ""
 
 
 PROBE_IMAGE_REPO = "gpuhost-storage-probe"
@@ -271,7 +178,7 @@ DEFAULT_UNPACK_PROBE_BYTES = 1024 * MIB
 MIN_UNPACK_PROBE_MIB = 64
 MAX_UNPACK_PROBE_MIB = 16 * 1024
 DEFAULT_UNPACK_ROUNDS = 3
-# How often the probe pushes the data-root filesystem's dirty pages to the device during a load.
+# How often the probe pushes the store's dirty pages to the device during a pull.
 WRITEBACK_INTERVAL_S = 0.2
 
 
@@ -340,31 +247,113 @@ def _busy_pct(before: tuple[int, int] | None, after: tuple[int, int] | None) -> 
     return round((after[0] - before[0]) / (after[1] - before[1]) * 100, 1)
 
 
+def process_cpu_ticks(pids: list[int]) -> int | None:
+    """CPU clock ticks of `pids` and their reaped children (unpigz, dockerd's untar re-exec)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += sum(int(v) for v in fields[11:15])
+        except (OSError, ValueError, IndexError):
+            return None
+    return total
+
+
+def _daemon_pct(before: int | None, after: int | None, seconds: float) -> float | None:
+    if before is None or after is None or seconds <= 0:
+        return None
+    cores = os.cpu_count() or 1
+    return round((after - before) / os.sysconf("SC_CLK_TCK") / seconds / cores * 100, 1)
+
+
 @dataclass
 class _Round:
     seconds: float
     busy_pct: float | None
+    daemon_pct: float | None = None
 
 
-def _load_archive(client: EngineClient, archive: str, tag: str, data_root: str = "") -> _Round:
-    """`docker load` of `archive` until its data is on the data-root device (when `data_root` is
-    given); the image is removed again."""
+def _timed(client: EngineClient, tag: str, data_root: str, daemon_pids: list[int],
+           action: Callable[[], bytes], what: str) -> _Round:
+    """Time `action` (a load or a pull that leaves the image `tag`) until its data is on the
+    data-root device (when `data_root` is given); the image is removed again."""
     try:
-        with open(archive, "rb") as fh:
-            before = _cpu_counters()
-            start = time.perf_counter()
-            with _written_back(data_root):
-                body = client.upload(
-                    "/images/load", fh, os.path.getsize(archive), params={"quiet": True}, timeout=1800.0
-                )
-            seconds = time.perf_counter() - start
-            busy = _busy_pct(before, _cpu_counters())
+        before = _cpu_counters()
+        daemon_before = process_cpu_ticks(daemon_pids)
+        start = time.perf_counter()
+        with _written_back(data_root):
+            body = action()
+        seconds = time.perf_counter() - start
+        busy = _busy_pct(before, _cpu_counters())
+        daemon = _daemon_pct(daemon_before, process_cpu_ticks(daemon_pids), seconds) if daemon_pids else None
         if b"errorDetail" in body:
-            raise EngineError(500, f"docker load of the probe image failed: {body[-300:]!r}")
-        return _Round(seconds, busy)
+            raise EngineError(500, f"docker {what} of the probe image failed: {body[-300:]!r}")
+        return _Round(seconds, busy, daemon)
     finally:
         with contextlib.suppress(EngineError):
             client.request("DELETE", f"/images/{tag}", params={"force": True})
+
+
+class _Load:
+    """`docker load` of a `docker save` archive: what a host the probe's registry cannot reach gets."""
+
+    method = "load"
+
+    def __init__(self, client: EngineClient, work_dir: str) -> None:
+        self.client, self.work_dir = client, work_dir
+
+    def prepare(self, image: ProbeImage, name: str) -> tuple[str, str]:
+        fd, archive = tempfile.mkstemp(prefix=".gpuhost-probe-", suffix=".tar", dir=self.work_dir)
+        os.close(fd)
+        tag = f"{PROBE_IMAGE_REPO}:{name}"
+        try:
+            image.write_archive(archive, tag)
+        except BaseException:
+            os.unlink(archive)
+            raise
+        return tag, archive
+
+    def run(self, prepared: tuple[str, str], data_root: str, daemon_pids: list[int]) -> _Round:
+        tag, archive = prepared
+
+        def load() -> bytes:
+            with open(archive, "rb") as fh:
+                return self.client.upload("/images/load", fh, os.path.getsize(archive), params={"quiet": True},
+                                          timeout=1800.0)
+
+        return _timed(self.client, tag, data_root, daemon_pids, load, "load")
+
+    def release(self, prepared: tuple[str, str]) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(prepared[1])
+
+
+class _Pull:
+    """`docker pull` from the probe's own registry on loopback (gpuhost.storage.probe_registry)."""
+
+    method = "pull"
+
+    def __init__(self, client: EngineClient, registry: ProbeRegistry) -> None:
+        self.client, self.registry = client, registry
+
+    def prepare(self, image: ProbeImage, name: str) -> tuple[str, str]:
+        reference = self.registry.add_image(name, [(file_blob(layer.path), layer.compression)
+                                                   for layer in image.layers], image.config())
+        return reference, name
+
+    def run(self, prepared: tuple[str, str], data_root: str, daemon_pids: list[int]) -> _Round:
+        reference = prepared[0]
+        repository, tag = reference.rsplit(":", 1)
+
+        def pull() -> bytes:
+            return self.client.upload("/images/create", io.BytesIO(b""), 0, content_type="text/plain",
+                                      params={"fromImage": repository, "tag": tag}, timeout=1800.0)
+
+        return _timed(self.client, reference, data_root, daemon_pids, pull, "pull")
+
+    def release(self, prepared: tuple[str, str]) -> None:
+        self.registry.forget(prepared[1])
 
 
 def measure_unpack(
@@ -377,70 +366,138 @@ def measure_unpack(
     data_root: str = "",
     write_mib_s: float | None = None,
     progress: Callable[[str], None] | None = None,
+    daemon_pids: list[int] | None = None,
+    pull: bool = True,
 ) -> UnpackProbeResult:
-    """Time `docker load` of an image into the daemon's data-root, `rounds` times for each layer
-    compression, then remove it: Docker's own per-byte cost (reading, decompressing, hashing,
-    extracting) on this host, the median round per compression.
+    """Time `docker pull` of an image from a registry on this host's loopback into the daemon's
+    store, `rounds` times for each layer compression, then remove it: Docker's own per-byte cost
+    (fetching, hashing, storing, decompressing, extracting) on this host, the median round per
+    compression. A daemon that cannot reach the registry (another host's, a rootless one) is
+    timed loading a `docker save` archive instead (`method`, `pull_error`); `pull=False` loads.
 
-    With `data_root` (Docker's data-root, on this machine) each round lasts until the data is on
-    the device, with the device writing all along as it does for a large image
+    With `data_root` (where the daemon's layers land, on this machine) each round lasts until
+    the data is on the device, with the device writing all along as it does for a large image
     (_written_back), and `write_mib_s` (measure_write's figure for that device) takes the
-    device's share back out (processing_rate). Without, the rounds time the load alone. A
+    device's share back out (processing_rate). Without, the rounds time the pull alone. A
     compression this host cannot make (no zstd tool) or the daemon refuses (Docker before 23
     cannot extract zstd layers) is listed in `unsupported`.
+
+    Each round also pulls a one-layer image of small files (SMALL_FILES_PER_GIB per GiB of
+    `size_bytes`) in the same compression: with the bytes' share taken out, what one more tar
+    entry costs with that compression.
+    `daemon_pids` (dockerd, and containerd with the containerd store) give the daemons' own
+    share of the CPUs.
     """
     if rounds < 1:
         raise ValueError("the unpack probe needs at least one round")
-    result = UnpackProbeResult(image_bytes=0, seconds=0.0, unpack_mib_s=0.0, rounds=rounds,
-                               until_durable=bool(data_root), device_write_mib_s=write_mib_s)
     say = progress or (lambda _message: None)
-    # the first load into a daemon pays one-time setup; a small untimed load takes it
-    warm_up = [("none", 8 * MIB, 1, False)]
-    plan = warm_up + [(compression, size_bytes, rounds, True) for compression in compressions]
-    busy: list[float] = []
-    for compression, size, count, timed in plan:
-        tag = f"{PROBE_IMAGE_REPO}:{os.getpid()}-{int(time.time() * 1000)}-{compression}"
-        fd, archive = tempfile.mkstemp(prefix=".gpuhost-probe-", suffix=".tar", dir=work_dir)
-        os.close(fd)
+    with contextlib.ExitStack() as stack:
+        registry = stack.enter_context(ProbeRegistry(PROBE_IMAGE_REPO)) if pull else None
+        transport: _Pull | _Load = _Pull(client, registry) if registry is not None else _Load(client, work_dir)
+        probe = _UnpackRounds(transport, work_dir, data_root, write_mib_s, say, daemon_pids or [])
+        probe.result.rounds = rounds
         try:
-            if timed:
-                say(f"building a {size / MIB:.0f} MiB probe image with {compression} layers")
-            try:
-                layer_bytes = probe_image_archive(
-                    archive, size, tag, layer_bytes=min(size, 128 * MIB), compression=compression
-                )
-            except (OSError, ValueError, subprocess.CalledProcessError) as exc:
-                if compression == "none":
-                    raise
-                result.unsupported[compression] = f"no probe archive: {exc}"
-                continue
-            measured: list[_Round] = []
+            # the first pull into a daemon pays one-time setup; a small untimed one takes it, and
+            # tells whether the daemon reaches the registry
+            probe.measure("none", 8 * MIB, 1, timed=False)
+        except EngineError as exc:
+            if registry is None:
+                raise
+            probe.result.pull_error = str(exc)[:300]
+            probe.transport = _Load(client, work_dir)
+            probe.measure("none", 8 * MIB, 1, timed=False)
+        probe.result.method = probe.transport.method
+        probe.small_files = max(100, size_bytes * SMALL_FILES_PER_GIB // (1024 * MIB))
+        for compression in compressions:
+            probe.measure(compression, size_bytes, rounds, timed=True)
+    return probe.finish()
+
+
+class _UnpackRounds:
+    """The probe's pulls (or loads), one compression at a time, and what they measured."""
+
+    def __init__(self, transport: _Pull | _Load, work_dir: str, data_root: str, write_mib_s: float | None,
+                 say: Callable[[str], None], daemon_pids: list[int]) -> None:
+        self.transport, self.work_dir, self.data_root, self.write_mib_s = transport, work_dir, data_root, write_mib_s
+        self.say, self.daemon_pids = say, daemon_pids
+        self.result = UnpackProbeResult(image_bytes=0, seconds=0.0, unpack_mib_s=0.0,
+                                        until_durable=bool(data_root), device_write_mib_s=write_mib_s)
+        self.small_files = 0  # files in each round's small-files image (0: none)
+        self.busy: list[float] = []
+        self.daemon: list[float] = []
+
+    def _name(self, what: str) -> str:
+        return f"{os.getpid()}-{int(time.time() * 1000)}-{what}"
+
+    def measure(self, compression: str, size: int, count: int, timed: bool) -> None:
+        result = self.result
+        if timed:
+            self.say(f"building a {size / MIB:.0f} MiB probe image with {compression} layers")
+        try:
+            image = weights_image(self.work_dir, size, layer_bytes=min(size, 128 * MIB), compression=compression)
+        except (OSError, ValueError, subprocess.CalledProcessError) as exc:
+            if compression == "none":
+                raise
+            result.unsupported[compression] = f"no probe image: {exc}"
+            return
+        measured: list[_Round] = []
+        files: tuple[str, str] | None = None
+        small: ProbeImage | None = None
+        prepared = self.transport.prepare(image, self._name(compression))
+        try:
+            if timed and self.small_files:
+                small = small_files_image(self.work_dir, self.small_files, compression)
+                result.files_bytes, result.files_entries = small.unpacked_bytes, small.entries
+                files = self.transport.prepare(small, self._name(f"files-{compression}"))
             for number in range(count):
                 if timed:
-                    say(f"docker load, {compression} layers, round {number + 1} of {count}")
+                    self.say(f"docker {self.transport.method}, {compression} layers, round {number + 1} of {count}")
                 try:
-                    measured.append(_load_archive(client, archive, tag, data_root if timed else ""))
+                    measured.append(self.transport.run(prepared, self.data_root if timed else "", self.daemon_pids))
+                    if files is not None:
+                        self.say(f"docker {self.transport.method}, {result.files_entries} small files, "
+                                 f"round {number + 1} of {count}")
+                        loaded = self.transport.run(files, self.data_root, self.daemon_pids)
+                        result.files_round_seconds.setdefault(compression, []).append(round(loaded.seconds, 3))
                 except EngineError as exc:
-                    if compression == "none":
+                    if compression == "none" or not timed:
                         raise
-                    result.unsupported[compression] = f"Docker could not load {compression} layers: {exc}"
-                    break
+                    result.unsupported[compression] = f"Docker could not {self.transport.method} " \
+                        f"{compression} layers: {exc}"
+                    return
         finally:
-            os.unlink(archive)
-        if not timed or compression in result.unsupported:
-            continue
-        image_mib = layer_bytes / MIB
+            self.transport.release(prepared)
+            if files is not None:
+                self.transport.release(files)
+            if small is not None:
+                small.remove()
+            image.remove()
+        if not timed:
+            return
+        image_mib = image.unpacked_bytes / MIB
         result.round_rates_mib_s[compression] = [round(image_mib / r.seconds, 1) for r in measured]
         median_seconds = image_mib / median_rate(result.round_rates_mib_s[compression])
-        result.rates_mib_s[compression] = round(processing_rate(image_mib, median_seconds, write_mib_s), 1)
-        busy.extend(r.busy_pct for r in measured if r.busy_pct is not None)
+        result.rates_mib_s[compression] = round(processing_rate(image_mib, median_seconds, self.write_mib_s), 1)
+        self.busy.extend(r.busy_pct for r in measured if r.busy_pct is not None)
+        self.daemon.extend(r.daemon_pct for r in measured if r.daemon_pct is not None)
         if compression == "none":
-            result.image_bytes = layer_bytes
+            result.image_bytes = image.unpacked_bytes
             result.seconds = round(median_seconds, 4)
             result.unpack_mib_s = result.rates_mib_s["none"]
-    if busy:
-        result.cpu_busy_pct = round(statistics.median(busy), 1)
-    return result
+
+    def finish(self) -> UnpackProbeResult:
+        result = self.result
+        if self.busy:
+            result.cpu_busy_pct = round(statistics.median(self.busy), 1)
+        if self.daemon:
+            result.daemon_cpu_pct = round(statistics.median(self.daemon), 1)
+        for compression, seconds in result.files_round_seconds.items():
+            bytes_rate = result.rates_mib_s.get(compression, 0.0)
+            if seconds and bytes_rate > 0:
+                result.per_entry_us[compression] = round(per_entry_cost_us(
+                    statistics.median(seconds), result.files_bytes, result.files_entries, bytes_rate,
+                    self.write_mib_s), 2)
+        return result
 
 
 PROBE_SCHEMA = "gpuhost.storage-probe/v1"
@@ -463,6 +520,11 @@ class StorageProbeReport:
     predicted_unpack: str = ""
     default_write_mib_s: float = 0.0
     predicted_with_default_s: float = 0.0
+    # with --unpack: the image store the daemon uses ("classic" or "containerd"), the directory
+    # its layers land in (data-root, or containerd's root), and what decompresses its gzip layers
+    image_store: str = ""
+    store_root: str = ""
+    decompressor: dict[str, Any] | None = None
     schema: str = PROBE_SCHEMA
 
 
@@ -480,6 +542,37 @@ DEFAULT_PROBE_MIB = DEFAULT_PROBE_BYTES // MIB
 MAX_IMAGE_BYTES = 1 << 60  # 1 EiB
 
 
+def _daemon_pids(found: Decompressor, docker_host: str) -> list[int]:
+    """dockerd's pid, and containerd's with the containerd store (where the layers are applied)."""
+    socket = docker_host[len("unix://"):] if docker_host.startswith("unix://") else ""
+    dockerd = find_daemon("dockerd", socket) if socket else None
+    pids = [pid for pid in (dockerd, found.pid if found.process == "containerd" else None) if pid is not None]
+    return pids if dockerd is not None else []
+
+
+def parse_compressions(text: str) -> tuple[str, ...]:
+    """--compressions: some of none, gzip, zstd, comma-separated, each once (the first one's
+    rounds also pull the small-files image)."""
+    names = text.split(",")
+    if not text or any(n not in COMPRESSIONS for n in names) or len(set(names)) != len(names):
+        raise UsageError(f"--compressions must name some of {', '.join(COMPRESSIONS)}, comma-separated, each once, "
+                         f"got {text[:80]!r}", "Example: --compressions gzip")
+    return tuple(names)
+
+
+def check_record_path(path: str) -> str:
+    """Where --record writes: an absolute path, without `..`, control characters or surrounding
+    spaces, that is not a directory."""
+    if (not os.path.isabs(path) or path != path.strip() or any(ord(c) < 32 or ord(c) == 127 for c in path)
+            or ".." in path.split("/") or path.endswith("/")):
+        raise UsageError(f"--record must be an absolute file path without '..', got {path[:200]!r}",
+                         "Example: --record /var/lib/gpuhost/storage-probe.json")
+    if os.path.isdir(path):
+        raise UsageError(f"--record {path} is a directory",
+                         "Name the file: --record /var/lib/gpuhost/storage-probe.json")
+    return os.path.normpath(path)
+
+
 def probe_storage(
     path: str = "",
     size_mib: int = DEFAULT_PROBE_MIB,
@@ -489,20 +582,29 @@ def probe_storage(
     record: str = "",
     unpack_mib: int = DEFAULT_UNPACK_PROBE_BYTES // MIB,
     progress: Callable[[str], None] | None = None,
+    compressions: str = ",".join(COMPRESSIONS),
 ) -> StorageProbeReport:
     """Measure where `path` (default: Docker's data-root) lives and predict an image's unpack time."""
     if not MIN_PROBE_MIB <= size_mib <= MAX_PROBE_MIB:
         raise UsageError(f"--size-mib must be from 16 to {MAX_PROBE_MIB} (1 TiB), got {str(size_mib)[:40]}",
                          "Example: --size-mib 512")
+    if record:
+        record = check_record_path(record)
+    chosen = parse_compressions(compressions)
     if not MIN_UNPACK_PROBE_MIB <= unpack_mib <= MAX_UNPACK_PROBE_MIB:
         raise UsageError(
             f"--unpack-mib must be from {MIN_UNPACK_PROBE_MIB} to {MAX_UNPACK_PROBE_MIB}, got {str(unpack_mib)[:40]}",
             "Example: --unpack-mib 1024",
         )
     data_root = ""
+    info: dict[str, Any] = {}
     if client is not None and (unpack or not path):
         try:
-            data_root = str(client.get("/info").get("DockerRootDir") or "")
+            info = client.get("/info") or {}
+            # where pulled layers land: data-root, or containerd's root with the containerd store
+            data_root = str(info.get("DockerRootDir") or "")
+            if image_store(info) == "containerd":
+                data_root = collect_containerd().root_dir
         except EngineBadAnswer:
             raise  # something answers at the Docker address, but not Docker: exit 3, not "pass --path"
         except (EngineUnavailable, EnginePermissionDenied, EngineError, OSError) as exc:
@@ -535,6 +637,14 @@ def probe_storage(
         same_device = bool(data_root) and os.path.isdir(data_root) and (
             os.stat(data_root).st_dev == os.stat(path).st_dev
         )
+        report.image_store = image_store(info)
+        report.store_root = data_root
+        try:
+            version = client.get("/version") or {}
+        except EngineError:
+            version = {}
+        decompressor = collect_decompressor(info, version, client.host)
+        report.decompressor = decompressor.to_dict()
         report.unpack = measure_unpack(
             client,
             path if os.access(path, os.W_OK) else "/var/tmp",
@@ -542,6 +652,8 @@ def probe_storage(
             data_root=data_root if same_device else "",
             write_mib_s=report.write.write_mib_s if same_device else None,
             progress=progress,
+            daemon_pids=_daemon_pids(decompressor, client.host),
+            compressions=chosen,
         )
     if image_bytes <= 0 and client is not None:
         found = largest_image(client)
@@ -550,7 +662,7 @@ def probe_storage(
     if image_bytes <= 0:
         report.image_ref, image_bytes = "reference 140 GB image", REFERENCE_IMAGE_BYTES
     report.image_bytes = image_bytes
-    unpack_rate = report.unpack.unpack_mib_s if report.unpack else None
+    unpack_rate = (report.unpack.unpack_mib_s or None) if report.unpack else None
     report.predicted_unpack_s = round(predict_unpack_seconds(image_bytes, report.write.write_mib_s, unpack_rate), 1)
     report.predicted_unpack = format_duration(report.predicted_unpack_s)
     report.default_write_mib_s = default_write_mibs(location.device_class or "other")
@@ -583,21 +695,28 @@ STORAGE_PROBE = Command(
     agent="storage-probe",
     summary="measure write throughput where data-root lives; predict unpack time",
     options=(
-        Option("--path", "A directory on the filesystem to measure (default: data-root).", kind="place", default=""),
+        Option("--path", "A directory on the filesystem to measure (default: where layers land: data-root, or "
+               "containerd's root with the containerd image store).", kind="place", default=""),
         Option("--size-mib", "How much to write (deleted again).", kind="int", default=DEFAULT_PROBE_MIB,
                minimum=MIN_PROBE_MIB, maximum=MAX_PROBE_MIB, example="--size-mib 512"),
-        Option("--unpack", "Also time `docker load` of an image, uncompressed, gzip and zstd, 3 rounds each, until "
-               "the data is on the device: Docker's own processing rate per layer compression (a few minutes).",
-               kind="flag", default=False),
+        Option("--unpack", "Also time `docker pull` of an image from a registry of the probe's own on 127.0.0.1, "
+               "uncompressed, gzip and zstd, 3 rounds each, until the data is on the device, and of a layer of small "
+               "files: Docker's own rate per layer compression and its cost per file, on its image store with its "
+               "gzip decompressor (a few minutes). A daemon that cannot reach 127.0.0.1 here is timed loading an "
+               "archive.", kind="flag", default=False),
         Option("--unpack-mib", "The --unpack image's size in MiB; smaller than 1024 measures a rate a large image "
                "will not reach.", kind="int", default=DEFAULT_UNPACK_PROBE_BYTES // MIB,
                minimum=MIN_UNPACK_PROBE_MIB, maximum=MAX_UNPACK_PROBE_MIB, example="--unpack-mib 1024"),
+        Option("--compressions", "The layer compressions --unpack measures, comma-separated (the first one's rounds "
+               "also pull the small-files image): `gzip` alone re-measures gzip after the decompressor changed.",
+               default=",".join(COMPRESSIONS), metavar="LIST", example="--compressions gzip"),
         Option("--image-size", "Predict for this size (e.g. 140GB, 60GiB); default: the largest local image.",
                default="", metavar="SIZE", fronts=(CLI,)),
         Option("--image-bytes", "Predict for this size in bytes (default: the largest local image).", kind="int",
                default=0, minimum=0, maximum=MAX_IMAGE_BYTES, fronts=(AGENT,)),
-        Option("--record", "Also write the result to this JSON file.", kind="place", default="", metavar="FILE",
-               fronts=(AGENT,)),
+        Option("--record", "Also write the result to this JSON file (an absolute path), for `gpuhost layers "
+               "--probe-record` and `gpuhost check`; the role records /var/lib/gpuhost/storage-probe.json.",
+               kind="place", default="", metavar="FILE"),
         DOCKER_HOST_OPTION,
         json_flag("the measurement"),
     ),

@@ -255,3 +255,27 @@ def test_containerd_store_on_the_root_volume(h100: HostFacts) -> None:
     assert finding.severity is Severity.FAIL and "the root volume" in finding.message
     h100.docker.driver_status = {}  # the classic overlay2 store keeps images under data-root
     assert found(h100, "storage.containerd-store") == []
+
+
+def test_containerd_store_on_a_disk_that_cannot_hold_the_image_twice(h100: HostFacts) -> None:
+    gib = 1024**3
+    h100.docker.driver_status = {"driver-type": "io.containerd.snapshotter.v1"}
+    h100.storage.largest_image, h100.storage.largest_image_bytes = "comfyui:0.3.64-full", 140 * gib
+    h100.containerd.location = PathLocation("/mnt/docker/containerd", exists=True, device="md0",
+                                            total_bytes=250 * gib, free_bytes=100 * gib)
+    finding = only(h100, "storage.containerd-double-copy")
+    assert finding.severity is Severity.WARN
+    assert "needs up to 280.0 GiB" in finding.message and "250.0 GiB filesystem" in finding.message
+    assert "containerd-snapshotter" in finding.remedy and finding.evidence["needed_bytes"] == 280 * gib
+    h100.containerd.location.total_bytes = 300 * gib
+    assert only(h100, "storage.containerd-double-copy").severity is Severity.OK
+    # the classic store keeps one copy; no local image or no containerd root: nothing to judge
+    h100.containerd.location.total_bytes = 250 * gib
+    h100.docker.driver_status = {}
+    assert found(h100, "storage.containerd-double-copy") == []
+    h100.docker.driver_status = {"driver-type": "io.containerd.snapshotter.v1"}
+    h100.storage.largest_image_bytes = None
+    assert found(h100, "storage.containerd-double-copy") == []
+    h100.storage.largest_image_bytes = 140 * gib
+    h100.containerd.location.exists = False
+    assert found(h100, "storage.containerd-double-copy") == []

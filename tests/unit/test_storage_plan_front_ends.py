@@ -40,6 +40,7 @@ OPTIONS = [
     ["--missing-disk-policy", "fallback", "--fallback-data-root", "/srv/fallback"],
     ["--device-timeout", "5"],
     ["--no-move"],
+    ["--image-size", "100GB", "--image-store", "containerd"],
 ]
 
 

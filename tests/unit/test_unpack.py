@@ -10,6 +10,7 @@ from gpuhost.unpack import (
     compression_of,
     default_write_mibs,
     median_rate,
+    per_entry_cost_us,
     predict_pull,
     predict_unpack_seconds,
     processing_rate,
@@ -94,21 +95,6 @@ def test_a_slow_download_is_what_does_not_overlap_the_decompression() -> None:
         predict_pull(layers, write_mib_s=2048.0, download_mib_s=0.0)
 
 
-def test_a_busy_host_downloads_beside_the_unpacking_only_with_its_spare_cpu() -> None:
-    layers = [PullLayer("gzip", 256 * MIB, 512 * MIB) for _ in range(4)]
-    # 1024 MiB at 256 MiB/s: 4 s of download; 2048 MiB at 128 MiB/s: 16 s of decompression
-    idle = predict_pull(layers, 2048.0, {"gzip": 128.0}, download_mib_s=256.0, cpu_busy_pct=0.0)
-    assert idle.download_s == pytest.approx(1.0)  # all of it beside the decompression but the first layer
-    busy = predict_pull(layers, 2048.0, {"gzip": 128.0}, download_mib_s=256.0, cpu_busy_pct=80.0)
-    assert busy.download_s == pytest.approx(3.2)  # 80 % of it cannot run beside; the rest can
-    saturated = predict_pull(layers, 2048.0, {"gzip": 128.0}, download_mib_s=256.0, cpu_busy_pct=100.0)
-    assert saturated.download_s == pytest.approx(4.0)
-    assert idle.total_s < busy.total_s < saturated.total_s
-    for share in (-1.0, 100.5):
-        with pytest.raises(ValueError, match="busy share"):
-            predict_pull(layers, 2048.0, {"gzip": 128.0}, download_mib_s=256.0, cpu_busy_pct=share)
-
-
 def test_the_probe_takes_the_devices_share_back_out() -> None:
     # 1024 MiB in 10 s on a device that writes 1024 MiB/s: 1 s of it was the device's
     rate = processing_rate(1024.0, 10.0, 1024.0)
@@ -119,3 +105,50 @@ def test_the_probe_takes_the_devices_share_back_out() -> None:
     assert processing_rate(1024.0, 10.0, None) == pytest.approx(102.4)
     # a device probe that claims more than the load took leaves the measured rate alone
     assert processing_rate(1024.0, 1.0, 1100.0) == pytest.approx(1024.0)
+
+
+def test_each_file_of_a_layer_costs_the_probes_time_per_entry() -> None:
+    site_packages = PullLayer("gzip", 100 * MIB, 400 * MIB, entries=50_000)
+    weights = PullLayer("gzip", 1000 * MIB, 1024 * MIB, entries=3)
+    prediction = predict_pull([site_packages, weights], 1024.0, {"gzip": 128.0}, per_entry_us={"none": 200.0})
+    assert prediction.entries == 50_003
+    assert prediction.files_s == pytest.approx(50_003 * 200e-6)
+    assert prediction.total_s == pytest.approx(prediction.decompress_s + prediction.files_s + prediction.write_s)
+    assert prediction.to_dict()["files_s"] == 10.0
+    # not measured: the files add nothing, and the prediction says so
+    unknown = predict_pull([site_packages, weights], 1024.0, {"gzip": 128.0})
+    assert unknown.files_s == 0.0 and unknown.to_dict()["per_entry_us"] is None
+
+
+def test_each_layer_pays_the_cost_per_file_of_its_compression() -> None:
+    layers = [PullLayer("zstd", 60 * MIB, 240 * MIB, entries=10_000), PullLayer("gzip", 80 * MIB, 240 * MIB,
+                                                                                  entries=10_000)]
+    # zstd's decompressor runs beside the extraction: its files cost less than gzip's
+    costs = {"none": 150.0, "gzip": 160.0, "zstd": 60.0}
+    assert predict_pull(layers, 1024.0, {"none": 100.0}, per_entry_us=costs).files_s == pytest.approx(2.2)
+    # a compression whose cost was not measured pays the uncompressed one
+    assert predict_pull(layers, 1024.0, {"none": 100.0}, per_entry_us={"none": 150.0}).files_s == pytest.approx(3.0)
+
+
+def test_the_files_overlap_the_download_like_the_decompression() -> None:
+    layers = [PullLayer("none", 256 * MIB, 256 * MIB, entries=20_000) for _ in range(4)]
+    # 4 s of download beside 1 GiB at 1024 MiB/s (1 s) and 80,000 files at 25 us (2 s)
+    prediction = predict_pull(layers, 4096.0, {"none": 1024.0}, download_mib_s=256.0, per_entry_us={"none": 25.0})
+    assert prediction.download_s == pytest.approx(4.0 - 1.0 - 2.0)
+
+
+@pytest.mark.parametrize("cost", [-1.0, float("nan"), float("inf")])
+def test_a_cost_per_entry_must_be_finite_and_not_negative(cost: float) -> None:
+    with pytest.raises(ValueError, match="per entry"):
+        predict_pull([PullLayer("none", MIB, MIB, entries=1)], 100.0, {"none": 100.0}, per_entry_us={"zstd": cost})
+
+
+def test_the_probe_takes_the_bytes_share_out_of_the_small_files_load() -> None:
+    # 20,000 files, 160 MiB, loaded in 6 s on a device that writes 800 MiB/s, Docker at 80 MiB/s:
+    # the bytes explain 2 + 0.2 s, the files the other 3.8 s, 190 us each
+    assert per_entry_cost_us(6.0, 160 * MIB, 20_000, 80.0, 800.0) == pytest.approx(190.0)
+    assert per_entry_cost_us(6.0, 160 * MIB, 20_000, 80.0, None) == pytest.approx(200.0)
+    # bytes that explain more than the load took leave no cost, never a negative one
+    assert per_entry_cost_us(1.0, 160 * MIB, 20_000, 80.0, 800.0) == 0.0
+    with pytest.raises(ValueError, match="needs entries"):
+        per_entry_cost_us(6.0, 160 * MIB, 0, 80.0, 800.0)
