@@ -282,12 +282,25 @@ class Live:
 
     name: str
     pid: int
+    netns: str  # the namespace's file: Docker's sandbox key, else /proc/PID/ns/net
     port: int = PORT
 
     def in_netns(self, argv: Sequence[str]) -> list[str]:
         """`argv` run inside the container's network namespace (its loopback; the Engine API's socket
         is a path, reachable from any namespace)."""
-        return ["nsenter", f"--target={self.pid}", "--net", "--", *argv]
+        return in_netns(self.netns, argv)
+
+
+def in_netns(netns: str, argv: Sequence[str]) -> list[str]:
+    return ["nsenter", f"--net={netns}", "--", *argv]
+
+
+def netns_of(attrs: dict[str, Any]) -> str:
+    """A started container's network namespace as a file to enter. Docker's sandbox key is a bind mount
+    of it that root opens as any file; /proc/PID/ns/net of a process that changed its user (the
+    entrypoint drops to the wanted UID) also needs CAP_SYS_PTRACE, which root in a container lacks."""
+    key = str((attrs.get("NetworkSettings") or {}).get("SandboxKey") or "")
+    return key if key and os.path.exists(key) else f"/proc/{attrs['State']['Pid']}/ns/net"
 
 
 @dataclass
@@ -365,9 +378,9 @@ class _Prober:
     answers to ROUTES and whether every address answers (`python -m tests.support.comfyui_capture
     probe` under nsenter, reporting JSON lines)."""
 
-    def __init__(self, pid: int, hosts: list[str]) -> None:
-        argv = Live("", pid).in_netns([sys.executable, "-m", "tests.support.comfyui_capture", "probe",
-                                       "--port", str(PORT), "--hosts", ",".join(hosts)])
+    def __init__(self, netns: str, hosts: list[str]) -> None:
+        argv = in_netns(netns, [sys.executable, "-m", "tests.support.comfyui_capture", "probe",
+                                "--port", str(PORT), "--hosts", ",".join(hosts)])
         self.process = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.transitions: list[tuple[float, str]] = []
         self.answers: dict[str, Any] | None = None
@@ -451,17 +464,18 @@ def recording(
         state = container.attrs["State"]
         started = parse_timestamp(state["StartedAt"]) or time.time()
         pid = int(state["Pid"])
+        netns = netns_of(container.attrs) if pid else ""
         lines: list[tuple[float, str]] = []
         last_line = [time.time()]
         follower = threading.Thread(target=_follow, args=(client, container.id, lines, last_line), daemon=True)
         follower.start()
         if pid:
-            prober = _Prober(pid, probe_hosts(scenario.listen))
+            prober = _Prober(netns, probe_hosts(scenario.listen))
         helper = None
         if during is not None and pid:
             def run_during() -> None:
                 try:
-                    outcome["result"] = during(Live(name, pid))
+                    outcome["result"] = during(Live(name, pid, netns))
                 except BaseException as exc:  # handed to the caller
                     outcome["error"] = exc
             helper = threading.Thread(target=run_during, daemon=True)
