@@ -427,3 +427,23 @@ def test_the_replay_binds_every_address_its_gui_lines_name(
     assert capture.http["listening"] == addresses
     assert capture.http["reach"] == {host: 200 for host in probe_hosts(listen)}
     assert capture.returncode == -15  # served until the recorder's SIGTERM
+
+
+def test_the_saved_archive_names_the_image_by_its_own_tag(shared_dir: Path, docker_client: Any, tmp_path: Path) -> None:
+    """The molecule scenario loads the archive by IMAGE: another tag of the same image that comes first in
+    its list (another checkout's GPUHOST_REPLAY_IMAGE) must not be the one the archive carries."""
+    import tarfile
+
+    from tests.support.comfyui_replay import save_image
+
+    build_image(shared_dir)
+    other = f"a-gpuhost-replay-other-{os.getpid()}:test"
+    docker_client.images.get(IMAGE).tag(other)
+    try:
+        assert other in docker_client.images.get(IMAGE).tags  # Docker lists it first: its name sorts first
+        with tarfile.open(save_image(tmp_path / "replay.tar")) as archive:
+            manifest = archive.extractfile("manifest.json")
+            assert manifest is not None
+            assert [entry["RepoTags"] for entry in json.load(manifest)] == [[IMAGE]]
+    finally:
+        docker_client.images.remove(other)

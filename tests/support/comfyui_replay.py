@@ -134,7 +134,9 @@ def save_image(path: Path, tag: str = IMAGE) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
     with open(tmp, "wb") as fh:
-        for chunk in image.save(named=True):
+        # the archive names the image by this tag: another tag of the same image (another checkout's
+        # GPUHOST_REPLAY_IMAGE) may come first in its list, and the role loads it by this name
+        for chunk in image.save(named=tag):
             fh.write(chunk)
     tmp.replace(path)
     return path

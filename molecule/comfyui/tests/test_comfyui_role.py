@@ -92,9 +92,10 @@ def test_volumes_logs_restart_policy_and_label(host: Any) -> None:
 
 def test_extra_model_paths_is_comfyuis_format(host: Any) -> None:
     rendered = yaml.safe_load(host.file("/srv/comfyui/extra_model_paths.yaml").content_string)
+    # a list of folders becomes one value of lines, each a folder (ComfyUI's utils/extra_config.py)
     assert rendered == {
         "shared": {"base_path": "/mnt/models", "is_default": True, "checkpoints": "checkpoints",
-                   "loras": "loras\nmore/loras\n"}
+                   "loras": "loras\nmore/loras"}
     }
 
 
