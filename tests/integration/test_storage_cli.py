@@ -45,9 +45,16 @@ def test_plan_refuses_a_disk_with_a_filesystem(xfs_loop: str) -> None:
     assert table.exit_code == 1
     assert "refused" in table.output and "nothing would be written" in table.output
 
-    forced = runner.invoke(app, ["storage", "plan", "--device", xfs_loop, "--force", xfs_loop, "--json"])
-    assert forced.exit_code == 0
+    # an image the small loop disk holds (the default is the largest local image: the real ComfyUI
+    # image the suite builds does not fit)
+    forced = runner.invoke(app, ["storage", "plan", "--device", xfs_loop, "--force", xfs_loop, "--image-size", "1MiB",
+                                 "--json"])
+    assert forced.exit_code == 0, forced.output
     assert json.loads(forced.output)["actions"][0] == f"wipefs --all {xfs_loop}"
+    too_small = runner.invoke(app, ["storage", "plan", "--device", xfs_loop, "--force", xfs_loop,
+                                    "--image-size", "1TiB", "--json"])
+    assert too_small.exit_code == 1, too_small.output
+    assert json.loads(too_small.output)["space"]["ok"] is False
 
 
 def test_plan_bad_input_is_exit_2() -> None:
