@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from gpuhost.comfyui.models.facts import collect_models
-from tests.support.ansible import PlaybookRun, run_playbook
+from tests.support.ansible import PlaybookRun, local_play, run_playbook
 from tests.support.comfyui_replay import IMAGE, build_image
 from tests.support.paths import REPO
 from tests.support.s3 import BUCKET, S3Proxy, model_bytes, s3_client, s3_server
@@ -62,14 +62,7 @@ PLAYBOOK = f"""---
       ansible.builtin.debug:
         msg: "CONTAINER {{{{ {{'volumes': __comfyui_models_volumes, 'env': __comfyui_models_env}} | to_json }}}}"
 """
-WHOLE_ROLE = """---
-- name: Deploy ComfyUI
-  hosts: localhost
-  connection: local
-  gather_facts: false
-  roles:
-    - role: comfyui
-"""
+WHOLE_ROLE = local_play("Deploy ComfyUI", "comfyui")
 
 
 @pytest.fixture(scope="module")
