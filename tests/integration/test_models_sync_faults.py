@@ -26,7 +26,7 @@ import pytest
 from gpuhost.agent import main as agent_main
 from gpuhost.comfyui.models.sync import SyncOptions, run
 from tests.support.paths import REPO
-from tests.support.s3 import RangeServer, S3Proxy, model_bytes, s3_client, s3_server
+from tests.support.s3 import RangeServer, S3Proxy, fill_bucket, model_bytes, s3_client, s3_server
 
 BIG = "checkpoints/big.safetensors"
 FILES = {BIG: model_bytes(8 * 1024 * 1024 + 99, 7), "loras/mid.safetensors": model_bytes(1024 * 1024 + 5, 8),
@@ -55,9 +55,7 @@ def bucket(moto: str) -> dict[str, Any]:
     """A bucket of its own for each test (tests change objects), holding FILES under PREFIX."""
     name = f"models-{uuid.uuid4().hex[:12]}"
     client = s3_client(moto)
-    client.create_bucket(Bucket=name)
-    for key, data in FILES.items():
-        client.put_object(Bucket=name, Key=f"{PREFIX}/{key}", Body=data)
+    fill_bucket(client, name, FILES, PREFIX)
     return {"endpoint": moto, "client": client, "name": name, "source": f"s3://{name}/{PREFIX}"}
 
 

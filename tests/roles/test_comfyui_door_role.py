@@ -18,21 +18,14 @@ from typing import Any
 
 import pytest
 
-from tests.support.ansible import PlaybookRun, run_playbook
+from tests.support.ansible import PlaybookRun, local_play, run_playbook
 from tests.support.serving import main_conf, nginx_test
 
 pytestmark = [pytest.mark.slow]
 
 TOKEN = "door-role-token-4f1e2d3c4b5a69788796a5b4c3d2e1f0"
 PASSWORD = "door role: pässword"
-PLAYBOOK = """---
-- name: The front door alone
-  hosts: localhost
-  connection: local
-  gather_facts: false
-  roles:
-    - role: comfyui_door
-"""
+PLAYBOOK = local_play("The front door alone", "comfyui_door")
 INSTANCES = [{"name": "comfyui-0", "number": 0, "host_port": 18188, "address": "127.0.0.1"},
              {"name": "comfyui-1", "number": 1, "host_port": 18189, "address": "::1"}]
 

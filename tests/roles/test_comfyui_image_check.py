@@ -15,20 +15,13 @@ from typing import Any
 
 import pytest
 
-from tests.support.ansible import run_playbook
+from tests.support.ansible import local_play, run_playbook
 from tests.support.images import busybox_rootfs_tar
 
 pytestmark = [pytest.mark.docker]
 
 REPOSITORY = "local/gpuhost-comfyui-check"
-PLAYBOOK = """---
-- name: Deploy ComfyUI
-  hosts: localhost
-  connection: local
-  gather_facts: false
-  roles:
-    - role: comfyui
-"""
+PLAYBOOK = local_play("Deploy ComfyUI", "comfyui")
 CHECK_ONLY = """---
 - name: Check an image the way the comfyui role does
   hosts: localhost

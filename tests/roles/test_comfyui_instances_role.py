@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.ansible import PlaybookRun, run_playbook
+from tests.support.ansible import PlaybookRun, local_play, run_playbook
 from tests.support.comfyui_replay import IMAGE, build_image
 from tests.support.comfyui_replay import INTERFACE_LABELS as IMAGE_INTERFACE_LABELS
 from tests.support.dockerd import PrivateDockerd
@@ -38,14 +38,7 @@ BASE_PORT = 8300
 NAME = "gpuhost-serving-plant"
 # the last commit before comfyui_instances: a host its comfyui role deployed must not change
 BEFORE_INSTANCES = "96d25429a23fc00493d1ef129a6a42fee358e192"
-PLAYBOOK = """---
-- name: Deploy ComfyUI
-  hosts: localhost
-  connection: local
-  gather_facts: false
-  roles:
-    - role: {role}
-"""
+
 
 
 @dataclass
@@ -76,8 +69,8 @@ class PlantedHost:
         }
 
     def run(self, variables: dict[str, Any], *extra: str, role: str = "comfyui") -> PlaybookRun:
-        return run_playbook(self.work, PLAYBOOK.format(role=role), "-i", "localhost,", "-e", json.dumps(variables),
-                            *extra, env={"DOCKER_HOST": self.docker.host})
+        return run_playbook(self.work, local_play("Deploy ComfyUI", role), "-i", "localhost,",
+                            "-e", json.dumps(variables), *extra, env={"DOCKER_HOST": self.docker.host})
 
     def containers(self) -> dict[str, dict[str, Any]]:
         client = self.docker.client()

@@ -21,10 +21,10 @@ import pytest
 import yaml
 
 from gpuhost.comfyui.models.facts import collect_models
-from tests.support.ansible import PlaybookRun, run_playbook
+from tests.support.ansible import PlaybookRun, local_play, run_playbook
 from tests.support.comfyui_replay import IMAGE, build_image
 from tests.support.paths import REPO
-from tests.support.s3 import BUCKET, S3Proxy, model_bytes, s3_client, s3_server
+from tests.support.s3 import BUCKET, S3Proxy, fill_bucket, model_bytes, s3_client, s3_server
 
 PREFIX = "comfyui"
 # the source keys; the manifest names `unet`, ComfyUI's legacy name for diffusion_models
@@ -62,14 +62,7 @@ PLAYBOOK = f"""---
       ansible.builtin.debug:
         msg: "CONTAINER {{{{ {{'volumes': __comfyui_models_volumes, 'env': __comfyui_models_env}} | to_json }}}}"
 """
-WHOLE_ROLE = """---
-- name: Deploy ComfyUI
-  hosts: localhost
-  connection: local
-  gather_facts: false
-  roles:
-    - role: comfyui
-"""
+WHOLE_ROLE = local_play("Deploy ComfyUI", "comfyui")
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +72,7 @@ def s3_proxy() -> Iterator[S3Proxy]:
             patch.setenv(name, value)
         patch.delenv("AWS_PROFILE", raising=False)
         client = s3_client(endpoint)
-        client.create_bucket(Bucket=BUCKET)
-        for key, data in FILES.items():
-            client.put_object(Bucket=BUCKET, Key=f"{PREFIX}/{key}", Body=data)
+        fill_bucket(client, BUCKET, FILES, PREFIX)
         with S3Proxy(endpoint) as proxy:
             yield proxy
 

@@ -25,10 +25,10 @@ from typing import Any
 
 import pytest
 
-from tests.support.ansible import PlaybookRun, run_playbook
+from tests.support.ansible import PlaybookRun, local_play, run_playbook
 from tests.support.comfyui_real import IMAGE, ensure_image, free_port, get_json, http_status
 from tests.support.paths import REPO
-from tests.support.s3 import BUCKET, model_bytes, s3_client, s3_server
+from tests.support.s3 import BUCKET, fill_bucket, model_bytes, s3_client, s3_server
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -42,14 +42,7 @@ FILES = {
 HOST_USER = "gpuhost-comfyreal"
 AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_CONFIG_FILE": os.devnull,
            "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
-PLAYBOOK = """---
-- name: Deploy ComfyUI
-  hosts: localhost
-  connection: local
-  gather_facts: false
-  roles:
-    - role: comfyui
-"""
+PLAYBOOK = local_play("Deploy ComfyUI", "comfyui")
 
 
 @dataclass
@@ -109,9 +102,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory, shared_dir: Path) -> Iter
             patch.setenv(key, value)
         patch.delenv("AWS_PROFILE", raising=False)
         client = s3_client(endpoint)
-        client.create_bucket(Bucket=BUCKET)
-        for key, data in FILES.items():
-            client.put_object(Bucket=BUCKET, Key=f"{PREFIX}/{key}", Body=data)
+        fill_bucket(client, BUCKET, FILES, PREFIX)
         port = free_port()
         variables = {
             "comfyui_image": IMAGE,

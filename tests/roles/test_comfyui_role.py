@@ -15,20 +15,13 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.ansible import run_playbook
+from tests.support.ansible import local_play, run_playbook
 from tests.support.comfyui_replay import IMAGE, NAME_PREFIX, build_image, free_port, remove
 from tests.support.paths import REPO
 from tests.support.role_templates import comfyui_extra_paths, render
 
 ROLE = REPO / "roles" / "comfyui"
-PLAYBOOK = """---
-- name: Deploy ComfyUI
-  hosts: localhost
-  connection: local
-  gather_facts: false
-  roles:
-    - role: comfyui
-"""
+PLAYBOOK = local_play("Deploy ComfyUI", "comfyui")
 
 
 def playbook(tmp_path: Path, variables: dict[str, Any], *extra: str) -> tuple[int, str]:

@@ -10,16 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.ansible import PlaybookRun, run_playbook
+from tests.support.ansible import PlaybookRun, local_play, run_playbook
 
-PLAYBOOK = """---
-- name: Deploy ComfyUI
-  hosts: localhost
-  connection: local
-  gather_facts: false
-  roles:
-    - role: comfyui
-"""
+PLAYBOOK = local_play("Deploy ComfyUI", "comfyui")
 
 
 def deploy(tmp_path: Path, variables: dict[str, Any], *extra: str) -> PlaybookRun:

@@ -9,17 +9,10 @@ from typing import Any
 
 import pytest
 
-from tests.support.ansible import run_playbook
+from tests.support.ansible import local_play, run_playbook
 from tests.support.aws import Ec2Server, ImdsStandIn, make_instance
 
-PLAYBOOK = """---
-- name: Tune the EBS volume
-  hosts: localhost
-  connection: local
-  gather_facts: false
-  roles:
-    - role: ebs_tuning
-"""
+PLAYBOOK = local_play("Tune the EBS volume", "ebs_tuning")
 
 
 def playbook(

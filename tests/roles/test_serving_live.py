@@ -35,7 +35,7 @@ from gpuhost.facts.nginx import collect_nginx
 from gpuhost.hostfacts import HostFacts
 from gpuhost.rules import RuleOptions
 from gpuhost.rules import door as door_rules
-from tests.support.ansible import PlaybookRun, run_playbook
+from tests.support.ansible import PlaybookRun, local_play, run_playbook
 from tests.support.comfyui_real import IMAGE, ensure_image, free_port
 from tests.support.paths import REPO
 from tests.support.serving import Answer, DoorClient, chromium, nginx, running, unit_exec_start
@@ -49,15 +49,7 @@ USER, PASSWORD = "alice", "wonder land: " + uuid.uuid4().hex[:8]
 HEADER_TIMEOUT_S = 5
 MAX_UPLOAD = "1m"
 ARTEFACTS = Path(os.environ.get("GPUHOST_TEST_ARTEFACTS", REPO / ".cache" / "artefacts")) / "serving"
-PLAYBOOK = """---
-- name: Serve ComfyUI on every GPU behind one door
-  hosts: localhost
-  connection: local
-  gather_facts: false
-  roles:
-    - role: comfyui
-    - role: comfyui_door
-"""
+PLAYBOOK = local_play("Serve ComfyUI on every GPU behind one door", "comfyui", "comfyui_door")
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.ansible import run_playbook
+from tests.support.ansible import local_play, run_playbook
 from tests.support.role_templates import ROLES, render, unit_templates
 from tests.unit.test_unit_templates import CASES, corpus_values
 
@@ -80,14 +80,7 @@ def test_a_value_a_unit_cannot_carry_fails_the_task_and_writes_nothing(tmp_path:
     assert not list((tmp_path / "units").iterdir()), "a unit was written"
 
 
-ROLE_PLAY = """---
-- name: Run one role
-  hosts: localhost
-  connection: local
-  gather_facts: false
-  roles:
-    - role: {role}
-"""
+
 
 
 @pytest.mark.parametrize(
@@ -108,7 +101,8 @@ def test_a_role_refuses_what_its_units_cannot_carry_before_it_changes_anything(
     tmp_path: Path, role: str, variables: dict[str, Any], words: str
 ) -> None:
     (tmp_path / "vars.json").write_text(json.dumps(variables))
-    run = run_playbook(tmp_path, ROLE_PLAY.format(role=role), "-i", "localhost,", "-e", f"@{tmp_path / 'vars.json'}")
+    play = local_play("Run one role", role)
+    run = run_playbook(tmp_path, play, "-i", "localhost,", "-e", f"@{tmp_path / 'vars.json'}")
     assert run.returncode == 2, run.output
     assert words in run.flat
     assert run.recap()["changed"] == 0

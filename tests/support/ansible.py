@@ -34,6 +34,12 @@ class PlaybookRun:
         return dict(zip(("ok", "changed", "unreachable", "failed"), map(int, found.groups())))
 
 
+def local_play(name: str, *roles: str) -> str:
+    """A playbook of one play on localhost (no facts gathered) that runs these roles, in this order."""
+    listed = "".join(f"    - role: {role}\n" for role in roles)
+    return f"---\n- name: {name}\n  hosts: localhost\n  connection: local\n  gather_facts: false\n  roles:\n{listed}"
+
+
 def run_playbook(tmp_path: Path, playbook: str, *args: str, env: Mapping[str, str] | None = None) -> PlaybookRun:
     """Write `playbook` under tmp_path and run it with the project's ansible.cfg and roles."""
     path = tmp_path / "play.yml"

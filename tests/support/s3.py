@@ -50,6 +50,13 @@ def s3_client(endpoint: str) -> Any:
     return boto3.client("s3", region_name="us-east-1", endpoint_url=endpoint)
 
 
+def fill_bucket(client: Any, bucket: str, objects: dict[str, bytes], prefix: str = "") -> None:
+    """Create `bucket` holding each object under `prefix`/its key."""
+    client.create_bucket(Bucket=bucket)
+    for key, data in objects.items():
+        client.put_object(Bucket=bucket, Key=f"{prefix}/{key}" if prefix else key, Body=data)
+
+
 def model_bytes(size: int, seed: int) -> bytes:
     """`size` bytes of a valid safetensors file (one U8 tensor filling it), different for each seed."""
     import json
