@@ -47,7 +47,8 @@ the containerd store containerd and dockerd, reaped children such as unpigz incl
 bytes in use after the pull (containerd keeps the compressed blobs beside the unpacked layers),
 which decompressor ran and the proof (classic: dockerd's debug log lines; containerd: process
 accounting in the container, the programs that ran and their CPU-seconds), what `gpuhost layers`
-said and predicted, the error, and the load average. One JSON line. Target: within 25 %.
+said and predicted, the error, and the load average. One JSON line. Target: every run's error within
+25 % (`within_25pct`, `max_abs_error_pct` over all runs, not their median).
 
 Everything the run creates (registries, containers, the bench images with --remove-images, loop
 devices, files) is removed, also on errors. Run as root:
@@ -684,8 +685,9 @@ def main() -> int:
         result.update(summarise(runs))
         result["runs"] = args.repeat
         result["refused"] = refused
-        errors = [v["prediction_error_pct"] for store in args.stores for disk in result.get(store, {}).values()
-                  for v in disk.values() if isinstance(v, dict) and v.get("prediction_error_pct") is not None]
+        # every run's error counts: "within 25 % in three consecutive runs", not the median of them
+        errors = [e for store in args.stores for disk in result.get(store, {}).values() for v in disk.values()
+                  if isinstance(v, dict) for e in v.get("prediction_error_pct_runs", []) if e is not None]
         result["max_abs_error_pct"] = max((abs(e) for e in errors), default=None)
         result["within_25pct"] = bool(errors) and all(abs(e) <= 25 for e in errors)
         result["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
