@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from gpuhost.ebs.plan import check_endpoint_url
 from gpuhost.ebs.volume import Modification, Performance, Volume, modification_from_api, volume_from_api
 from gpuhost.model import ExitCode, GpuhostError, UsageError
 from gpuhost.redact import redact_urls
@@ -86,6 +87,7 @@ def _sessions(profile: str | None = None, region: str | None = None) -> tuple[An
 
 # the AWS CLI v2 reads AWS_REGION first; botocore itself reads only AWS_DEFAULT_REGION
 REGION_VARIABLES = ("AWS_REGION", "AWS_DEFAULT_REGION")
+ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_EC2", "AWS_ENDPOINT_URL")  # boto3 reads them for the EC2 client
 _MAX_ATTEMPTS = re.compile(r"[1-9][0-9]{0,2}")
 
 
@@ -126,7 +128,24 @@ def configured_region(profile: str | None) -> str | None:
         raise _profile_not_found(profile) from exc
 
 
+def check_endpoint_environment(endpoint_url: str | None) -> None:
+    """The endpoint boto3 would take from the environment when no --endpoint-url is given, refused
+    before any call when it is not an http(s) URL (AwsError, exit 2): boto3's own error names neither
+    the variable nor a remedy."""
+    if endpoint_url is not None or os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":
+        return
+    for name in ENDPOINT_VARIABLES:
+        url = os.environ.get(name)
+        if url:  # boto3 skips an empty one and uses the first one set
+            try:
+                check_endpoint_url(url, name)
+            except UsageError as exc:
+                raise AwsError(str(exc), exc.remedy, ExitCode.USAGE) from None
+            return
+
+
 def ec2_client(options: AwsOptions) -> Any:
+    check_endpoint_environment(options.endpoint_url)
     _import_boto3()
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ProfileNotFound

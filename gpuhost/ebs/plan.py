@@ -47,23 +47,24 @@ def check_region(region: str) -> None:
         raise UsageError(f"{region[:80]!r} is not an AWS region name", "Regions look like us-east-1 or eu-central-1.")
 
 
-def check_endpoint_url(url: str) -> None:
-    """An http(s) URL with a host and, if any, a port from 1 to 65535; nothing around it. Messages show it
-    without its credentials."""
+def check_endpoint_url(url: str, name: str = "--endpoint-url") -> None:
+    """An http(s) URL with a host and, if any, a port from 1 to 65535; nothing around it. `name` is
+    where it came from (the option, or the environment variable boto3 would read it from). Messages
+    show it without its credentials."""
     shown = redact_url(url)[:200]
+    example = ENDPOINT_EXAMPLE if name.startswith("--") else (
+        f"Example: {name}=https://ec2.us-east-1.amazonaws.com, or unset {name} to use AWS's own endpoint.")
     if url != url.strip() or not url.isprintable() or any(c.isspace() for c in url):
-        raise UsageError(f"--endpoint-url {shown!r} has spaces or control characters in it", ENDPOINT_EXAMPLE)
+        raise UsageError(f"{name} {shown!r} has spaces or control characters in it", example)
     try:
         parsed = urlsplit(url)
         port = parsed.port
     except ValueError as exc:
-        raise UsageError(f"--endpoint-url {shown!r} is not a URL: {exc}", ENDPOINT_EXAMPLE) from None
+        raise UsageError(f"{name} {shown!r} is not a URL: {exc}", example) from None
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise UsageError(
-            f"--endpoint-url {shown!r} is not an http:// or https:// URL with a host", ENDPOINT_EXAMPLE
-        )
+        raise UsageError(f"{name} {shown!r} is not an http:// or https:// URL with a host", example)
     if port == 0:
-        raise UsageError(f"--endpoint-url {shown!r}: the port is not a number from 1 to 65535", ENDPOINT_EXAMPLE)
+        raise UsageError(f"{name} {shown!r}: the port is not a number from 1 to 65535", example)
 
 
 @dataclass

@@ -119,3 +119,51 @@ def test_tune_ebs_and_the_agent_say_so_as_json(name: str, monkeypatch: pytest.Mo
         payload = json.loads(result.stdout)
         assert payload["exit_code"] == 3 and server.url in payload["error"] and payload["remedy"]
         assert agent_main(["tune-ebs", *args, "--endpoint-url", server.url]) == 3
+
+
+BAD_ENVIRONMENT_ENDPOINTS = {
+    "no scheme": "ec2.us-east-1.amazonaws.com",
+    "not http": "ftp://127.0.0.1:21",
+    "no host": "http://",
+    "port zero": "http://127.0.0.1:0",
+    "port past 65535": "http://127.0.0.1:70000",
+    "trailing space": "http://127.0.0.1:8 ",
+    "newline": "http://127.0.0.1:8\n",
+    "credentials and a bad port": "http://admin:hunter2@127.0.0.1:99999",
+}
+
+
+@pytest.mark.parametrize("variable", ["AWS_ENDPOINT_URL_EC2", "AWS_ENDPOINT_URL"])
+@pytest.mark.parametrize("case", sorted(BAD_ENVIRONMENT_ENDPOINTS))
+def test_a_bad_endpoint_in_the_environment_is_refused_before_any_call(
+    variable: str, case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with BadServer(Script()) as server:  # would see any request made
+        monkeypatch.setenv(variable, BAD_ENVIRONMENT_ENDPOINTS[case])
+        args = ["--volume-id", VOLUME, "--region", "us-east-1", "--preset", "pull", "--json"]
+        result = CliRunner().invoke(app, ["tune-ebs", *args])
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+        assert result.exit_code == 2, result.output
+        payload = json.loads(result.stdout)
+        assert payload["exit_code"] == 2 and variable in payload["error"], payload
+        assert variable in payload["remedy"], payload
+        assert "hunter2" not in result.output
+        assert server.requests == []
+
+
+def test_an_endpoint_option_or_the_ignore_switch_passes_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", "not a url")
+    aws.check_endpoint_environment("http://127.0.0.1:8")  # boto3 uses the option, not the variable
+    monkeypatch.setenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")
+    aws.check_endpoint_environment(None)
+    monkeypatch.delenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+    with pytest.raises(aws.AwsError, match="AWS_ENDPOINT_URL_EC2 'not a url'") as caught:
+        aws.check_endpoint_environment(None)
+    assert caught.value.exit_code is ExitCode.USAGE
+
+
+def test_an_empty_endpoint_variable_is_skipped_as_boto3_skips_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", "")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "ftp://x")
+    with pytest.raises(aws.AwsError, match="AWS_ENDPOINT_URL 'ftp://x'"):
+        aws.check_endpoint_environment(None)
