@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gpuhost.engine import EngineClient, EngineUnavailable
+from gpuhost.storage.probe_registry import file_digest
 from gpuhost.units import MIB
 
 GIB = 1024 * MIB
@@ -43,11 +44,7 @@ def error_pct(predicted: float, measured: float) -> float:
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(4 * MIB), b""):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
+    return file_digest(str(path))
 
 
 def busybox_rootfs() -> bytes:

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpuhost.storage.probe_registry import file_digest
 from gpuhost.units import MIB
 
 # A model image is mostly weights (incompressible) with a Python environment beside them: the
@@ -126,16 +127,8 @@ def compress_layer(layer_path: str, compression: str) -> str:
     return target_path
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(4 * MIB), b""):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
-
-
 def _finish_layer(layer_path: str, compression: str) -> ProbeLayer:
-    diff_id, size = _sha256(layer_path), os.path.getsize(layer_path)
+    diff_id, size = file_digest(layer_path), os.path.getsize(layer_path)
     try:
         stored = compress_layer(layer_path, compression)
     except BaseException:

@@ -42,12 +42,17 @@ class Blob:
     data: bytes = b""  # the bytes themselves
 
 
-def file_blob(path: str) -> Blob:
+def file_digest(path: str) -> str:
+    """The file's content digest as registries and image manifests write it: `sha256:<hex>`."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(4 * 1024 * 1024), b""):
             digest.update(chunk)
-    return Blob("sha256:" + digest.hexdigest(), os.path.getsize(path), path=path)
+    return "sha256:" + digest.hexdigest()
+
+
+def file_blob(path: str) -> Blob:
+    return Blob(file_digest(path), os.path.getsize(path), path=path)
 
 
 def bytes_blob(data: bytes) -> Blob:
