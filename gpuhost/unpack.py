@@ -152,8 +152,9 @@ def predict_pull(
     takes several times longer than its bytes alone. Per compression, because a decompressor that
     runs beside the extraction (containerd's zstd, unpigz, igzip) hides behind the files' cost.
     download: what waiting for a network slower than the loopback adds: the compressed bytes at
-    `download_mib_s` run beside the unpacking, so only the first layer's and what the unpacking
-    cannot hide count (left out, 0: a registry on this network or a pull-through cache).
+    `download_mib_s` run beside the unpacking, so only the first layer's (in the image's order,
+    base first) and what the unpacking cannot hide count (left out, 0: a registry on this network
+    or a pull-through cache).
     write: the unpacked bytes at the device's rate, as predict_unpack_seconds.
     """
     if write_mib_s <= 0:
@@ -183,7 +184,8 @@ def predict_pull(
             raise ValueError("download throughput must be positive")
         compressed = [layer.compressed_bytes for layer in layers]
         total_download = sum(compressed) / (download_mib_s * MIB)
-        first = (max(compressed) if compressed else 0) / (download_mib_s * MIB)
+        # the unpacking starts once the image's first layer is in; the others download beside it
+        first = (compressed[0] if compressed else 0) / (download_mib_s * MIB)
         download_s = max(first, total_download - decompress_s - files_s)
     return PullPrediction(download_s=download_s, decompress_s=decompress_s, write_s=write_s, rates_used=used,
                           files_s=files_s, entries=entries, per_entry_us=costs or None)

@@ -130,6 +130,18 @@ def test_each_layer_pays_the_cost_per_file_of_its_compression() -> None:
     assert predict_pull(layers, 1024.0, {"none": 100.0}, per_entry_us={"none": 150.0}).files_s == pytest.approx(3.0)
 
 
+def test_the_unpacking_waits_for_the_first_layer_in_the_images_order_not_the_largest() -> None:
+    # a small base layer first: the large layers download while the base unpacks, as in any pull
+    layers = [PullLayer("gzip", 8 * MIB, 16 * MIB), PullLayer("gzip", 1024 * MIB, 1024 * MIB),
+              PullLayer("gzip", 1024 * MIB, 1024 * MIB)]
+    fast = predict_pull(layers, write_mib_s=4096.0, decompress_mib_s={"gzip": 256.0}, download_mib_s=1024.0)
+    assert fast.download_s == pytest.approx(8 / 1024)
+    # the largest layer first: the unpacking starts only once it is there
+    largest_first = predict_pull(list(reversed(layers)), write_mib_s=4096.0, decompress_mib_s={"gzip": 256.0},
+                                 download_mib_s=1024.0)
+    assert largest_first.download_s == pytest.approx(1.0)
+
+
 def test_the_files_overlap_the_download_like_the_decompression() -> None:
     layers = [PullLayer("none", 256 * MIB, 256 * MIB, entries=20_000) for _ in range(4)]
     # 4 s of download beside 1 GiB at 1024 MiB/s (1 s) and 80,000 files at 25 us (2 s)
