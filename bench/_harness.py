@@ -43,10 +43,6 @@ def error_pct(predicted: float, measured: float) -> float:
 # --- the image's parts ----------------------------------------------------------------------
 
 
-def sha256_file(path: Path) -> str:
-    return file_digest(str(path))
-
-
 def busybox_rootfs() -> bytes:
     busybox = shutil.which("busybox") or "/bin/busybox"
     if not os.path.exists(busybox):
@@ -109,7 +105,7 @@ def random_layer(path: Path, index: int, layer_bytes: int, files: int) -> str:
             info = tarfile.TarInfo(f"data/shard{index:02d}-{number:02d}.bin")
             info.size, info.mode, info.mtime = per_file, 0o644, int(time.time())
             tar.addfile(info, io.BufferedReader(RandomReader(per_file), 4 * MIB))
-    return sha256_file(path)
+    return file_digest(str(path))
 
 
 def add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:

@@ -92,10 +92,10 @@ from bench._harness import (  # noqa: E402
     private_dockerd,
     random_layer,
     run,
-    sha256_file,
     timed_until_durable,
 )
 from gpuhost.engine import EngineClient  # noqa: E402
+from gpuhost.storage.probe_registry import file_digest  # noqa: E402
 from gpuhost.units import MIB  # noqa: E402
 from tests.support import containerd_store as cstore  # noqa: E402
 from tests.support.registry import LocalRegistry, in_netns  # noqa: E402
@@ -174,7 +174,7 @@ def site_packages_layer(path: Path, files: int) -> str:
     with tarfile.open(path, "w") as tar:
         for name, source in python_files(files):
             tar.add(source, arcname=name, recursive=False)
-    return sha256_file(path)
+    return file_digest(str(path))
 
 
 def build_image(shared: EngineClient, work: Path, image_bytes: int, weight_layers: int,
